@@ -1,0 +1,74 @@
+"""How a class's description scores z[c, :] become its logit.
+
+Every aggregator maps scores B×C×M to logits B×C. ``observe``/``update`` let an aggregator learn
+from training passes (only the PRM does).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reprogram.prm import PRM
+
+
+class Aggregator(nn.Module):
+    def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Called with each training batch's scores (no-op by default)."""
+
+    def update(self) -> None:
+        """Called at the end of each epoch (no-op by default)."""
+
+    def reset_counts(self) -> None:
+        """Called at the start of each epoch (no-op by default)."""
+
+
+class Mean(Aggregator):
+    """The plain average of a class's scores (identity when M = 1)."""
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.mean(dim=-1)
+
+
+class MeanTopK(Aggregator):
+    """AttrVR: per text set, the mean of the top-k scores; sets mixed by alpha, 1 - alpha."""
+
+    def __init__(self, sets: torch.Tensor, top_k: int = 3, alpha: float = 0.5) -> None:
+        super().__init__()
+        first_row = sets[0]
+        if not bool((sets == first_row).all()):
+            raise ValueError("MeanTopK needs the same text-set layout for every class")
+        self.register_buffer("columns_a", torch.nonzero(first_row == 0).flatten())
+        self.register_buffer("columns_b", torch.nonzero(first_row == 1).flatten())
+        self.top_k = top_k
+        self.alpha = alpha
+
+    def _mean_top_k(self, scores: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        chosen = scores.index_select(-1, columns)
+        return chosen.topk(min(self.top_k, chosen.shape[-1]), dim=-1).values.mean(dim=-1)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        first = self._mean_top_k(scores, self.columns_a)
+        if self.columns_b.numel() == 0:
+            return first
+        return self.alpha * first + (1 - self.alpha) * self._mean_top_k(scores, self.columns_b)
+
+
+class ReweightingMatrix(Aggregator):
+    """DVP's PRM as an aggregator."""
+
+    def __init__(self, num_classes: int, per_class: int, top_k: int = 3) -> None:
+        super().__init__()
+        self.prm = PRM(num_classes, per_class, top_k)
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.prm(scores)
+
+    def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        self.prm.observe(scores, labels)
+
+    def update(self) -> None:
+        self.prm.update()
+
+    def reset_counts(self) -> None:
+        self.prm.reset_counts()

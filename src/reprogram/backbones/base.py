@@ -1,0 +1,167 @@
+"""The frozen backbone interface the methods rely on, and its on-disk text-feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reprogram.io import atomic_torch_save, cache_dir
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the user asked for: enough to load the same backbone again."""
+
+    arch: str
+    weights: str | None = None
+    quick_gelu: bool | None = None
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "weights": self.weights, "quick_gelu": self.quick_gelu}
+
+
+def fingerprint_state_dict(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of every tensor's name, shape, dtype and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class TextFeatureCache:
+    """Text features on disk keyed by backbone fingerprint and the exact list of texts."""
+
+    folder: Path | None = None
+    hits: int = field(default=0, init=False)
+    misses: int = field(default=0, init=False)
+
+    def _path(self, fingerprint: str, texts: Sequence[str]) -> Path:
+        key = hashlib.sha256((fingerprint + "\0" + json.dumps(list(texts))).encode()).hexdigest()
+        folder = self.folder or cache_dir("text-features")
+        return Path(folder) / fingerprint / f"{key[:32]}.pt"
+
+    def load(self, fingerprint: str, texts: Sequence[str]) -> torch.Tensor | None:
+        path = self._path(fingerprint, texts)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            features = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a corrupt cache entry is recomputed, never fatal
+            self.misses += 1
+            return None
+        self.hits += 1
+        return features
+
+    def save(self, fingerprint: str, texts: Sequence[str], features: torch.Tensor) -> None:
+        atomic_torch_save(features.detach().float().cpu().contiguous(), self._path(fingerprint, texts))
+
+
+class Backbone(nn.Module):
+    """A frozen CLIP: input size, normalisation, logit scale, image and text encoders.
+
+    Subclasses implement ``_encode_image`` and ``_encode_text_batch``; this class freezes the
+    weights, normalises features, batches and caches text encoding, and fingerprints the weights.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        *,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        text_cache: TextFeatureCache | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.input_size = int(input_size)
+        self.mean = tuple(float(x) for x in mean)
+        self.std = tuple(float(x) for x in std)
+        self.text_cache = text_cache if text_cache is not None else TextFeatureCache()
+        self._fingerprint: str | None = None
+
+    # -- to implement -------------------------------------------------------------------------
+    def _encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _logit_scale(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- public interface ---------------------------------------------------------------------
+    def freeze(self) -> Backbone:
+        for param in self.parameters():
+            param.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> Backbone:
+        """The backbone stays in eval mode whatever the caller asks (it is never trained)."""
+        return super().train(False)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self._logit_scale().detach().float().exp().clamp(max=100.0))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_state_dict(self.state_dict())
+        return self._fingerprint
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features of already-normalised pixels (B×3×S×S).
+
+        Gradients flow to ``pixels`` (the weights are frozen).
+        """
+        features = self._encode_image(pixels)
+        return features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised fp32 text features (N×d) on the backbone's device, cached on disk."""
+        texts = list(texts)
+        cached = self.text_cache.load(self.fingerprint, texts) if texts else None
+        if cached is None:
+            chunks = [
+                self._encode_text_batch(texts[i : i + batch_size]).float()
+                for i in range(0, len(texts), batch_size)
+            ]
+            cached = torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim)
+            cached = cached / cached.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            if texts:
+                self.text_cache.save(self.fingerprint, texts, cached)
+        return cached.to(self.device)
+
+    @property
+    def embed_dim(self) -> int:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """A JSON-able summary saved with every run."""
+        return {
+            **self.spec.to_dict(),
+            "fingerprint": self.fingerprint,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "logit_scale": self.logit_scale,
+        }

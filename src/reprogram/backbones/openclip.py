@@ -1,0 +1,207 @@
+"""open_clip architectures with weights from local files only (never a hub)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from reprogram.backbones.base import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    Backbone,
+    BackboneSpec,
+    TextFeatureCache,
+)
+from reprogram.errors import ReprogramError
+
+# Keys that OpenAI's released TorchScript checkpoints carry beside the weights.
+OPENAI_MARKER_KEYS = ("input_resolution", "context_length", "vocab_size")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def packaged_config_names() -> list[str]:
+    folder = resources.files("reprogram") / "model_configs"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def architecture_config(arch: str) -> dict:
+    """The model config of an architecture: one packaged with reprogram, or bundled by open_clip."""
+    import open_clip
+
+    packaged = resources.files("reprogram") / "model_configs" / f"{arch}.json"
+    if packaged.is_file():
+        return json.loads(packaged.read_text())
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        known = ", ".join(packaged_config_names() + ["ViT-B-16", "ViT-B-32", "RN50", "RN101", "ViT-L-14", "…"])
+        raise ReprogramError(f"unknown architecture '{arch}' (known: {known}; see open_clip.list_models())")
+    if "hf_model_name" in config.get("text_cfg", {}) or "timm_model_name" in config.get("vision_cfg", {}):
+        raise ReprogramError(
+            f"architecture '{arch}' needs Hugging Face or timm towers fetched from a hub; "
+            "use a plain CLIP architecture or a Hugging Face CLIPModel folder"
+        )
+    return config
+
+
+def is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """Read weights in any supported form; return (state dict, came from OpenAI's release)."""
+    from_openai = False
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        elif is_torchscript(path):
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            from_openai = True
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except ReprogramError:
+        raise
+    except Exception as err:
+        raise ReprogramError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ReprogramError(f"{path}: not a CLIP state dict (expected a mapping of names to tensors)")
+    if state and next(iter(state)).startswith("module."):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    if any(key in state for key in OPENAI_MARKER_KEYS):
+        from_openai = True
+        state = {k: v for k, v in state.items() if k not in OPENAI_MARKER_KEYS}
+    return state, from_openai
+
+
+def build_open_clip_model(config: dict, quick_gelu: bool) -> torch.nn.Module:
+    from open_clip.model import CLIP, CustomTextCLIP
+
+    config = dict(config)
+    config["quick_gelu"] = bool(quick_gelu)
+    custom_text = config.pop("custom_text", False)
+    config.pop("multimodal_cfg", None)
+    cls = CustomTextCLIP if custom_text else CLIP
+    return cls(**config)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    """Load a state dict strictly, explaining a mismatch by architecture and keys."""
+    from open_clip.factory import convert_state_dict
+    from open_clip.model import resize_pos_embed
+
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        from open_clip.model import convert_to_custom_text_state_dict
+
+        state = convert_to_custom_text_state_dict(state)
+    if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
+        state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+    resize_pos_embed(state, model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if mismatched:
+            shapes = ", ".join(
+                f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                for k in mismatched[:3]
+            )
+            parts.append(f"{len(mismatched)} keys of another shape ({shapes})")
+        raise ReprogramError(
+            f"weights {path} do not match architecture '{arch}': " + "; ".join(parts)
+            + ". Pick the architecture the file was trained with (--backbone)."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+class OpenClipBackbone(Backbone):
+    """A frozen open_clip CLIP (any architecture open_clip can build)."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        model: torch.nn.Module,
+        *,
+        context_length: int,
+        mean: Sequence[float] = OPENAI_MEAN,
+        std: Sequence[float] = OPENAI_STD,
+        text_cache: TextFeatureCache | None = None,
+    ) -> None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        size = model.visual.image_size
+        super().__init__(
+            spec,
+            input_size=size[0] if isinstance(size, (tuple, list)) else size,
+            mean=mean,
+            std=std,
+            text_cache=text_cache,
+        )
+        self.model = model
+        self.tokenizer = SimpleTokenizer(context_length=context_length)
+        self.freeze()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else -1
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.visual.set_grad_checkpointing(enable)
+
+    def _encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+    def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.model.encode_text(tokens)
+
+    def _logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale
+
+
+def local_dir_config(folder: Path) -> tuple[dict, dict]:
+    """(model_cfg, preprocess_cfg) of an open_clip ``local-dir:`` folder."""
+    config_path = folder / "open_clip_config.json"
+    if not config_path.is_file():
+        raise ReprogramError(f"{folder}: no open_clip_config.json (expected an open_clip local-dir folder)")
+    config = json.loads(config_path.read_text())
+    if "model_cfg" not in config:
+        raise ReprogramError(f"{config_path}: missing key 'model_cfg'")
+    return config["model_cfg"], config.get("preprocess_cfg", {})
+
+
+def find_weights_in_dir(folder: Path) -> Path:
+    preferred = [
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.safetensors",
+        "open_clip_pytorch_model.bin",
+        "open_clip_pytorch_model.pth",
+        "model.safetensors",
+        "pytorch_model.bin",
+    ]
+    for name in preferred:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not found:
+        raise ReprogramError(f"{folder}: no weights file (.safetensors, .bin, .pt) in the folder")
+    return found[0]

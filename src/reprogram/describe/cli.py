@@ -1,0 +1,331 @@
+"""CLI: ``reprogram describe`` and ``reprogram descriptions check``, a thin layer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reprogram.describe.check import (
+    DEFAULT_MIN_VALID,
+    DEFAULT_TARGET,
+    CheckReport,
+    FileReport,
+    check_descriptions,
+    infer_dataset,
+)
+from reprogram.describe.classes import dataset_classes, read_class_list
+from reprogram.describe.client import DEFAULT_MODEL, ChatClient
+from reprogram.describe.generate import (
+    MODES,
+    GenerationResult,
+    ProgressInfo,
+    Sampling,
+    generate_descriptions,
+)
+from reprogram.describe.prompts import SYSTEM_PROMPT, file_key, parse_list
+from reprogram.describe.templates import template_descriptions
+from reprogram.errors import ReprogramError
+
+PAPER_CAUSES = 3  # DVP-cse uses the first three causes of a dataset
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``describe`` and the ``descriptions`` group (with ``check``) to ``app``."""
+    app.command("describe")(describe_command)
+    group = typer.Typer(help="Inspect class-description files.", no_args_is_help=True)
+    group.command("check")(check_command)
+    app.add_typer(group, name="descriptions")
+
+
+def _resolve_inputs(
+    classes: Path | None,
+    dataset: str | None,
+    task: str | None,
+    causes: str | None,
+    num_causes: int,
+    key: str | None,
+    mode: str,
+) -> tuple[list[str], str, list[str], str]:
+    """Class names, task noun, causes and file key from the options."""
+    if (classes is None) == (dataset is None):
+        raise ReprogramError("give exactly one of --classes FILE or --dataset NAME")
+    if dataset is not None:
+        names, info_task, info_causes, info_key = dataset_classes(dataset)
+        cause_list = parse_list(causes) or list(info_causes[:num_causes])
+        return names, task or info_task, cause_list, key or info_key
+    assert classes is not None
+    if not task:
+        raise ReprogramError("--task is required with --classes (e.g. --task texture)")
+    cause_list = parse_list(causes)
+    if mode == "causes" and not cause_list:
+        raise ReprogramError(
+            "--causes is required with --classes in cause mode (e.g. 'pattern,color')"
+        )
+    return read_class_list(classes), task, cause_list, key or file_key(classes.stem)
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[ProgressInfo], None]]:
+    """A rich progress bar (classes done, requests, tokens) as an ``on_progress`` callback."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+    task_id = bar.add_task(label, total=None, stats="")
+
+    def update(info: ProgressInfo) -> None:
+        u = info.usage
+        stats = f"{u.requests} requests, {u.retries} retried, {u.total_tokens:,} tokens"
+        bar.update(task_id, completed=info.done, total=info.total, stats=stats)
+
+    with bar:
+        yield update
+
+
+def _print_result(result: GenerationResult, out: Path) -> None:
+    for warning in result.warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+    names = ", ".join(p.name for p in result.files)
+    typer.echo(f"{out}: {names}")
+    typer.echo(f"{result.complete}/{result.total} class entries complete; {result.usage.summary()}")
+    for filename, short in result.incomplete.items():
+        shown = ", ".join(f"{c} ({k})" for c, k in list(short.items())[:10])
+        more = f" (+{len(short) - 10} more)" if len(short) > 10 else ""
+        typer.secho(
+            f"{filename}: {len(short)} classes short of valid answers: {shown}{more}",
+            fg="yellow",
+            err=True,
+        )
+    if not result.ok:
+        typer.secho(
+            "rerun the same command to ask again for what is missing", fg="yellow", err=True
+        )
+
+
+def describe_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the description files.")],
+    classes: Annotated[
+        Path | None, typer.Option("--classes", help="Class names: one per line, or a JSON list.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="A published dataset (classes, task, causes).")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task noun for the prompt, e.g. 'texture'.")
+    ] = None,
+    causes: Annotated[
+        str | None, typer.Option("--causes", help="Comma-separated causes, one file each.")
+    ] = None,
+    num_causes: Annotated[
+        int, typer.Option("--num-causes", help="With --dataset: how many of its causes.")
+    ] = PAPER_CAUSES,
+    mode: Annotated[
+        str, typer.Option("--mode", help="'causes' (DVP-cse) or 'attributes' (DVP-cls, AttrVR).")
+    ] = "causes",
+    attributes: Annotated[
+        str, typer.Option("--attributes", help="Attribute files: des (descriptive), dist.")
+    ] = "des,dist",
+    key: Annotated[
+        str | None, typer.Option("--key", help="File prefix (default: dataset key or file stem).")
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="OpenAI-compatible base URL [env OPENAI_BASE_URL]."),
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="Model name.")] = DEFAULT_MODEL,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="API key [env OPENAI_API_KEY].", show_default=False),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", help="Answers per class (default 20, attributes 25).")
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", help="Prompt template: {class}, {task}, {cause}, {article}."),
+    ] = None,
+    system: Annotated[
+        str, typer.Option("--system", help="System message ('' for none).")
+    ] = SYSTEM_PROMPT,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.99,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 50,
+    stop: Annotated[str, typer.Option("--stop", help="Stop string ('' for none).")] = ".",
+    n_per_request: Annotated[
+        int | None,
+        typer.Option("--n-per-request", help="Cap on answers per request (1 if n is refused)."),
+    ] = None,
+    max_failed: Annotated[
+        int, typer.Option("--max-failed", help="Per class: requests with no valid answer allowed.")
+    ] = 3,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    max_retries: Annotated[
+        int, typer.Option("--max-retries", help="Retries on 429/5xx/time-outs.")
+    ] = 6,
+    workers: Annotated[int, typer.Option("--workers", help="Requests in flight at once.")] = 1,
+    template: Annotated[
+        bool,
+        typer.Option("--template", help="No LLM: template sentences from names (weaker)."),
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Generate class descriptions with an OpenAI-compatible LLM (resumable), or templates."""
+    if mode not in MODES:
+        raise ReprogramError(f"unknown --mode '{mode}' (known: {', '.join(MODES)})")
+    names, task_noun, cause_list, file_prefix = _resolve_inputs(
+        classes, dataset, task, causes, num_causes, key, mode
+    )
+    kinds = parse_list(attributes)
+    if template:
+        result = template_descriptions(
+            names,
+            task_noun,
+            cause_list,
+            out,
+            mode=mode,
+            key=file_prefix,
+            samples=samples,
+            attributes=kinds,
+        )
+        _print_result(result, out)
+        return
+    client = ChatClient(model, base_url, api_key, timeout=timeout, max_retries=max_retries)
+    sampling = Sampling(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        stop=(stop,) if stop else (),
+        system=system or None,
+        n_per_request=n_per_request,
+        max_failed_requests=max_failed,
+    )
+    label = f"{file_prefix}: {len(names)} classes"
+    try:
+        with _progress(progress, label) as on_progress:
+            result = generate_descriptions(
+                names,
+                task_noun,
+                cause_list,
+                out,
+                client=client,
+                mode=mode,
+                key=file_prefix,
+                samples=samples,
+                prompt=prompt,
+                attributes=kinds,
+                sampling=sampling,
+                workers=workers,
+                on_progress=on_progress,
+            )
+    except KeyboardInterrupt:
+        typer.secho(
+            f"interrupted; answers received so far are saved in {out}. {client.usage.summary()}. "
+            "Rerun the same command to continue.",
+            fg="yellow",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    _print_result(result, out)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _details(report: FileReport, limit: int = 10) -> list[str]:
+    def shown(items: list[str]) -> str:
+        more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    lines = []
+    if report.missing:
+        lines.append(f"missing: {shown(report.missing)}")
+    for missing, near in report.near_misses.items():
+        lines.append(f"'{missing}' is missing but the file has '{near}'")
+    if report.too_few:
+        lines.append(
+            f"too few valid sentences: {shown([f'{c} ({k})' for c, k in report.too_few.items()])}"
+        )
+    if report.duplicate_keys:
+        lines.append(f"class keys repeated in the JSON: {shown(report.duplicate_keys)}")
+    if report.extra:
+        lines.append(f"not in the class list: {shown(report.extra)}")
+    if report.below_target:
+        items = [f"{c} ({k})" for c, k in report.below_target.items()]
+        lines.append(f"below the target count: {shown(items)}")
+    return lines
+
+
+def print_check_report(report: CheckReport) -> None:
+    """One line per file, then the details of what is wrong."""
+    for file in report.files:
+        problems = file.problems(report.strict)
+        warnings = [w for w in file.warnings() if w not in problems]
+        status = typer.style("FAIL", fg="red") if problems else typer.style("ok", fg="green")
+        summary = "; ".join(problems) if problems else f"{file.classes} classes"
+        note = f" (warnings: {'; '.join(warnings)})" if warnings else ""
+        typer.echo(f"{status}  {file.path}: {summary}{note}")
+        for line in _details(file):
+            typer.echo(f"      {line}")
+    verdict = "all files pass" if report.ok else "problems found"
+    typer.echo(
+        f"{verdict} (valid = at least 20 characters; min {report.min_valid} valid per class, "
+        f"target {report.target})"
+    )
+
+
+def check_command(
+    files: Annotated[list[Path], typer.Argument(help="Description files to check.")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Check against a published dataset's classes.")
+    ] = None,
+    classes: Annotated[
+        Path | None, typer.Option("--classes", help="Check against this class list.")
+    ] = None,
+    min_valid: Annotated[
+        int, typer.Option("--min-valid", help="Fewer valid sentences than this is a problem.")
+    ] = DEFAULT_MIN_VALID,
+    target: Annotated[
+        int, typer.Option("--target", help="Fewer than this is a warning (m, sampled per class).")
+    ] = DEFAULT_TARGET,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as problems.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check description files: missing classes, too few valid sentences, duplicates.
+
+    Exits 1 when a problem is found. Without --dataset/--classes the dataset is taken from
+    published-style file names (dtd_cse_1.json -> dtd).
+    """
+    if dataset is not None and classes is not None:
+        raise ReprogramError("give only one of --dataset NAME or --classes FILE")
+    if classes is not None:
+        names = read_class_list(classes)
+    else:
+        dataset = dataset or infer_dataset(files)
+        if dataset is None:
+            raise ReprogramError(
+                "cannot tell the classes from the file names: pass --dataset or --classes"
+            )
+        names = dataset_classes(dataset)[0]
+    report = check_descriptions(files, names, min_valid=min_valid, target=target, strict=strict)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print_check_report(report)
+    if not report.ok:
+        raise typer.Exit(1)

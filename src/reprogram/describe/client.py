@@ -1,0 +1,263 @@
+"""A small OpenAI-compatible chat-completions client: retries, back-off, time-outs, usage counters.
+
+Only the standard library is used, so it works against hosted APIs and local servers (vLLM,
+Ollama, llama.cpp) alike. Base URL and key default to ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``,
+as the ``openai`` package reads them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reprogram.errors import ReprogramError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"  # the model the DVP paper used for its cause descriptions
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+class EndpointError(ReprogramError):
+    """The endpoint failed in a way that retrying will not fix, or retries ran out."""
+
+
+class AuthenticationError(EndpointError):
+    """The endpoint rejected the API key (HTTP 401/403): stop at once, retrying cannot help."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying (rate limit, server error, time-out, garbled answer)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Usage:
+    """Counters over a client's lifetime: HTTP requests sent, retries, tokens billed."""
+
+    requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def summary(self) -> str:
+        return (
+            f"{self.requests} requests ({self.retries} retried), {self.total_tokens:,} tokens "
+            f"({self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion)"
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The answers of one successful request (one text per returned choice) and its token usage."""
+
+    texts: list[str]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """``base_url``, else ``$OPENAI_BASE_URL``, else the OpenAI API; without a trailing slash."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    return url.rstrip("/")
+
+
+def resolve_api_key(api_key: str | None = None) -> str | None:
+    """``api_key``, else ``$OPENAI_API_KEY``; ``None`` if unset (fine for local servers)."""
+    return api_key or os.environ.get("OPENAI_API_KEY") or None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): the server's Retry-After, else
+    exponential back-off with jitter; never more than ``cap``."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    return min(cap, base * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # an HTTP date: fall back to our own back-off
+        return None
+
+
+def _error_message(body: bytes) -> str:
+    """The server's own error text, from ``{"error": {"message": ...}}`` or the raw body."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:300]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            err = err.get("message") or err.get("detail") or err
+        return str(err)[:300]
+    return text[:300]
+
+
+def parse_completion(data: Any) -> Completion:
+    """Read choices and usage from a chat-completions answer; raise ``ValueError`` if malformed."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise ValueError("no 'choices' list in the answer")
+    texts = []
+    for choice in data["choices"]:
+        if not isinstance(choice, dict):
+            raise ValueError("a choice is not an object")
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else choice.get("text")
+        texts.append(content if isinstance(content, str) else "")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return Completion(
+        texts,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
+class ChatClient:
+    """Calls ``POST {base_url}/chat/completions``, retrying what is worth retrying.
+
+    Retried, with exponential back-off (or the server's ``Retry-After``): HTTP 429, 408/409 and 5xx,
+    time-outs, dropped connections and malformed answers, up to ``max_retries`` times. A 401/403
+    raises :class:`AuthenticationError` at once; any other 4xx raises :class:`EndpointError`.
+    ``usage`` counts requests, retries and tokens, and is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.model = model
+        self.base_url = resolve_base_url(base_url)
+        self.api_key = resolve_api_key(api_key)
+        if self.api_key is None and self.base_url == DEFAULT_BASE_URL:
+            raise ReprogramError(
+                f"no API key for {DEFAULT_BASE_URL}: set OPENAI_API_KEY or pass --api-key; for a "
+                "local server pass --base-url (or set OPENAI_BASE_URL); without any LLM use "
+                "--template (weaker)"
+            )
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.sleep = sleep
+        self.usage = Usage()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ChatClient(model={self.model!r}, base_url={self.base_url!r})"
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        n: int = 1,
+        temperature: float = 0.99,
+        max_tokens: int = 50,
+        stop: Sequence[str] = (".",),
+        system: str | None = None,
+    ) -> Completion:
+        """Ask for ``n`` answers to ``prompt`` (servers may return fewer; callers must cope)."""
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "n": n,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        if stop:
+            payload["stop"] = list(stop)
+        return self._post(json.dumps(payload).encode("utf-8"))
+
+    def _post(self, body: bytes) -> Completion:
+        for attempt in range(self.max_retries + 1):
+            try:
+                completion = self._attempt(body)
+            except _Transient as err:
+                if attempt == self.max_retries:
+                    raise EndpointError(
+                        f"{self.url}: giving up after {attempt + 1} attempts: {err}"
+                    ) from None
+                with self._lock:
+                    self.usage.retries += 1
+                self.sleep(backoff_delay(attempt, self.backoff, self.max_backoff, err.retry_after))
+                continue
+            with self._lock:
+                self.usage.prompt_tokens += completion.prompt_tokens
+                self.usage.completion_tokens += completion.completion_tokens
+            return completion
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, body: bytes) -> Completion:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        with self._lock:
+            self.usage.requests += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as err:
+            raise self._http_error(err) from None
+        except TimeoutError:
+            raise _Transient(f"no answer within {self.timeout:g} s") from None
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, TimeoutError):
+                raise _Transient(f"no answer within {self.timeout:g} s") from None
+            raise _Transient(f"cannot reach the server ({err.reason})") from None
+        except (http.client.HTTPException, ConnectionError, OSError) as err:
+            raise _Transient(f"connection failed ({err.__class__.__name__}: {err})") from None
+        try:
+            return parse_completion(json.loads(raw))
+        except ValueError as err:
+            raise _Transient(f"malformed answer ({err}): {raw[:120]!r}") from None
+
+    def _http_error(self, err: urllib.error.HTTPError) -> Exception:
+        try:
+            body = err.read()
+        except (OSError, http.client.HTTPException):
+            body = b""
+        message = _error_message(body) or err.reason
+        if err.code in (401, 403):
+            return AuthenticationError(
+                f"{self.url} rejected the API key (HTTP {err.code}: {message}); set OPENAI_API_KEY "
+                "or pass --api-key. Nothing was lost: rerun to continue where this stopped."
+            )
+        if err.code in RETRY_STATUS or err.code >= 500:
+            return _Transient(
+                f"HTTP {err.code}: {message}", _parse_retry_after(err.headers.get("Retry-After"))
+            )
+        hint = " (does the base URL end in /v1?)" if err.code == 404 else ""
+        return EndpointError(f"{self.url}: HTTP {err.code}: {message}{hint}")

@@ -1,0 +1,163 @@
+"""The typed training configuration: paper defaults, YAML files, command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reprogram.errors import ReprogramError
+from reprogram.methods import MethodOptions
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults are the paper's (DVP, ICML 2025)."""
+
+    method: str = "dvp-cse"
+    dataset: str = ""
+    root: str | None = None
+    backbone: str = "ViT-B-16"
+    weights: str | None = None
+    quick_gelu: bool | None = None
+    descriptions: list[str] = field(default_factory=list)
+    shots: int = 16  # per class from train; 0 = all images
+    seed: int = 1
+    split_seed: int = 0  # for folder/CSV datasets without explicit splits
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 40.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    augment: bool = True
+    prm_warmup_epochs: int = 1  # the paper's epoch 0 only estimates the PRM
+    eval_every: int = 0  # evaluate validation every N epochs; 0 = about 20 times per run
+    select_on: str = "val"  # "val" (ours) or "test" (the official scripts' optimistic protocol)
+    eval_batch_size: int = 256
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    grad_checkpointing: bool = False
+    deterministic: bool = False
+    skip_bad_images: bool = False
+    checkpoint_every: int = 1
+    quiet: bool = False
+    # method options (see MethodOptions)
+    m: int = 20
+    prm_top_k: int = 3
+    attr_top_k: int = 3
+    alpha: float = 0.5
+    clusters: int | None = None
+    kmeans_seed: int = 0
+    template: str = "This is a photo of {}."
+    frame: int | None = None
+
+    def method_options(self) -> MethodOptions:
+        names = {f.name for f in fields(MethodOptions)}
+        return MethodOptions(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+    def validate(self) -> TrainConfig:
+        from reprogram.methods import get_recipe
+
+        get_recipe(self.method)
+        if self.select_on not in ("val", "test"):
+            raise ReprogramError(f"select_on must be 'val' or 'test', got '{self.select_on}'")
+        for name in ("epochs", "batch_size", "eval_batch_size", "m", "checkpoint_every"):
+            if getattr(self, name) < (0 if name == "epochs" else 1):
+                raise ReprogramError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.shots < 0:
+            raise ReprogramError(f"shots must be >= 0 (0 = all images), got {self.shots}")
+        if not self.dataset:
+            raise ReprogramError("no dataset given (--dataset NAME, folder:PATH or csv:FILE)")
+        return self
+
+    def resolved_eval_every(self) -> int:
+        return self.eval_every or max(1, self.epochs // 20)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML or command-line value to the field's type, naming the key on failure."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(name, value, inner)
+    if origin is list:
+        items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+        return [_coerce(name, v, args[0]) for v in items]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return hint(value)
+    except (TypeError, ValueError) as err:
+        raise ReprogramError(f"config key '{name}': cannot read {value!r} as {hint.__name__}") from err
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str) -> TrainConfig:
+    hints = _field_types()
+    for key, value in overrides.items():
+        name = key.replace("-", "_")
+        if name not in hints:
+            close = [n for n in hints if n.startswith(name[:3])]
+            hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+            raise ReprogramError(f"{source}: unknown config key '{key}'{hint}")
+        setattr(config, name, _coerce(name, value, hints[name]))
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then a YAML file, then explicit overrides (command line)."""
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ReprogramError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ReprogramError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(data, dict):
+            raise ReprogramError(f"{path}: expected a mapping of config keys")
+        apply_overrides(config, data, str(path))
+    if overrides:
+        apply_overrides(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    return config
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """``--set key=value`` items to a dict."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ReprogramError(f"--set expects key=value, got '{item}'")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    from reprogram.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,233 @@
+"""The methods as recipes over shared parts, and the model they build.
+
+Every method is ``z[c, j] = s * cos(f_img(P_g(c,j)(x)), f_txt(e_cj))`` followed by an aggregation
+per class (see docs/methods.md). A :class:`Recipe` names the parts; :func:`build_reprogrammer`
+assembles a :class:`Reprogrammer` from a recipe, a backbone, class names and description files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reprogram.aggregation import Aggregator, Mean, MeanTopK, ReweightingMatrix
+from reprogram.backbones import Backbone
+from reprogram.descriptions import (
+    TEMPLATE,
+    TextBank,
+    cluster_groups,
+    concatenated_bank,
+    read_description_file,
+    sample_descriptions,
+    single_group_bank,
+    template_texts,
+)
+from reprogram.errors import ReprogramError
+from reprogram.prompts import PromptBank
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Which parts a method uses."""
+
+    name: str
+    prompt: str  # padding | watermark | none
+    texts: str  # template | descriptions | attributes | attribute-pair | causes
+    grouping: str  # single | by-file | kmeans
+    aggregation: str  # mean | mean-top-k | prm
+    summary: str
+
+    @property
+    def trainable(self) -> bool:
+        return self.prompt != "none"
+
+    @property
+    def needs_descriptions(self) -> bool:
+        return self.texts != "template"
+
+
+METHODS: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe("zero-shot", "none", "template", "single", "mean",
+               "Frozen CLIP with the class-name template; nothing is trained."),
+        Recipe("zero-shot-desc", "none", "descriptions", "single", "mean",
+               "Frozen CLIP scored by the average over each class's descriptions; nothing is trained."),
+        Recipe("vp", "watermark", "template", "single", "mean",
+               "VP: an unconstrained additive frame on the full-size normalised image, template logits."),
+        Recipe("ar", "padding", "template", "single", "mean",
+               "AR: one padding prompt (image shrunk, sigmoid frame around it), template logits."),
+        Recipe("attrvr", "padding", "attribute-pair", "single", "mean-top-k",
+               "AttrVR: one padding prompt; alpha * mean-top-k descriptive + (1 - alpha) * "
+               "mean-top-k distinctive attribute scores."),
+        Recipe("dvp-cse", "padding", "causes", "by-file", "prm",
+               "DVP-cse: one padding prompt per cause, each scored against its cause's "
+               "descriptions, combined by the PRM."),
+        Recipe("dvp-cls", "padding", "attributes", "kmeans", "prm",
+               "DVP-cls: attribute descriptions k-means clustered into v groups, one padding "
+               "prompt per cluster, combined by the PRM."),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in METHODS:
+        raise ReprogramError(f"unknown method '{name}' (known: {', '.join(METHODS)})")
+    return METHODS[name]
+
+
+@dataclass
+class MethodOptions:
+    """Method hyper-parameters (the paper's defaults)."""
+
+    m: int = 20  # descriptions sampled per class and file
+    prm_top_k: int = 3
+    attr_top_k: int = 3
+    alpha: float = 0.5
+    clusters: int | None = None  # DVP-cls v; None: the dataset's published value, else 3
+    kmeans_seed: int = 0
+    template: str = TEMPLATE
+    frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)
+
+
+@dataclass
+class ReprogramOutput:
+    logits: torch.Tensor  # B×C
+    scores: torch.Tensor  # B×C×M description scores z
+
+
+class Reprogrammer(nn.Module):
+    """Frozen backbone + prompt bank + text features + aggregation = logits."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        backbone: Backbone,
+        prompts: PromptBank,
+        bank: TextBank,
+        aggregator: Aggregator,
+        text_features: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.recipe = recipe
+        self.backbone = backbone
+        self.prompts = prompts
+        self.bank = bank
+        self.aggregator = aggregator
+        self.register_buffer("text_features", text_features.float(), persistent=False)
+        self.register_buffer("groups", bank.groups.clone(), persistent=False)
+        self.logit_scale = backbone.logit_scale
+
+    @property
+    def image_size(self) -> int:
+        return self.prompts.image_size
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """v×B×d features of every prompt applied to every image, in one encoder call."""
+        prompted = self.prompts(images)
+        count, batch = prompted.shape[:2]
+        features = self.backbone.encode_image(prompted.flatten(0, 1))
+        return features.view(count, batch, -1)
+
+    def scores_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """z (B×C×M): each text scored by its own prompt's image features (fp32)."""
+        similarities = torch.einsum("vbd,cmd->vbcm", features.float(), self.text_features)
+        index = self.groups.unsqueeze(0).unsqueeze(0).expand(1, features.shape[1], -1, -1)
+        return self.logit_scale * similarities.gather(0, index).squeeze(0)
+
+    def forward(self, images: torch.Tensor) -> ReprogramOutput:
+        scores = self.scores_from_features(self.image_features(images))
+        return ReprogramOutput(self.aggregator(scores), scores)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The learned state: prompt parameters and aggregator buffers (PRM)."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.state_dict()
+        for key, value in state.items():
+            if key not in own or own[key].shape != value.shape:
+                raise ReprogramError(f"checkpoint entry '{key}' does not fit this model")
+            own[key].copy_(value)
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        return [self.prompts.theta] if self.recipe.trainable else []
+
+
+@dataclass
+class DescriptionSources:
+    """Description files for a method: ``files`` in order (causes, or descriptive then distinctive)."""
+
+    files: list[str] = field(default_factory=list)
+
+    def read(self) -> list[tuple[str, dict[str, list[str]]]]:
+        return [(path, read_description_file(path)) for path in self.files]
+
+
+def build_text_bank(
+    recipe: Recipe,
+    classnames: Sequence[str],
+    descriptions: Sequence[tuple[str, dict[str, list[str]]]],
+    options: MethodOptions,
+    seed: int,
+) -> TextBank:
+    """Texts per class for a recipe (grouping by cluster needs features, done by the caller)."""
+    if recipe.texts == "template":
+        return single_group_bank(template_texts(classnames, options.template), "template")
+    expected = {"attributes": 1, "attribute-pair": 2}.get(recipe.texts)
+    if not descriptions:
+        raise ReprogramError(f"method '{recipe.name}' needs description files (--descriptions FILE …)")
+    if expected is not None and len(descriptions) != expected:
+        what = "a descriptive and a distinctive file" if expected == 2 else "one attribute file"
+        raise ReprogramError(f"method '{recipe.name}' needs {what}, got {len(descriptions)} files")
+    sampled = [
+        sample_descriptions(data, classnames, options.m, seed, source=str(path)) for path, data in descriptions
+    ]
+    names = [Path(path).stem for path, _ in descriptions]
+    if recipe.texts == "causes":
+        return concatenated_bank(sampled, names)
+    if recipe.texts == "attribute-pair":
+        return concatenated_bank(sampled, names, as_sets=True)
+    return single_group_bank(sampled[0] if len(sampled) == 1 else concatenated_bank(sampled, names).texts,
+                             "+".join(names))
+
+
+def build_aggregator(recipe: Recipe, bank: TextBank, options: MethodOptions) -> Aggregator:
+    if recipe.aggregation == "prm":
+        return ReweightingMatrix(bank.num_classes, bank.per_class, options.prm_top_k)
+    if recipe.aggregation == "mean-top-k":
+        return MeanTopK(bank.sets, options.attr_top_k, options.alpha)
+    return Mean()
+
+
+def build_reprogrammer(
+    method: str,
+    backbone: Backbone,
+    classnames: Sequence[str],
+    descriptions: Sequence[tuple[str, dict[str, list[str]]]] = (),
+    options: MethodOptions | None = None,
+    seed: int = 1,
+    bank: TextBank | None = None,
+) -> Reprogrammer:
+    """Assemble a method's model. Pass ``bank`` to rebuild exactly the texts of a saved run."""
+    recipe = get_recipe(method)
+    options = options or MethodOptions()
+    fresh = bank is None
+    if bank is None:
+        bank = build_text_bank(recipe, classnames, descriptions, options, seed)
+    features = backbone.encode_text(bank.flat()).view(bank.num_classes, bank.per_class, -1)
+    if fresh and recipe.grouping == "kmeans":
+        clusters = options.clusters or 3
+        bank.groups = cluster_groups(features, clusters, options.kmeans_seed)
+        bank.group_names = [f"cluster {i + 1}" for i in range(clusters)]
+    count = len(bank.group_names)
+    prompts = PromptBank(
+        recipe.prompt, count if recipe.prompt != "none" else 1, backbone.input_size,
+        backbone.mean, backbone.std, options.frame,
+    ).to(features.device)
+    aggregator = build_aggregator(recipe, bank, options).to(features.device)
+    return Reprogrammer(recipe, backbone, prompts, bank, aggregator, features)
