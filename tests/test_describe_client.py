@@ -111,7 +111,7 @@ def test_hang_past_timeout_is_retried(chat_server: FakeChatServer) -> None:
     client = make_client(chat_server, timeout=0.2)
     start = time.monotonic()
     assert client.complete("x").texts
-    assert time.monotonic() - start < 1.2  # did not wait for the hanging answer
+    assert time.monotonic() - start < 1.4  # did not wait for the hanging answer
     assert (client.usage.requests, client.usage.retries) == (2, 1)
 
 

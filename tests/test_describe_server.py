@@ -26,7 +26,8 @@ class FakeChatServer:
     Faults come from ``faults`` (consumed one per request) or ``rule(index, payload)``; ``hang``
     sleeps ``hang_seconds`` before answering. ``max_choices`` caps the choices returned (servers
     that ignore ``n``); ``short_first`` makes that many choices of each prompt's first answer too
-    short; ``block_after`` holds every request from that index on until ``release()``.
+    short; ``single_choice_only`` refuses ``n > 1`` with HTTP 400 (llama.cpp); ``block_after``
+    holds every request from that index on until ``release()``.
     """
 
     def __init__(self) -> None:
@@ -37,6 +38,7 @@ class FakeChatServer:
         self.max_choices: int | None = None
         self.short_first = 0
         self.ignore_stop = False
+        self.single_choice_only = False  # llama.cpp: HTTP 400 unless n == 1
         self.block_after: int | None = None
         self.gate = threading.Event()
         self.lock = threading.Lock()
@@ -44,7 +46,9 @@ class FakeChatServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -147,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(401, "Incorrect API key provided")
         elif action == "404":
             self._error(404, "The model does not exist")
+        elif fake.single_choice_only and payload.get("n", 1) != 1:
+            self._error(400, "Only one completion choice is allowed")
         elif action == "badjson":
             self._send(200, b'{"choices": [ {"message": ')
         else:

@@ -22,6 +22,9 @@ class Aggregator(nn.Module):
     def reset_counts(self) -> None:
         """Called at the start of each epoch (no-op by default)."""
 
+    def reduce_counts(self, all_reduce_sum) -> None:
+        """Sum what ``observe`` collected across processes (no-op by default)."""
+
 
 class Mean(Aggregator):
     """The plain average of a class's scores (identity when M = 1)."""
@@ -72,3 +75,6 @@ class ReweightingMatrix(Aggregator):
 
     def reset_counts(self) -> None:
         self.prm.reset_counts()
+
+    def reduce_counts(self, all_reduce_sum) -> None:
+        all_reduce_sum(self.prm.counts)

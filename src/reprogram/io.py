@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def cache_dir(sub: str = "") -> Path:
     """The cache folder (``$REPROGRAM_CACHE`` or ``~/.cache/reprogram``), never a dataset folder."""
@@ -41,6 +39,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 

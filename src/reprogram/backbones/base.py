@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,10 @@ class TextFeatureCache:
         return features
 
     def save(self, fingerprint: str, texts: Sequence[str], features: torch.Tensor) -> None:
-        atomic_torch_save(features.detach().float().cpu().contiguous(), self._path(fingerprint, texts))
+        try:
+            atomic_torch_save(features.detach().float().cpu().contiguous(), self._path(fingerprint, texts))
+        except OSError as err:  # a read-only or full cache only costs a recomputation next time
+            warnings.warn(f"text-feature cache not written ({err})", stacklevel=2)
 
 
 class Backbone(nn.Module):
@@ -103,6 +107,10 @@ class Backbone(nn.Module):
     def _logit_scale(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def _text_identity(self) -> str:
+        """What, besides the weights, changes text features (activation, tokenizer, context)."""
+        return ""
+
     # -- public interface ---------------------------------------------------------------------
     def freeze(self) -> Backbone:
         for param in self.parameters():
@@ -123,9 +131,20 @@ class Backbone(nn.Module):
 
     @property
     def fingerprint(self) -> str:
+        """A short hash of the weights (names, shapes, dtypes, bytes); equal for the same weights
+        whatever file format they were read from."""
         if self._fingerprint is None:
             self._fingerprint = fingerprint_state_dict(self.state_dict())
         return self._fingerprint
+
+    @property
+    def text_cache_key(self) -> str:
+        """The key text features are cached under: the weights' fingerprint plus whatever else
+        changes text features for the same weights (e.g. QuickGELU vs GELU)."""
+        identity = self._text_identity()
+        if not identity:
+            return self.fingerprint
+        return f"{self.fingerprint}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features of already-normalised pixels (B×3×S×S).
@@ -139,7 +158,8 @@ class Backbone(nn.Module):
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """L2-normalised fp32 text features (N×d) on the backbone's device, cached on disk."""
         texts = list(texts)
-        cached = self.text_cache.load(self.fingerprint, texts) if texts else None
+        key = self.text_cache_key
+        cached = self.text_cache.load(key, texts) if texts else None
         if cached is None:
             chunks = [
                 self._encode_text_batch(texts[i : i + batch_size]).float()
@@ -148,7 +168,7 @@ class Backbone(nn.Module):
             cached = torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim)
             cached = cached / cached.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             if texts:
-                self.text_cache.save(self.fingerprint, texts, cached)
+                self.text_cache.save(key, texts, cached)
         return cached.to(self.device)
 
     @property

@@ -26,6 +26,7 @@ from reprogram.backbones.openclip import (
     load_weights,
     local_dir_config,
     read_state_dict,
+    sibling_quick_gelu,
 )
 from reprogram.errors import ReprogramError
 
@@ -39,6 +40,17 @@ def _no_download_message(arch: str, weights: str) -> str:
         f"--backbone {arch} --weights /path/to/{arch}.pt (OpenAI .pt, open_clip .pt/.bin/.safetensors), "
         "--weights /path/to/folder (open_clip local-dir or Hugging Face CLIPModel folder), "
         f"or --backbone random:{arch} for random weights."
+    )
+
+
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "http://", "https://", "s3://", "gs://")
+
+
+def _hub_message(spec: str) -> str:
+    return (
+        f"'{spec}' names a model on a hub, and reprogram never downloads weights. Download it "
+        "yourself, then pass the local folder or file: --backbone hf:/path/to/folder (Hugging Face "
+        "CLIPModel), --backbone local-dir:/path/to/folder (open_clip), or --backbone ARCH --weights FILE."
     )
 
 
@@ -66,6 +78,9 @@ def load_backbone(
 
 def _load(spec: BackboneSpec) -> Backbone:
     arch, weights = spec.arch, spec.weights
+    for text in (arch, weights or ""):
+        if text.startswith(HUB_PREFIXES):
+            raise ReprogramError(_hub_message(text))
     if arch.startswith("hf:"):
         return HFClipBackbone(spec, _existing_dir(arch[len("hf:") :]))
     if arch.startswith("local-dir:"):
@@ -95,11 +110,14 @@ def _load(spec: BackboneSpec) -> Backbone:
         raise ReprogramError(f"weights file not found: {weights}")
     if path.is_dir():
         return _load_folder(spec, path)
+    if not path.is_file():
+        raise ReprogramError(f"weights path is neither a file nor a folder: {weights}")
     config = architecture_config(name)
     state, from_openai = read_state_dict(path)
     use_quick_gelu = spec.quick_gelu
     if use_quick_gelu is None:
-        use_quick_gelu = bool(config.get("quick_gelu", False)) or from_openai
+        beside = sibling_quick_gelu(path)
+        use_quick_gelu = bool(config.get("quick_gelu", False)) or from_openai or bool(beside)
     model = build_open_clip_model(config, use_quick_gelu)
     load_weights(model, state, name, path)
     return _wrap(spec, model, config)
@@ -141,6 +159,7 @@ def _wrap(spec: BackboneSpec, model: torch.nn.Module, config: dict, preprocess: 
         spec,
         model,
         context_length=config["text_cfg"].get("context_length", 77),
+        tokenizer_kwargs=config["text_cfg"].get("tokenizer_kwargs"),
         mean=preprocess.get("mean", OPENAI_MEAN),
         std=preprocess.get("std", OPENAI_STD),
     )

@@ -40,12 +40,20 @@ def architecture_config(arch: str) -> dict:
     if config is None:
         known = ", ".join(packaged_config_names() + ["ViT-B-16", "ViT-B-32", "RN50", "RN101", "ViT-L-14", "…"])
         raise ReprogramError(f"unknown architecture '{arch}' (known: {known}; see open_clip.list_models())")
-    if "hf_model_name" in config.get("text_cfg", {}) or "timm_model_name" in config.get("vision_cfg", {}):
+    check_buildable_offline(config, f"architecture '{arch}'")
+    return config
+
+
+def check_buildable_offline(config: dict, label: str) -> None:
+    """Refuse configs whose towers or tokenizer open_clip would fetch from a hub."""
+    text_cfg, vision_cfg = config.get("text_cfg", {}), config.get("vision_cfg", {})
+    if any(text_cfg.get(k) for k in ("hf_model_name", "hf_tokenizer_name")) or vision_cfg.get(
+        "timm_model_name"
+    ):
         raise ReprogramError(
-            f"architecture '{arch}' needs Hugging Face or timm towers fetched from a hub; "
+            f"{label} needs Hugging Face or timm towers or tokenizers fetched from a hub; "
             "use a plain CLIP architecture or a Hugging Face CLIPModel folder"
         )
-    return config
 
 
 def is_torchscript(path: Path) -> bool:
@@ -56,7 +64,11 @@ def is_torchscript(path: Path) -> bool:
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """Read weights in any supported form; return (state dict, came from OpenAI's release)."""
+    """Read weights in any supported form; return (state dict, came from OpenAI's release).
+
+    OpenAI's release is recognised by its TorchScript archive or, in a plain state dict, by the
+    marker entries ``input_resolution``/``context_length``/``vocab_size`` it carries.
+    """
     from_openai = False
     try:
         if path.suffix == ".safetensors":
@@ -71,17 +83,49 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     except ReprogramError:
         raise
     except Exception as err:
-        raise ReprogramError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from err
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ReprogramError(
+            f"{path}: cannot read weights ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            "expected an OpenAI TorchScript/state-dict .pt, an open_clip .pt/.bin, or a .safetensors file"
+        ) from err
+    if isinstance(state, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+    if not isinstance(state, dict) or not state:
         raise ReprogramError(f"{path}: not a CLIP state dict (expected a mapping of names to tensors)")
-    if state and next(iter(state)).startswith("module."):
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ReprogramError(f"{path}: not a CLIP state dict (it holds no tensors)")
+    if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     if any(key in state for key in OPENAI_MARKER_KEYS):
         from_openai = True
         state = {k: v for k, v in state.items() if k not in OPENAI_MARKER_KEYS}
     return state, from_openai
+
+
+def sibling_quick_gelu(path: Path) -> bool | None:
+    """QuickGELU setting of an ``open_clip_config.json`` next to a weights file, if there is one.
+
+    Hub snapshots of OpenAI weights converted by open_clip (e.g. ``timm/vit_base_patch16_clip_224
+    .openai``) carry no OpenAI markers; their folder's config is the only hint they need QuickGELU.
+    """
+    config_path = path.parent / "open_clip_config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        model_cfg = json.loads(config_path.read_text()).get("model_cfg", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = model_cfg.get("quick_gelu") if isinstance(model_cfg, dict) else None
+    return bool(value) if value is not None else None
+
+
+def uses_quick_gelu(model: torch.nn.Module) -> bool:
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(module, QuickGELU) for module in model.modules())
 
 
 def build_open_clip_model(config: dict, quick_gelu: bool) -> torch.nn.Module:
@@ -142,6 +186,7 @@ class OpenClipBackbone(Backbone):
         model: torch.nn.Module,
         *,
         context_length: int,
+        tokenizer_kwargs: dict | None = None,
         mean: Sequence[float] = OPENAI_MEAN,
         std: Sequence[float] = OPENAI_STD,
         text_cache: TextFeatureCache | None = None,
@@ -157,12 +202,25 @@ class OpenClipBackbone(Backbone):
             text_cache=text_cache,
         )
         self.model = model
-        self.tokenizer = SimpleTokenizer(context_length=context_length)
+        self.context_length = int(context_length)
+        self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
+        self.tokenizer = SimpleTokenizer(context_length=context_length, **self.tokenizer_kwargs)
+        self.quick_gelu = uses_quick_gelu(model)
         self.freeze()
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.text_projection.shape[-1]) if hasattr(self.model, "text_projection") else -1
+        return int(self.model.visual.output_dim)
+
+    def _text_identity(self) -> str:
+        return json.dumps(
+            {"quick_gelu": self.quick_gelu, "context_length": self.context_length,
+             "tokenizer": self.tokenizer_kwargs},
+            sort_keys=True,
+        )
+
+    def describe(self) -> dict:
+        return {**super().describe(), "quick_gelu_used": self.quick_gelu}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.visual.set_grad_checkpointing(enable)
@@ -183,10 +241,14 @@ def local_dir_config(folder: Path) -> tuple[dict, dict]:
     config_path = folder / "open_clip_config.json"
     if not config_path.is_file():
         raise ReprogramError(f"{folder}: no open_clip_config.json (expected an open_clip local-dir folder)")
-    config = json.loads(config_path.read_text())
-    if "model_cfg" not in config:
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as err:
+        raise ReprogramError(f"{config_path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ReprogramError(f"{config_path}: missing key 'model_cfg'")
-    return config["model_cfg"], config.get("preprocess_cfg", {})
+    check_buildable_offline(config["model_cfg"], str(config_path))
+    return config["model_cfg"], config.get("preprocess_cfg") or {}
 
 
 def find_weights_in_dir(folder: Path) -> Path:

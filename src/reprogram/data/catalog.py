@@ -21,6 +21,12 @@ class DatasetInfo:
     causes: tuple[str, ...]  # DVP-cse causes 1..3 (further groups where published)
     clusters: int  # DVP-cls default v
     aliases: tuple[tuple[str, str], ...] = ()  # raw split-file name -> published class name
+    other_split_files: tuple[str, ...] = ()  # other names the split file is found under
+
+    @property
+    def split_files(self) -> tuple[str, ...]:
+        """Names the split file may have (the first is the published one)."""
+        return ((self.split_file,) if self.split_file else ()) + self.other_split_files
 
     @property
     def classnames(self) -> list[str]:
@@ -81,9 +87,12 @@ DATASETS: dict[str, DatasetInfo] = {
                     ("spatial layout and composition", "texture", "color and lighting"), 3),
         DatasetInfo("ucf101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", "ucf101", "action",
                     ("motion and poses", "contextual elements", "intensity and speed"), 2),
-        DatasetInfo("resisc45", "resisc45", "NWPU-RESISC45", "split_zhou_RESISC45.json", "resisc45",
+        # BlackVIP layout: resisc45/NWPU-RESISC45/<class>/*.jpg and resisc45/split_mlai_Resisc45.json
+        DatasetInfo("resisc45", "resisc45", "NWPU-RESISC45", "split_mlai_Resisc45.json", "resisc45",
                     "remote sensing scene",
-                    ("spectral information", "texture", "spatial characteristics"), 3),
+                    ("spectral information", "texture", "spatial characteristics"), 3,
+                    other_split_files=("split_zhou_Resisc45.json", "split_zhou_RESISC45.json",
+                                       "split_mlai_RESISC45.json")),
     )
 }
 

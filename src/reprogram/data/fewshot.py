@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import operator
 import random
 from dataclasses import replace
 
 from reprogram.data.readers import Sample, Splits
+from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write_json, cache_dir
 
 MAX_VAL_SHOTS = 4
@@ -38,21 +41,33 @@ def few_shot(splits: Splits, shots: int | None, seed: int, use_cache: bool = Tru
     """
     if not shots:
         return splits
+    try:
+        count = operator.index(shots)
+    except TypeError:
+        count = -1
+    if count < 0:
+        raise ReprogramError(f"shots must be a whole number >= 0 (0: all data), not {shots!r}")
+    shots = count
     cache = cache_dir("few-shot") / f"{few_shot_key(splits, shots, seed)}.json"
     if use_cache and cache.is_file():
-        data = json.loads(cache.read_text())
-        return replace(
-            splits,
-            train=[Sample(p, label) for p, label in data["train"]],
-            val=[Sample(p, label) for p, label in data["val"]],
-        )
+        try:
+            data = json.loads(cache.read_text())
+            return replace(
+                splits,
+                train=[Sample(str(p), int(label)) for p, label in data["train"]],
+                val=[Sample(str(p), int(label)) for p, label in data["val"]],
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache entry is drawn again (the draw is deterministic)
     rng = random.Random(f"few-shot:{seed}")
     train = _sample_per_class(splits.train, shots, rng)
     val = _sample_per_class(splits.val, min(shots, MAX_VAL_SHOTS), rng)
     if use_cache:
-        atomic_write_json(
-            cache,
-            {"dataset": splits.name, "shots": shots, "seed": seed,
-             "train": [(s.path, s.label) for s in train], "val": [(s.path, s.label) for s in val]},
-        )
+        with contextlib.suppress(OSError):  # an unwritable cache only costs a redraw next time
+            atomic_write_json(
+                cache,
+                {"dataset": splits.name, "shots": shots, "seed": seed,
+                 "train": [(s.path, s.label) for s in train],
+                 "val": [(s.path, s.label) for s in val]},
+            )
     return replace(splits, train=train, val=val)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,26 @@ def _cache_key(samples: list[Sample], size: int, kind: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, array)
+
+
+def _load_center_cache(array_path: Path, meta_path: Path, size: int) -> DecodedImages | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+        labels, skipped = list(meta["labels"]), list(meta["skipped"])
+        array = np.load(array_path, mmap_mode="c") if labels else np.zeros((0, 3, size, size), np.uint8)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged entry: decode again
+    if array.shape != (len(labels), 3, size, size):
+        return None
+    return DecodedImages(
+        torch.from_numpy(array), torch.tensor(labels, dtype=torch.long),
+        torch.full((len(labels), 2), size, dtype=torch.long), skipped,
+    )
+
+
 def decode_center(
     samples: list[Sample], size: int, *, skip_bad: bool = False, use_cache: bool = True
 ) -> DecodedImages:
@@ -108,12 +129,11 @@ def decode_center(
     key = _cache_key(samples, size, "center")
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
     if use_cache and array_path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        pixels = torch.from_numpy(np.load(array_path, mmap_mode="c"))
-        return DecodedImages(
-            pixels, torch.tensor(meta["labels"], dtype=torch.long),
-            torch.full((len(meta["labels"]), 2), size, dtype=torch.long), meta["skipped"],
-        )
+        cached = _load_center_cache(array_path, meta_path, size)
+        # A cache made while skipping bad images is only valid for a caller who skips them too;
+        # otherwise decode again, which names the first bad file.
+        if cached is not None and (skip_bad or not cached.skipped):
+            return cached
 
     def work(path: str) -> np.ndarray:
         return to_uint8_chw(center_crop(resize_short_side(load_rgb(path), size), size))
@@ -123,8 +143,11 @@ def decode_center(
     array = np.stack([r for r, _ in kept]) if kept else np.zeros((0, 3, size, size), np.uint8)
     labels = [label for _, label in kept]
     if use_cache:
-        atomic_write(array_path, lambda tmp: np.save(tmp.open("wb"), array))
-        atomic_write_json(meta_path, {"labels": labels, "skipped": skipped, "size": size})
+        try:
+            atomic_write(array_path, lambda tmp: _save_npy(tmp, array))
+            atomic_write_json(meta_path, {"labels": labels, "skipped": skipped, "size": size})
+        except OSError as err:  # an unwritable cache only costs decoding again next time
+            warnings.warn(f"decoded-image cache not written ({err})", stacklevel=2)
     return DecodedImages(
         torch.from_numpy(array), torch.tensor(labels, dtype=torch.long),
         torch.full((len(labels), 2), size, dtype=torch.long), skipped,
@@ -146,8 +169,13 @@ def decode_short_side(samples: list[Sample], size: int, *, skip_bad: bool = Fals
     canvas = np.zeros((len(kept), 3, height, width), np.uint8)
     sizes = []
     for i, (image, _) in enumerate(kept):
-        canvas[i, :, : image.shape[1], : image.shape[2]] = image
-        sizes.append(image.shape[1:])
+        h, w = image.shape[1:]
+        canvas[i, :, :h, :w] = image
+        # Repeat the last row/column into the padding: the bicubic kernel of a crop that ends at
+        # the image's edge then sees the edge (as when cropping the image alone), not black.
+        canvas[i, :, h:, :w] = image[:, h - 1 : h, :]
+        canvas[i, :, :, w:] = canvas[i, :, :, w - 1 : w]
+        sizes.append((h, w))
     return DecodedImages(
         torch.from_numpy(canvas), torch.tensor([label for _, label in kept], dtype=torch.long),
         torch.tensor(sizes, dtype=torch.long), skipped,
@@ -186,9 +214,9 @@ def random_resized_crop_params(
     u_top = torch.rand(n, generator=generator, dtype=torch.float64)
     u_left = torch.rand(n, generator=generator, dtype=torch.float64)
     top = torch.where(found, torch.floor(u_top * (height.squeeze(1) - h_final + 1)),
-                      torch.round((height.squeeze(1) - h_final) / 2))
+                      torch.div(height.squeeze(1) - h_final, 2, rounding_mode="floor"))
     left = torch.where(found, torch.floor(u_left * (width.squeeze(1) - w_final + 1)),
-                       torch.round((width.squeeze(1) - w_final) / 2))
+                       torch.div(width.squeeze(1) - w_final, 2, rounding_mode="floor"))
     return torch.stack([top, left, h_final, w_final], dim=1).float()
 
 

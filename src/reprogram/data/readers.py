@@ -61,37 +61,56 @@ def canonical_class_index(info: DatasetInfo) -> dict[str, int]:
     return index
 
 
-def _resolve_dataset_folder(info: DatasetInfo, root: Path) -> Path:
+def _resolve_dataset_folder(info: DatasetInfo, root: Path) -> tuple[Path, Path]:
+    """(dataset folder, split file): ``root/<folder>``, ``root/<name>`` or ``root`` itself."""
+    markers = info.split_files or ("variants.txt",)
     for candidate in (root / info.folder, root / info.name, root):
-        marker = candidate / (info.split_file or "variants.txt")
-        if marker.is_file():
-            return candidate
-    expected = root / info.folder / (info.split_file or "variants.txt")
-    raise ReprogramError(f"{info.name}: split file not found: {expected} (is --root the folder holding '{info.folder}/'?)")
+        for marker in markers:
+            if (candidate / marker).is_file():
+                return candidate, candidate / marker
+    expected = root / info.folder / markers[0]
+    raise ReprogramError(
+        f"{info.name}: split file not found: {expected} "
+        f"(is --root the folder holding '{info.folder}/'?)"
+    )
 
 
 def read_published(name: str, root: str | Path) -> Splits:
     """Read one of the paper's datasets from ``root`` in the CoOp (or BlackVIP) layout."""
     info = dataset_info(name)
-    folder = _resolve_dataset_folder(info, Path(root))
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ReprogramError(f"{info.name}: --root folder not found: {root}")
+    folder, split_path = _resolve_dataset_folder(info, root)
     if info.name == "fgvc_aircraft":
         return _read_fgvc(info, folder)
-    split_path = folder / info.split_file
     data = read_json(split_path)
+    if not isinstance(data, dict):
+        raise ReprogramError(f"{split_path}: expected an object with train/val/test lists")
     index = canonical_class_index(info)
+    num_classes = len(info.classnames)
     splits = Splits(info.name, info.classnames, source=str(folder))
     for split in SPLITS:
-        if split not in data:
+        if not isinstance(data.get(split), list):
             raise ReprogramError(f"{split_path}: no '{split}' list")
         samples = []
         for position, entry in enumerate(data[split]):
-            if not (isinstance(entry, list) and len(entry) >= 3):
-                raise ReprogramError(f"{split_path}: {split}[{position}] is not [path, label, classname]")
-            rel, _, raw_name = entry[0], entry[1], str(entry[2])
+            if not (isinstance(entry, list) and len(entry) >= 3 and isinstance(entry[0], str)):
+                raise ReprogramError(
+                    f"{split_path}: {split}[{position}] is not [path, label, classname]: {entry!r}"
+                )
+            rel, raw_label, raw_name = entry[0], entry[1], str(entry[2])
+            if isinstance(raw_label, bool) or not isinstance(raw_label, int) or not (
+                0 <= raw_label < num_classes
+            ):
+                raise ReprogramError(
+                    f"{split_path}: {split}[{position}] ({rel}) has label {raw_label!r}, outside "
+                    f"the {num_classes} classes of {info.name} (0..{num_classes - 1})"
+                )
             label = index.get(raw_name, index.get(_norm(raw_name)))
             if label is None:
                 raise ReprogramError(
-                    f"{split_path}: {split}[{position}] has class '{raw_name}', "
+                    f"{split_path}: {split}[{position}] ({rel}) has class '{raw_name}', "
                     f"which is not a class of {info.name}"
                 )
             samples.append(Sample(str(folder / info.image_dir / rel), label))
@@ -99,26 +118,39 @@ def read_published(name: str, root: str | Path) -> Splits:
     return splits
 
 
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReprogramError(f"cannot read {path}: {err}") from err
+
+
 def _read_fgvc(info: DatasetInfo, folder: Path) -> Splits:
+    """FGVC-Aircraft as CoOp reads it: ``variants.txt`` and ``images_variant_{split}.txt``."""
     variants_path = folder / "variants.txt"
-    variants = [line.strip() for line in variants_path.read_text().splitlines() if line.strip()]
+    variants = [line.strip() for line in _read_lines(variants_path) if line.strip()]
     index = canonical_class_index(info)
-    unknown = [v for v in variants if v not in index]
+    unknown = [v for v in variants if v not in index and _norm(v) not in index]
     if unknown:
-        raise ReprogramError(f"{variants_path}: classes not in fgvc_aircraft: {', '.join(unknown[:5])}")
+        raise ReprogramError(
+            f"{variants_path}: classes not in fgvc_aircraft: {', '.join(unknown[:5])}"
+        )
     splits = Splits(info.name, info.classnames, source=str(folder))
     for split in SPLITS:
         list_path = folder / f"images_variant_{split}.txt"
         if not list_path.is_file():
             raise ReprogramError(f"fgvc_aircraft: split file not found: {list_path}")
         samples = []
-        for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        for number, line in enumerate(_read_lines(list_path), start=1):
             if not line.strip():
                 continue
             image_id, _, variant = line.strip().partition(" ")
-            if variant not in index:
-                raise ReprogramError(f"{list_path}:{number}: unknown class '{variant}'")
-            samples.append(Sample(str(folder / info.image_dir / f"{image_id}.jpg"), index[variant]))
+            label = index.get(variant, index.get(_norm(variant)))
+            if not variant or label is None:
+                raise ReprogramError(
+                    f"{list_path}:{number}: unknown class '{variant}' (line: {line.strip()!r})"
+                )
+            samples.append(Sample(str(folder / info.image_dir / f"{image_id}.jpg"), label))
         setattr(splits, split, samples)
     return splits
 
@@ -134,7 +166,10 @@ def _class_folders(folder: Path) -> list[str]:
 def _classnames_for_folder(root: Path, found: list[str]) -> list[str]:
     listing = root / "classnames.txt"
     if listing.is_file():
-        names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in _read_lines(listing) if line.strip()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ReprogramError(f"{listing}: classes listed twice: {', '.join(duplicates[:5])}")
         extra = sorted(set(found) - set(names))
         if extra:
             raise ReprogramError(f"{listing}: class folders not listed: {', '.join(extra[:5])}")
@@ -198,9 +233,11 @@ def read_folder(path: str | Path, split_seed: int = 0) -> Splits:
             splits.val = collect(root / "val")
         else:
             splits.train, splits.val, _ = seeded_split(splits.train, (0.2, 0.0), split_seed)
+        where = f"{root / 'train'}/<class>/"
     else:
         splits.train, splits.val, splits.test = seeded_split(collect(root), (0.2, 0.2), split_seed)
-    _check_not_empty(splits)
+        where = f"{root}/<class>/"
+    _check_not_empty(splits, where)
     return splits
 
 
@@ -213,22 +250,29 @@ def read_csv(path: str | Path, split_seed: int = 0) -> Splits:
     csv_path = Path(path).expanduser()
     if not csv_path.is_file():
         raise ReprogramError(f"CSV file not found: {csv_path}")
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"path", "label"} <= set(rows[0]):
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ReprogramError(f"{csv_path}: cannot read CSV ({err})") from err
+    if not {"path", "label"} <= set(reader.fieldnames or []):
         raise ReprogramError(f"{csv_path}: expected a header with columns path,label[,split]")
+    if not rows:
+        raise ReprogramError(f"{csv_path}: no rows below the header")
     listing = csv_path.parent / "classnames.txt"
     declared = (
-        [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+        [line.strip() for line in _read_lines(listing) if line.strip()]
         if listing.is_file()
         else None
     )
-    labels = [row["label"].strip() for row in rows]
+    labels = [(row.get("label") or "").strip() for row in rows]
     if declared is None:
         if all(label.isdigit() for label in labels):
             declared = [str(i) for i in range(max(int(label) for label in labels) + 1)]
         else:
-            declared = sorted(set(labels))
+            declared = sorted({label for label in labels if label})
     label_of = {name: i for i, name in enumerate(declared)}
     by_split: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     unsplit: list[Sample] = []
@@ -238,10 +282,16 @@ def read_csv(path: str | Path, split_seed: int = 0) -> Splits:
         elif label.isdigit() and int(label) < len(declared):
             index = int(label)
         else:
-            raise ReprogramError(f"{csv_path}:{number}: label '{label}' is not in the class list")
-        image = Path(row["path"].strip())
+            raise ReprogramError(
+                f"{csv_path}:{number}: label '{label}' is not in the class list "
+                f"({len(declared)} classes{', from ' + str(listing) if listing.is_file() else ''})"
+            )
+        raw_path = (row.get("path") or "").strip()
+        if not raw_path:
+            raise ReprogramError(f"{csv_path}:{number}: empty path")
+        image = Path(raw_path).expanduser()
         sample = Sample(str(image if image.is_absolute() else csv_path.parent / image), index)
-        split = (row.get("split") or "").strip()
+        split = (row.get("split") or "").strip().lower()
         if split and split not in SPLITS:
             raise ReprogramError(f"{csv_path}:{number}: split '{split}' is not train/val/test")
         (by_split[split] if split else unsplit).append(sample)
@@ -252,15 +302,18 @@ def read_csv(path: str | Path, split_seed: int = 0) -> Splits:
         by_split["val"] += val
         by_split["test"] += test
     splits.train, splits.val, splits.test = by_split["train"], by_split["val"], by_split["test"]
-    _check_not_empty(splits)
+    _check_not_empty(splits, str(csv_path))
     return splits
 
 
-def _check_not_empty(splits: Splits) -> None:
+def _check_not_empty(splits: Splits, where: str) -> None:
     present = {s.label for s in splits.train}
     empty = [name for i, name in enumerate(splits.classnames) if i not in present]
     if empty:
-        raise ReprogramError(f"{splits.source}: classes with no training image: {', '.join(empty[:5])}")
+        raise ReprogramError(
+            f"{where}: {len(empty)} class(es) with no training image: {', '.join(empty[:5])}"
+            + (" …" if len(empty) > 5 else "")
+        )
 
 
 def load_dataset(spec: str, root: str | Path | None = None, split_seed: int = 0) -> Splits:

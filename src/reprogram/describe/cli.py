@@ -56,6 +56,11 @@ def _resolve_inputs(
         raise ReprogramError("give exactly one of --classes FILE or --dataset NAME")
     if dataset is not None:
         names, info_task, info_causes, info_key = dataset_classes(dataset)
+        if not 1 <= num_causes <= len(info_causes):
+            raise ReprogramError(
+                f"--num-causes must be 1..{len(info_causes)} for {dataset} "
+                f"(its causes: {', '.join(info_causes)})"
+            )
         cause_list = parse_list(causes) or list(info_causes[:num_causes])
         return names, task or info_task, cause_list, key or info_key
     assert classes is not None
@@ -106,7 +111,11 @@ def _print_result(result: GenerationResult, out: Path) -> None:
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
     names = ", ".join(p.name for p in result.files)
     typer.echo(f"{out}: {names}")
-    typer.echo(f"{result.complete}/{result.total} class entries complete; {result.usage.summary()}")
+    per_file = result.total // max(len(result.files), 1)
+    typer.echo(
+        f"{len(result.files)} files x {per_file} classes: {result.complete}/{result.total} complete"
+        + ("" if result.source == "template" else f"; {result.usage.summary()}")
+    )
     for filename, short in result.incomplete.items():
         shown = ", ".join(f"{c} ({k})" for c, k in list(short.items())[:10])
         more = f" (+{len(short) - 10} more)" if len(short) > 10 else ""
@@ -149,12 +158,12 @@ def describe_command(
     ] = None,
     base_url: Annotated[
         str | None,
-        typer.Option("--base-url", help="OpenAI-compatible base URL [env OPENAI_BASE_URL]."),
+        typer.Option("--base-url", help="OpenAI-compatible base URL (env OPENAI_BASE_URL)."),
     ] = None,
     model: Annotated[str, typer.Option("--model", help="Model name.")] = DEFAULT_MODEL,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", help="API key [env OPENAI_API_KEY].", show_default=False),
+        typer.Option("--api-key", help="API key (env OPENAI_API_KEY).", show_default=False),
     ] = None,
     samples: Annotated[
         int | None, typer.Option("--samples", help="Answers per class (default 20, attributes 25).")
@@ -171,7 +180,7 @@ def describe_command(
     stop: Annotated[str, typer.Option("--stop", help="Stop string ('' for none).")] = ".",
     n_per_request: Annotated[
         int | None,
-        typer.Option("--n-per-request", help="Cap on answers per request (1 if n is refused)."),
+        typer.Option("--n-per-request", help="Cap on answers asked per request (n)."),
     ] = None,
     max_failed: Annotated[
         int, typer.Option("--max-failed", help="Per class: requests with no valid answer allowed.")
@@ -216,7 +225,8 @@ def describe_command(
         n_per_request=n_per_request,
         max_failed_requests=max_failed,
     )
-    label = f"{file_prefix}: {len(names)} classes"
+    n_files = len(cause_list) if mode == "causes" else len(kinds)
+    label = f"{file_prefix}: {len(names)} classes x {n_files} files"
     try:
         with _progress(progress, label) as on_progress:
             result = generate_descriptions(

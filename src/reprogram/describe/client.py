@@ -29,6 +29,10 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524,
 class EndpointError(ReprogramError):
     """The endpoint failed in a way that retrying will not fix, or retries ran out."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the failure was one
+
 
 class AuthenticationError(EndpointError):
     """The endpoint rejected the API key (HTTP 401/403): stop at once, retrying cannot help."""
@@ -253,11 +257,12 @@ class ChatClient:
         if err.code in (401, 403):
             return AuthenticationError(
                 f"{self.url} rejected the API key (HTTP {err.code}: {message}); set OPENAI_API_KEY "
-                "or pass --api-key. Nothing was lost: rerun to continue where this stopped."
+                "or pass --api-key. Nothing was lost: rerun to continue where this stopped.",
+                err.code,
             )
         if err.code in RETRY_STATUS or err.code >= 500:
             return _Transient(
                 f"HTTP {err.code}: {message}", _parse_retry_after(err.headers.get("Retry-After"))
             )
         hint = " (does the base URL end in /v1?)" if err.code == 404 else ""
-        return EndpointError(f"{self.url}: HTTP {err.code}: {message}{hint}")
+        return EndpointError(f"{self.url}: HTTP {err.code}: {message}{hint}", err.code)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reprogram.describe.classes import validate_classes
-from reprogram.describe.client import Completion, Usage
+from reprogram.describe.client import Completion, EndpointError, Usage
 from reprogram.describe.manifest import claim_files
 from reprogram.describe.prompts import (
     ATTRIBUTE_SAMPLES,
@@ -64,6 +64,14 @@ class Sampling:
     n_per_request: int | None = None  # None: ask for all missing answers at once
     max_failed_requests: int = 3  # per class: requests bringing no valid answer before giving up
 
+    def __post_init__(self) -> None:
+        if self.n_per_request is not None and self.n_per_request < 1:
+            raise ReprogramError("n_per_request must be at least 1")
+        if self.max_failed_requests < 1:
+            raise ReprogramError("max_failed_requests must be at least 1")
+        if self.max_tokens < 1:
+            raise ReprogramError("max_tokens must be at least 1")
+
 
 @dataclass(frozen=True)
 class ProgressInfo:
@@ -103,6 +111,8 @@ def prompt_sets(
     attributes: Sequence[str] = ("des", "dist"),
 ) -> list[PromptSet]:
     """The output files of a run: one per cause (``causes``) or per attribute kind."""
+    if samples is not None and samples < 1:
+        raise ReprogramError("samples must be at least 1")
     if mode == "causes":
         return cause_sets(
             key, causes, samples=samples or CAUSE_SAMPLES, template=prompt or CAUSE_PROMPT
@@ -199,25 +209,28 @@ def run_prompt_sets(
         raise ReprogramError("workers must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    files = {s.filename: DescriptionFile(out / s.filename, classes) for s in sets}  # reads
     warnings = claim_files(
         out, {s.filename: _manifest_entry(s, task, client, sampling) for s in sets}
     )
-    files = {s.filename: DescriptionFile(out / s.filename, classes) for s in sets}
     todo = [(s, c) for s in sets for c in classes if files[s.filename].valid_count(c) < s.samples]
     total = len(sets) * len(classes)
     counter = _Counter(total, total - len(todo), client.usage, on_progress)
     stop = threading.Event()
+    batching = _Batching(sampling.n_per_request)
     counter.report("")
 
     def job(pset: PromptSet, classname: str) -> None:
-        _fill_class(files[pset.filename], pset, classname, task, client, sampling, stop, counter)
+        _fill_class(
+            files[pset.filename], pset, classname, task, client, sampling, batching, stop, counter
+        )
 
     if workers == 1:
         for pset, classname in todo:
             job(pset, classname)
     else:
         _run_parallel(job, todo, workers, stop)
-    return _result(sets, files, classes, client.usage, warnings, out)
+    return _result(sets, files, classes, client.usage, warnings + batching.warnings, out)
 
 
 def _run_parallel(
@@ -227,8 +240,18 @@ def _run_parallel(
     stop: threading.Event,
 ) -> None:
     """Run jobs on a thread pool; on the first error (or Ctrl-C) stop taking new requests."""
+
+    def guarded(pset: PromptSet, classname: str) -> None:
+        if stop.is_set():
+            return
+        try:
+            job(pset, classname)
+        except BaseException:
+            stop.set()  # no worker starts another request once one has failed
+            raise
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(job, pset, c) for pset, c in todo]
+        futures = [pool.submit(guarded, pset, c) for pset, c in todo]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in done:
@@ -247,13 +270,15 @@ def _fill_class(
     task: str,
     client: Completer,
     sampling: Sampling,
+    batching: _Batching,
     stop: threading.Event,
     counter: _Counter,
 ) -> None:
     """Request answers for one class until it has ``pset.samples`` valid ones, saving each batch.
 
-    Servers may return fewer choices than ``n`` (Ollama, llama.cpp return one), so the loop asks
-    again for the remainder; it gives up after ``max_failed_requests`` requests that added nothing.
+    Servers may return fewer choices than ``n`` (Ollama returns one), so the loop asks again for
+    the remainder; it gives up after ``max_failed_requests`` requests that added nothing. A server
+    that refuses ``n > 1`` with HTTP 400 (llama.cpp) is asked one answer at a time from then on.
     """
     prompt = pset.prompt(classname, task)
     failed = 0
@@ -261,15 +286,21 @@ def _fill_class(
     while needed > 0 and failed < sampling.max_failed_requests:
         if stop.is_set():
             return
-        n = min(needed, sampling.n_per_request or needed)
-        completion = client.complete(
-            prompt,
-            n=n,
-            temperature=sampling.temperature,
-            max_tokens=sampling.max_tokens,
-            stop=sampling.stop,
-            system=sampling.system,
-        )
+        n = batching.n(needed)
+        try:
+            completion = client.complete(
+                prompt,
+                n=n,
+                temperature=sampling.temperature,
+                max_tokens=sampling.max_tokens,
+                stop=sampling.stop,
+                system=sampling.system,
+            )
+        except EndpointError as err:
+            if err.status != 400 or n == 1:
+                raise
+            batching.refused(n, err)
+            continue
         answers = [clean_answer(t, sampling.stop, pset.suffix) for t in completion.texts]
         answers = [a for a in answers if len(a) >= MIN_DESCRIPTION_CHARS][:needed]
         if answers:
@@ -279,6 +310,27 @@ def _fill_class(
             failed += 1
         counter.report(f"{pset.filename} {classname}")
     counter.finish(needed <= 0, f"{pset.filename} {classname}")
+
+
+class _Batching:
+    """How many answers to ask per request; drops to one if the server refuses ``n > 1``."""
+
+    def __init__(self, n_per_request: int | None) -> None:
+        self.cap = n_per_request
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    def n(self, needed: int) -> int:
+        return min(needed, self.cap or needed)
+
+    def refused(self, n: int, err: EndpointError) -> None:
+        with self._lock:
+            if self.cap != 1:
+                self.cap = 1
+                self.warnings.append(
+                    f"the server refused n={n} ({err}); asked one answer per request instead "
+                    "(pass --n-per-request 1 to skip the refused request)"
+                )
 
 
 class _Counter:

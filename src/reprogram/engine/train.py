@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from reprogram.data.images import (
     DecodedImages,
     as_float,
+    crop_resize,
     decode_center,
     decode_short_side,
-    random_resized_crop_flip,
+    random_resized_crop_params,
 )
 from reprogram.engine.checkpoint import (
     CHECKPOINT,
@@ -36,6 +37,7 @@ from reprogram.engine.checkpoint import (
     write_results,
 )
 from reprogram.engine.config import TrainConfig, save_config
+from reprogram.engine.distributed import World, init_world, local_device_name
 from reprogram.engine.evaluate import Evaluation, evaluate
 from reprogram.engine.progress import Reporter
 from reprogram.engine.setup import RunParts, build_backbone, build_model, load_data, prepare
@@ -63,15 +65,20 @@ class TrainData:
     image_size: int
     skipped: list[str]
 
-    def batch(self, index: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        device_index = index.to(self.pixels.device)
+    def batch(
+        self, index: torch.Tensor, generator: torch.Generator, part: slice = slice(None)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of ``index[part]``; augmentation is drawn for the whole ``index``
+        so that a process's share of a global batch is the same as in single-process training."""
         if self.augment:
-            images = random_resized_crop_flip(
-                self.pixels.index_select(0, device_index), self.sizes[index], self.image_size, generator
-            )
+            boxes = random_resized_crop_params(self.sizes[index], generator)
+            flips = torch.rand(len(index), generator=generator) < 0.5
+            local = index[part].to(self.pixels.device)
+            images = crop_resize(self.pixels.index_select(0, local), boxes[part], self.image_size, flips[part])
         else:
-            images = as_float(self.pixels.index_select(0, device_index))
-        return images, self.labels.index_select(0, device_index)
+            local = index[part].to(self.pixels.device)
+            images = as_float(self.pixels.index_select(0, local))
+        return images, self.labels.index_select(0, local)
 
 
 def load_train_data(parts: RunParts, device: torch.device) -> TrainData:
@@ -104,8 +111,13 @@ def train_one_epoch(
     epoch: int,
     dtype: torch.dtype,
     advance,
+    world: World = World(),
 ) -> dict[str, float]:
-    """One pass over the training images; ``optimizer=None`` only estimates the PRM."""
+    """One pass over the training images; ``optimizer=None`` only estimates the PRM.
+
+    The loss is the sum over this process's share divided by the global batch size, and
+    gradients are summed across processes: the same maths as one process on the whole batch.
+    """
     device = data.pixels.device
     generator = epoch_generator(config.seed, epoch)
     order = torch.randperm(len(data.labels), generator=generator)
@@ -115,25 +127,29 @@ def train_one_epoch(
     started = time.perf_counter()
     for start in range(0, len(order), config.batch_size):
         index = order[start : start + config.batch_size]
-        images, labels = data.batch(index, generator)
+        images, labels = data.batch(index, generator, world.shard(index))
         with torch.set_grad_enabled(optimizer is not None), autocast(device, dtype):
             output = model(images)
-        loss = F.cross_entropy(output.logits.float(), labels)
+        loss = F.cross_entropy(output.logits.float(), labels, reduction="sum") / len(index)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            for parameter in model.prompt_parameters():
+                world.all_reduce_sum(parameter.grad)
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 optimizer.step()
             scheduler.step()
         model.aggregator.observe(output.scores.detach(), labels)
-        loss_sum += loss.detach() * len(labels)
+        loss_sum += loss.detach() * len(index)
         correct += (output.logits.detach().argmax(dim=1) == labels).sum()
         advance(len(labels))
+    model.aggregator.reduce_counts(world.all_reduce_sum)
     model.aggregator.update()
+    world.all_reduce_sum(loss_sum)
+    world.all_reduce_sum(correct)
     seconds = time.perf_counter() - started
     count = len(order)
     return {
@@ -164,7 +180,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
     if checkpoint is not None:
         config = TrainConfig(**checkpoint["config"])
     config.validate()
-    reporter = Reporter(config.quiet)
+    config.device = local_device_name(config.device)
+    world = init_world("cuda" if config.device.startswith("cuda") else "cpu")
+    reporter = Reporter(config.quiet or not world.is_main)
     wall_start = time.perf_counter()
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -183,8 +201,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
         parts = RunParts(config, splits, backbone, model)
     model, device = parts.model, parts.backbone.device
     dtype = resolve_precision(config.precision, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
 
     val_images = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
     trainable = model.recipe.trainable and config.epochs > 0
@@ -223,10 +242,12 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
             with reporter.bar(f"epoch {epoch + 1}/{config.epochs} {label}", len(data.labels)) as advance:
                 row = train_one_epoch(
                     model, data, None if estimate_only else optimizer, scheduler, scaler,
-                    config, epoch, dtype, advance,
+                    config, epoch, dtype, advance, world,
                 )
             row = {"epoch": epoch + 1, **row, "lr": optimizer.param_groups[0]["lr"], "estimate_only": estimate_only}
             last = epoch + 1 == config.epochs
+            if not world.is_main:
+                continue
             if not estimate_only and ((epoch + 1) % eval_every == 0 or last):
                 val = evaluate(model, val_images, config.eval_batch_size, dtype)
                 row["val_acc"] = val.accuracy
@@ -243,7 +264,11 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
                 save_checkpoint(run_dir, _checkpoint(parts, optimizer, scheduler, history, best, epoch + 1, False))
         model.load_trainable_state(best["state"])
 
+    if not world.is_main:
+        world.barrier()
+        return {}
     results = _finish(parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler)
+    world.barrier()
     return results
 
 

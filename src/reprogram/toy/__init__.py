@@ -1,0 +1,42 @@
+"""An offline reference world: a procedural image–text world, a small CLIP pretrained on it, and
+downstream tasks on which visual reprogramming can be shown to learn.
+
+* :mod:`reprogram.toy.world` — factors, vectorised renderer, captions.
+* :mod:`reprogram.toy.describe` — per-cause and attribute description files for a class set.
+* :mod:`reprogram.toy.tasks` — downstream tasks written in the ``folder:`` layout (``make_task``).
+* :mod:`reprogram.toy.pretrain` — contrastive pretraining of the ``toy`` open_clip architecture.
+* :mod:`reprogram.toy.zeroshot` — the held-out-combination zero-shot check.
+* :mod:`reprogram.toy.cli` — the ``reprogram toy`` commands (``register(app)``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+ARCH = "toy"
+WEIGHTS_NAME = "toy-clip.safetensors"
+
+
+def pretrained_weights_path() -> Path:
+    """Path of the committed pretrained toy CLIP (fp16 safetensors, architecture ``toy``)."""
+    ref = resources.files("reprogram") / "assets" / "toy" / WEIGHTS_NAME
+    path = Path(str(ref))
+    if not path.is_file():
+        from reprogram.errors import ReprogramError
+
+        raise ReprogramError(
+            f"the packaged toy CLIP is missing ({path}); make one with "
+            "`reprogram toy pretrain --out FILE` and pass --weights FILE"
+        )
+    return path
+
+
+def load_pretrained(device: str = "cpu"):
+    """The committed toy CLIP as a frozen :class:`~reprogram.backbones.Backbone`."""
+    from reprogram.backbones import load_backbone
+
+    return load_backbone(ARCH, weights=pretrained_weights_path(), device=device)
+
+
+__all__ = ["ARCH", "WEIGHTS_NAME", "load_pretrained", "pretrained_weights_path"]

@@ -1,0 +1,5 @@
+"""``python -m reprogram`` is the ``reprogram`` command."""
+
+from reprogram.cli import main
+
+main()

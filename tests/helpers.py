@@ -1,0 +1,49 @@
+"""Small builders shared by tests: image folders with descriptions, quick configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("red disc", "green square", "blue stripes")
+CAUSES = ("shape", "colour", "texture")
+
+
+def sentences(prefix: str, name: str, count: int = 22) -> list[str]:
+    return [f"{prefix} description {j} of the {name} in some words" for j in range(count)]
+
+
+def make_folder_dataset(
+    root: Path, classes=CLASSES, counts=(("train", 6), ("val", 3), ("test", 4)), size=(40, 52), seed: int = 0
+) -> Path:
+    """PNG images in ``root/{train,val,test}/<class>/`` plus ``root/descriptions/*.json``."""
+    rng = np.random.default_rng(seed)
+    for split, count in counts:
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = rng.integers(0, 90, (*size, 3))
+                image[..., index % 3] += 150
+                Image.fromarray(image.astype(np.uint8)).save(folder / f"{i}.png")
+    folder = root / "descriptions"
+    folder.mkdir(exist_ok=True)
+    for key, prefix in [("cse_1", CAUSES[0]), ("cse_2", CAUSES[1]), ("cse_3", CAUSES[2]),
+                        ("des", "looks"), ("dist", "differs")]:
+        data = {name: sentences(prefix, name) for name in classes}
+        (folder / f"{key}.json").write_text(json.dumps(data))
+    return root
+
+
+def quick_config(dataset: Path, method: str, **overrides):
+    from reprogram.engine.config import load_config
+
+    values = dict(
+        method=method, dataset=f"folder:{dataset}", backbone="random:tiny", epochs=2, shots=4,
+        batch_size=4, quiet=True, m=5,
+    )
+    values.update(overrides)
+    return load_config(None, values)

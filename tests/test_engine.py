@@ -1,0 +1,171 @@
+"""The engine: every method trains and evaluates; run folders; selection; resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import make_folder_dataset, quick_config
+
+from reprogram.engine.checkpoint import load_checkpoint
+from reprogram.engine.config import load_config
+from reprogram.engine.train import fit, fit_seeds
+from reprogram.errors import ReprogramError
+
+METHODS = ["zero-shot", "zero-shot-desc", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_folder_dataset(tmp_path_factory.mktemp("engine") / "data")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_writes_a_complete_run_folder(tmp_path, dataset, method):
+    results = fit(quick_config(dataset, method), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "results.json", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+    on_disk = json.loads((run / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert 0.0 <= on_disk["test_accuracy"] <= 1.0 and 0.0 <= on_disk["val_accuracy"] <= 1.0
+    assert set(on_disk["per_class_accuracy"]) == {"red disc", "green square", "blue stripes"}
+    assert on_disk["test_count"] == 12 and on_disk["val_count"] == 9
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["classnames"] == on_disk["classnames"]
+    assert checkpoint["text_bank"]["texts"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"] == method
+    if method.startswith("zero-shot"):
+        assert on_disk["trainable_parameters"] == 0
+    else:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert {"loss", "train_acc", "lr", "images_per_s", "time_s"} <= set(rows[-1])
+        assert "val_acc" in rows[-1]
+
+
+def test_prompt_parameter_counts_match_the_paper_at_224():
+    from reprogram.prompts import PromptBank
+
+    mean, std = (0.5,) * 3, (0.5,) * 3
+    assert PromptBank("watermark", 1, 224, mean, std).trainable_parameters == 69_840
+    assert PromptBank("padding", 1, 224, mean, std).trainable_parameters == 39_936
+    assert PromptBank("padding", 3, 224, mean, std).trainable_parameters == 119_808
+    assert PromptBank("padding", 1, 224, mean, std).image_size == 192
+    assert PromptBank("padding", 1, 336, mean, std).image_size == 288
+
+
+def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
+    from reprogram.prompts import PromptBank
+
+    bank = PromptBank("padding", 2, 56, (0.0,) * 3, (1.0,) * 3)
+    with torch.no_grad():
+        bank.theta.normal_()
+    images = torch.rand(3, 3, bank.image_size, bank.image_size)
+    out = bank(images)
+    assert out.shape == (2, 3, 3, 56, 56)
+    f = bank.frame
+    torch.testing.assert_close(out[:, :, :, f:-f, f:-f], images.expand(2, -1, -1, -1, -1))
+    torch.testing.assert_close(out[0, 0, :, :f, :], torch.sigmoid(bank.theta[0, :, :f, :]))
+
+
+def test_selection_uses_validation_unless_official_protocol_is_asked(tmp_path, dataset):
+    ours = fit(quick_config(dataset, "ar", epochs=4, eval_every=1), tmp_path / "val")
+    rows = [json.loads(x) for x in (tmp_path / "val" / "metrics.jsonl").read_text().splitlines()]
+    best_val = max(r["val_acc"] for r in rows)
+    assert rows[ours["selected_epoch"] - 1]["val_acc"] == best_val
+    assert all("test_acc" not in r for r in rows)  # the test split is never looked at while training
+    official = fit(quick_config(dataset, "ar", epochs=4, eval_every=1, select_on="test"), tmp_path / "test")
+    rows = [json.loads(x) for x in (tmp_path / "test" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[official["selected_epoch"] - 1]["test_acc"] == max(r["test_acc"] for r in rows)
+    assert official["select_on"] == "test"
+
+
+def test_yaml_config_then_command_line_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("epochs: 7\nlr: 1.5\nmethod: ar\n")
+    config = load_config(path, {"lr": "2.5", "descriptions": "a.json,b.json"})
+    assert (config.epochs, config.lr, config.method) == (7, 2.5, "ar")
+    assert config.descriptions == ["a.json", "b.json"]
+    path.write_text("epoch: 7\n")
+    with pytest.raises(ReprogramError, match="unknown config key 'epoch'"):
+        load_config(path)
+    with pytest.raises(ReprogramError, match="'lr'"):
+        load_config(None, {"lr": "fast"})
+
+
+def test_missing_descriptions_and_unknown_classes_are_clear_errors(tmp_path, dataset):
+    with pytest.raises(ReprogramError, match="unknown method"):
+        fit(quick_config(dataset, "dvp-xyz"), tmp_path / "a")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"red disc": ["a sentence that is long enough to keep"]}))
+    with pytest.raises(ReprogramError, match="bad.json: no descriptions for 2 classes: 'blue stripes', 'green square'"):
+        fit(quick_config(dataset, "dvp-cls", descriptions=[str(bad)]), tmp_path / "b")
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path, dataset):
+    fit(quick_config(dataset, "zero-shot"), tmp_path / "run")
+    with pytest.raises(ReprogramError, match="already holds a finished run"):
+        fit(quick_config(dataset, "zero-shot"), tmp_path / "run")
+
+
+def test_seeds_draw_different_shots_and_write_a_table(tmp_path, dataset):
+    table = fit_seeds(quick_config(dataset, "ar", epochs=1), [1, 2], tmp_path / "multi")
+    assert (tmp_path / "multi" / "summary.md").is_file()
+    cell = table["rows"][0]["cells"][f"folder:{dataset}"]
+    assert cell["seeds"] == [1, 2]
+    shots = [load_checkpoint(tmp_path / "multi" / f"seed-{s}")["config"]["seed"] for s in (1, 2)]
+    assert shots == [1, 2]
+    from reprogram.engine.setup import load_data
+
+    first = load_data(quick_config(dataset, "ar", seed=1)).train
+    second = load_data(quick_config(dataset, "ar", seed=2)).train
+    assert [s.path for s in first] != [s.path for s in second]
+
+
+def _train_command(dataset: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "reprogram", "train", "--method", "dvp-cse", "--dataset", f"folder:{dataset}",
+        "--backbone", "random:tiny", "--shots", "6", "--epochs", "10", "--batch-size", "2", "--seed", "3",
+        "--set", "m=5", "--set", "deterministic=true", "--device", "cpu", "--out", str(out), "--quiet",
+    ]
+
+
+def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, dataset):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(dataset, killed), env=env)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2 and (killed / "checkpoint.pt").is_file():
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "results.json").exists()
+    done_before = load_checkpoint(killed)["epoch"]
+    assert 0 < done_before < 10
+
+    resumed = subprocess.run([*_train_command(dataset, killed), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    straight = tmp_path / "straight"
+    subprocess.run(_train_command(dataset, straight), env=env, check=True, capture_output=True)
+
+    a, b = (json.loads((d / "results.json").read_text()) for d in (killed, straight))
+    for key in ("test_accuracy", "val_accuracy", "per_class_accuracy", "selected_epoch"):
+        assert a[key] == b[key], key
+    state_a, state_b = load_checkpoint(killed)["state"], load_checkpoint(straight)["state"]
+    for key in state_b:
+        torch.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0)
+    rows = (killed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 11))
