@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # Options that take several values after one flag (``--seeds 1 2 3``); typer wants the flag repeated.
-MULTI_VALUE_OPTIONS = ("--descriptions", "--seeds")
+MULTI_VALUE_OPTIONS = ("--descriptions", "--seeds", "--tasks", "--methods")
 
 MethodOpt = Annotated[str, typer.Option("--method", help="zero-shot, zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="a published name (dtd, …), folder:PATH or csv:FILE")]
@@ -200,6 +200,36 @@ def demo(
     from reprogram.demo import run_demo
 
     run_demo(out, quiet=quiet)
+
+
+benchmark_app = typer.Typer(help="Benchmark suites: every method on every task for several seeds.")
+app.add_typer(benchmark_app, name="benchmark")
+
+
+@benchmark_app.command("toy")
+def benchmark_toy(
+    out: Annotated[Path, typer.Option(help="data, runs and the table go here")] = Path("runs/benchmark-toy"),
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="toy tasks (default: all shifted ones)")] = None,
+    methods: Annotated[list[str] | None, typer.Option("--methods", help="methods (default: all six)")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seeds")] = None,
+    epochs: Annotated[int, typer.Option()] = 30,
+    shots: Annotated[int, typer.Option()] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option()] = 40.0,
+    device: Annotated[str, typer.Option()] = "auto",
+    sets: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Every method × every toy task × seeds on the committed toy CLIP → benchmark.md/.json."""
+    from reprogram.benchmark import ALL_METHODS, BenchmarkSettings, run_benchmark
+    from reprogram.engine.config import parse_set_options
+
+    settings = BenchmarkSettings(
+        tasks=list(tasks or []), methods=list(methods or ALL_METHODS), seeds=list(seeds or [1, 2, 3]),
+        epochs=epochs, shots=shots, batch_size=batch_size, lr=lr, device=device,
+        overrides=parse_set_options(sets or []),
+    )
+    run_benchmark(out, settings, quiet=quiet)
 
 
 def register_subcommands(target: typer.Typer) -> None:

@@ -133,6 +133,12 @@ class Reprogrammer(nn.Module):
         features = self.backbone.encode_image(prompted.flatten(0, 1))
         return features.view(count, batch, -1)
 
+    def enable_compile(self, **options) -> None:
+        """Run the prompts and the image encoder through ``torch.compile`` from now on (training
+        and evaluation; ``options`` go to ``torch.compile``). Calling it again changes nothing."""
+        if "image_features" not in self.__dict__:
+            self.image_features = torch.compile(self.image_features, **options)
+
     def scores_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """z (B×C×M): each text scored by its own prompt's image features (fp32)."""
         similarities = torch.einsum("vbd,cmd->vbcm", features.float(), self.text_features)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Sequence
 from importlib import resources
@@ -76,7 +77,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
 
             state = load_file(str(path), device="cpu")
         elif is_torchscript(path):
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch.jit is deprecated, but it reads OpenAI's files
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
             from_openai = True
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -18,6 +18,7 @@ from reprogram.io import read_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
+DESCRIPTIONS_FOLDER = "descriptions"
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,11 @@ def read_folder(path: str | Path, split_seed: int = 0) -> Splits:
             raise ReprogramError(f"{root}: has train/ but no test/ folder")
         found = sorted(set().union(*(_class_folders(root / s) for s in SPLITS if (root / s).is_dir())))
     else:
-        found = _class_folders(root)
+        # PATH/descriptions/ holds a folder dataset's description files, not a class
+        found = [
+            name for name in _class_folders(root)
+            if name != DESCRIPTIONS_FOLDER or _images_in(root / name)
+        ]
     classnames = _classnames_for_folder(root, found)
     if not classnames:
         raise ReprogramError(f"{root}: no class folders found")
@@ -223,6 +228,7 @@ def read_folder(path: str | Path, split_seed: int = 0) -> Splits:
         return [
             Sample(str(image), label_of[name])
             for name in _class_folders(folder)
+            if name in label_of
             for image in _images_in(folder / name)
         ]
 

@@ -41,12 +41,22 @@ class World:
         if self.active:
             dist.barrier()
 
+    def broadcast_object(self, obj):
+        """The main process's ``obj`` in every process (also a barrier)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def init_world(device_type: str = "cpu") -> World:
     """Join the process group that ``torchrun`` describes in the environment (or run alone)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return World()
     if not dist.is_initialized():
+        if device_type == "cuda":  # NCCL's barrier and object broadcasts use the current device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return World(dist.get_rank(), dist.get_world_size())
 

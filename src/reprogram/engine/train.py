@@ -70,13 +70,20 @@ class TrainData:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels of ``index[part]``; augmentation is drawn for the whole ``index``
         so that a process's share of a global batch is the same as in single-process training."""
+        device = self.pixels.device
+        # non_blocking: small host-to-device copies that do not wait for the GPU's queue
+        local = index[part].to(device, non_blocking=True)
         if self.augment:
             boxes = random_resized_crop_params(self.sizes[index], generator)
             flips = torch.rand(len(index), generator=generator) < 0.5
-            local = index[part].to(self.pixels.device)
-            images = crop_resize(self.pixels.index_select(0, local), boxes[part], self.image_size, flips[part])
+            if len(local) == 0:  # no share of a last batch smaller than the world
+                images = torch.zeros(0, 3, self.image_size, self.image_size, device=device)
+            else:
+                images = crop_resize(
+                    self.pixels.index_select(0, local), boxes[part].to(device, non_blocking=True),
+                    self.image_size, flips[part].to(device, non_blocking=True),
+                )
         else:
-            local = index[part].to(self.pixels.device)
             images = as_float(self.pixels.index_select(0, local))
         return images, self.labels.index_select(0, local)
 
@@ -128,6 +135,10 @@ def train_one_epoch(
     for start in range(0, len(order), config.batch_size):
         index = order[start : start + config.batch_size]
         images, labels = data.batch(index, generator, world.shard(index))
+        if len(labels) == 0:  # a last batch smaller than the world leaves this process nothing
+            if optimizer is not None:
+                _step_without_samples(model, optimizer, scheduler, scaler, world)
+            continue
         with torch.set_grad_enabled(optimizer is not None), autocast(device, dtype):
             output = model(images)
         loss = F.cross_entropy(output.logits.float(), labels, reduction="sum") / len(index)
@@ -145,7 +156,8 @@ def train_one_epoch(
         model.aggregator.observe(output.scores.detach(), labels)
         loss_sum += loss.detach() * len(index)
         correct += (output.logits.detach().argmax(dim=1) == labels).sum()
-        advance(len(labels))
+        done = min(start + config.batch_size, len(order))
+        advance(len(labels), **{"img/s": f"{done / max(time.perf_counter() - started, 1e-9):.0f}"})
     model.aggregator.reduce_counts(world.all_reduce_sum)
     model.aggregator.update()
     world.all_reduce_sum(loss_sum)
@@ -158,6 +170,19 @@ def train_one_epoch(
         "images_per_s": count / max(seconds, 1e-9),
         "train_time_s": seconds,
     }
+
+
+def _step_without_samples(model: Reprogrammer, optimizer, scheduler, scaler, world: World) -> None:
+    """Take part in the gradient all-reduce (with zeros) and the optimiser step, like the others."""
+    optimizer.zero_grad(set_to_none=True)
+    for parameter in model.prompt_parameters():
+        parameter.grad = world.all_reduce_sum(torch.zeros_like(parameter))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
 
 
 def _check_resume_target(run_dir: Path, resume: bool) -> dict[str, Any] | None:
@@ -200,6 +225,8 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
         model = build_model(config, backbone, splits.classnames, TextBank.from_dict(checkpoint["text_bank"]))
         parts = RunParts(config, splits, backbone, model)
     model, device = parts.model, parts.backbone.device
+    if config.compile:
+        model.enable_compile()
     dtype = resolve_precision(config.precision, device)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -264,12 +291,12 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
                 save_checkpoint(run_dir, _checkpoint(parts, optimizer, scheduler, history, best, epoch + 1, False))
         model.load_trainable_state(best["state"])
 
-    if not world.is_main:
-        world.barrier()
-        return {}
-    results = _finish(parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler)
-    world.barrier()
-    return results
+    results = (
+        _finish(parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler)
+        if world.is_main
+        else {}
+    )
+    return world.broadcast_object(results)  # every process returns the main one's results
 
 
 def _epoch_line(row: dict[str, Any]) -> str:

@@ -99,8 +99,13 @@ def explain(
     run's configured device; ``"auto"`` (default) a GPU when there is one, else the CPU.
     """
     options = Options(
-        examples=examples, max_classes=max(4, max_classes), top_descriptions=top_descriptions,
-        max_per_class=max_per_class, device=device, batch_size=batch_size, reference=reference,
+        examples=examples,
+        max_classes=max(4, max_classes),
+        top_descriptions=top_descriptions,
+        max_per_class=max_per_class,
+        device=device,
+        batch_size=batch_size,
+        reference=reference,
     )
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
@@ -126,7 +131,8 @@ def explain(
     body += sections
     body.append(_definitions())
     page_title = title or (
-        f"What was learned: {summaries[0].title}" if len(summaries) == 1
+        f"What was learned: {summaries[0].title}"
+        if len(summaries) == 1
         else f"What was learned: {len(summaries)} runs"
     )
     subtitle = [
@@ -151,7 +157,9 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(text)).strip("-") or "run"
+    return (
+        "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(text)).strip("-") or "run"
+    )
 
 
 def _dataset_name(dataset: str) -> str:
@@ -162,7 +170,13 @@ def _dataset_name(dataset: str) -> str:
 
 
 def _run_title(results: dict[str, Any]) -> str:
-    return f"{results.get('method', '?')} · {_dataset_name(str(results.get('dataset', '?')))} · seed {results.get('seed', '?')}"
+    dataset = _dataset_name(str(results.get("dataset", "?")))
+    return f"{results.get('method', '?')} · {dataset} · seed {results.get('seed', '?')}"
+
+
+def _group_name(names: Sequence[str], index: int) -> str:
+    index = int(index)
+    return names[index] if index < len(names) else f"prompt {index + 1}"
 
 
 def _percent(value: float | None, digits: int = 1) -> str:
@@ -240,7 +254,12 @@ class _Context:
 
 
 def _run_section(
-    summary: RunSummary, out_dir: Path, folder_name: str, options: Options, backbones: dict, log: Log
+    summary: RunSummary,
+    out_dir: Path,
+    folder_name: str,
+    options: Options,
+    backbones: dict,
+    log: Log,
 ) -> h.Raw:
     results = summary.results
     classnames = list(results.get("classnames") or list(results.get("per_class_accuracy", {})))
@@ -248,7 +267,12 @@ def _run_section(
     folder = out_dir / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     context = _Context(
-        summary, folder, folder_name, options, classnames, [float(per_class.get(c, float("nan"))) for c in classnames]
+        summary,
+        folder,
+        folder_name,
+        options,
+        classnames,
+        [float(per_class.get(c, float("nan"))) for c in classnames],
     )
     _load_model(context, backbones)
     if context.run is not None:
@@ -282,9 +306,9 @@ def _dtype(context: _Context) -> torch.dtype:
 
 def _load_model(context: _Context, backbones: dict) -> None:
     from reprogram.engine.checkpoint import load_checkpoint
+    from reprogram.engine.config import TrainConfig
     from reprogram.engine.runs import load_run
     from reprogram.engine.setup import build_backbone
-    from reprogram.engine.config import TrainConfig
 
     run_dir = context.summary.run_dir
     try:
@@ -322,7 +346,9 @@ def _load_test_images(context: _Context) -> None:
             samples = kept
         if not samples:
             raise ReprogramError("the test split is empty")
-        context.images = decode_center(samples, context.model.image_size, skip_bad=config.skip_bad_images)
+        context.images = decode_center(
+            samples, context.model.image_size, skip_bad=config.skip_bad_images
+        )
         if len(context.images) == 0:
             context.images = None
             raise ReprogramError("no test image could be decoded")
@@ -354,18 +380,37 @@ def _overview(context: _Context) -> h.Raw:
         ("method", f"{results.get('method')}" + (f" — {recipe.summary}" if recipe else "")),
         ("dataset", h.Raw(f"<code>{h.esc(results.get('dataset'))}</code>")),
         ("classes", len(context.classnames)),
-        ("backbone", f"{backbone.get('arch', '?')}" + (f" ({backbone['weights']})" if backbone.get("weights") else "")),
+        (
+            "backbone",
+            f"{backbone.get('arch', '?')}"
+            + (f" ({backbone['weights']})" if backbone.get("weights") else ""),
+        ),
         ("shots × seed", f"{results.get('shots')} shots, seed {results.get('seed')}"),
-        ("epochs", f"{results.get('epochs')} (selected epoch {results.get('selected_epoch') or '—'} "
-                   f"on {results.get('select_on', 'val')})"),
-        ("prompts", f"{results.get('prompts', 0)} ({results.get('trainable_parameters', 0):,} trainable parameters)"),
+        (
+            "epochs",
+            f"{results.get('epochs')} (selected epoch {results.get('selected_epoch') or '—'} "
+            f"on {results.get('select_on', 'val')})",
+        ),
+        (
+            "prompts",
+            f"{results.get('prompts', 0)} ({results.get('trainable_parameters', 0):,} "
+            "trainable parameters)",
+        ),
         ("validation accuracy", _percent(results.get("val_accuracy"))),
-        ("test accuracy", f"{_percent(results.get('test_accuracy'))} on {results.get('test_count', '?')} images"),
+        (
+            "test accuracy",
+            f"{_percent(results.get('test_accuracy'))} on {results.get('test_count', '?')} images",
+        ),
         ("wall time", _seconds(results.get("wall_time_s"))),
     ]
     if context.attribution is not None:
-        rows.append(("test accuracy, recomputed here", f"{_percent(context.attribution.accuracy)} on "
-                     f"{len(context.attribution.labels)} images"))
+        rows.append(
+            (
+                "test accuracy, recomputed here",
+                f"{_percent(context.attribution.accuracy)} on "
+                f"{len(context.attribution.labels)} images",
+            )
+        )
     body = [h.table(["", ""], rows, class_="meta")]
     body += [h.skipped(note) for note in context.summary.notes]
     return h.join(body)
@@ -387,6 +432,37 @@ def _example_indices(labels: torch.Tensor, count: int) -> list[int]:
     return chosen
 
 
+def _frames(context: _Context) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Per prompt: its name, its frame on its own (3×S×S in [0, 1]) and a contrast-stretched copy.
+
+    Padding prompts: sigmoid(theta) on the frame, the inside (where the image goes) mid-grey.
+    Watermark prompts: the additive pattern applied to a mid-grey image, in pixel units.
+    The stretched copy maps the largest deviation from mid-grey on the frame to full contrast.
+    """
+    prompts = context.model.prompts
+    if prompts.kind == "none":
+        return []
+    patterns = prompts.patterns().detach().float().cpu()
+    mask = prompts.mask.float().cpu()
+    std = prompts.std.view(3, 1, 1).float().cpu()
+    names = context.model.bank.group_names
+    frames = []
+    for index in range(prompts.count):
+        if prompts.kind == "padding":
+            frame = patterns[index] + (1 - mask) * 0.5
+        else:
+            frame = 0.5 + patterns[index] * std
+        frame = frame.clamp(0, 1)
+        deviation = (frame - 0.5) * mask
+        scale = float(deviation.abs().max())
+        stretched = 0.5 + deviation * (0.5 / scale) if scale > 1e-6 else frame
+        label = (
+            f"prompt {index + 1}: {_group_name(names, index)}" if prompts.count > 1 else "prompt"
+        )
+        frames.append((label, frame, stretched))
+    return frames
+
+
 def _prompts_section(context: _Context) -> h.Raw:
     anchor = f"{context.summary.anchor}-prompts"
     title = "Learned prompts"
@@ -394,96 +470,142 @@ def _prompts_section(context: _Context) -> h.Raw:
     if model is None:
         return h.section(anchor, title, h.skipped(_no_model_reason(context)))
     prompts = model.prompts
+    method = context.summary.results.get("method")
     body: list[object] = []
-    frames, names = [], []
-    if prompts.kind == "none":
-        body.append(h.skipped(
-            f"method '{context.summary.results.get('method')}' has no visual prompt: test images "
-            "enter the frozen model unchanged. The images below are what the model sees."
-        ))
-    else:
-        patterns = prompts.patterns().detach().float()
-        mask = prompts.mask.float()
-        std = prompts.std.view(3, 1, 1).float()
-        for index in range(prompts.count):
-            if prompts.kind == "padding":
-                frame = patterns[index] + (1 - mask) * 0.5
-            else:  # watermark: what the additive pattern does to a mid-grey image, in pixels
-                frame = 0.5 + patterns[index] * std
-            frame = frame.clamp(0, 1)
-            name = model.bank.group_names[index] if index < len(model.bank.group_names) else f"prompt {index + 1}"
-            frames.append(frame)
-            names.append(f"prompt {index + 1}: {name}" if prompts.count > 1 else "prompt")
-            _save_png(frame, context.path(f"prompt-{index + 1}.png"))
+    frames = _frames(context)
+    for index, (_, frame, _) in enumerate(frames, start=1):
+        _save_png(frame, context.path(f"prompt-{index}.png"))
+    if not frames:
+        body.append(
+            h.skipped(
+                f"method '{method}' has no visual prompt: test images enter the frozen model "
+                "unchanged. The examples below show what the model sees and what it predicts."
+            )
+        )
+    frame_caption = ""
+    if frames:
+        frame_caption = (
+            "“frame” is each prompt on its own: "
+            + (
+                "sigmoid(θ) on the frame, the inside (where the image goes) grey; "
+                if prompts.kind == "padding"
+                else "its additive pattern applied to a mid-grey image; "
+            )
+            + "“stretched” is the same with its deviation from grey stretched to full contrast, "
+            "to make faint patterns visible. Native-resolution frames: "
+            + ", ".join(
+                f'<a href="{h.esc(context.src(f"prompt-{i}.png"))}">prompt {i}</a>'
+                for i in range(1, len(frames) + 1)
+            )
+            + ". "
+        )
     images = context.images
     if images is None:
         if frames:
-            plots.prompt_gallery(context.path("prompts.png"), "Learned prompts", [], [],
-                                 [_to_image(f) for f in frames], names, [[] for _ in frames])
-            body.append(h.figure(context.src("prompts.png"), "learned prompt frames",
-                                 "Each prompt's frame on its own."))
-        body.append(h.skipped(f"test images with the prompts applied: {_no_images_reason(context)}"))
+            plots.image_grid(
+                context.path("prompts.png"),
+                f"Learned prompts — {context.summary.title}",
+                ["frame", "stretched"],
+                [label for label, _, _ in frames],
+                [[_to_image(f), _to_image(s)] for _, f, s in frames],
+            )
+            body.append(
+                h.figure(context.src("prompts.png"), "learned prompt frames", h.Raw(frame_caption))
+            )
+        body.append(
+            h.skipped(f"test images with the prompts applied: {_no_images_reason(context)}")
+        )
         return h.section(anchor, title, h.join(body))
-    chosen = _example_indices(images.labels, context.options.examples)
-    from reprogram.data.images import as_float
 
+    from reprogram.data.images import as_float
+    from reprogram.precision import autocast
+
+    chosen = _example_indices(images.labels, context.options.examples)
     device = model.text_features.device
     batch = as_float(images.pixels[chosen].to(device))
     with torch.no_grad():
-        prompted = prompts(batch)  # v×B×3×S×S, normalised
-        mean, std = prompts.mean.float(), prompts.std.float()
-        shown = (prompted.float() * std + mean).clamp(0, 1)
-        from reprogram.precision import autocast
-
+        prompted = prompts(batch).float()  # v×B×3×S×S, normalised
+        shown = (prompted * prompts.std.float() + prompts.mean.float()).clamp(0, 1)
         with autocast(device, _dtype(context)):
             output = model(batch)
     probabilities = output.logits.float().softmax(dim=1)
     drivers = top_class_drivers(model, output.scores, output.logits)
     truth = [context.classnames[int(images.labels[i])] for i in chosen]
-    inputs = [_to_image(batch[i]) for i in range(len(chosen))]
-    if prompts.kind == "padding":  # the model sees the image shrunk inside the frame
-        inputs = [_to_image(torch.nn.functional.pad(batch[i], (prompts.frame,) * 4, value=1.0))
-                  for i in range(len(chosen))]
-    prompted_rows = [[_to_image(shown[p, i]) for i in range(len(chosen))] for p in range(len(frames))]
-    plots.prompt_gallery(
-        context.path("prompts.png"), f"Learned prompts — {context.summary.title}",
-        inputs, [f"{i + 1}. {t}" for i, t in enumerate(truth)],
-        [_to_image(f) for f in frames], names, prompted_rows,
-    )
-    if frames:
-        caption = (
-            "Top row: test images as they enter the model"
-            + (" (shrunk to the inner size; the white border marks where the frame goes)" if prompts.kind == "padding" else "")
-            + ". First column: each prompt's frame on its own "
-            + ("(sigmoid(θ) on the frame; the inside, where the image goes, is grey)" if prompts.kind == "padding"
-               else "(the additive pattern shown on a mid-grey image)")
-            + ". Other cells: the image with that prompt applied, as the encoder sees it (before normalisation). "
-            + "Native-resolution frames: "
-            + ", ".join(f'<a href="{h.esc(context.src(f"prompt-{i + 1}.png"))}">prompt {i + 1}</a>' for i in range(len(frames)))
-            + "."
-        )
+    if prompts.kind == "padding":  # the image enters shrunk; white marks where the frame goes
+        inputs = [
+            _to_image(torch.nn.functional.pad(batch[i], (prompts.frame,) * 4, value=1.0))
+            for i in range(len(chosen))
+        ]
     else:
-        caption = "Test images as they enter the model."
-    body.append(h.figure(context.src("prompts.png"), "learned prompts applied to test images", h.Raw(caption)))
+        inputs = [_to_image(batch[i]) for i in range(len(chosen))]
+    columns = (["frame", "stretched"] if frames else []) + [
+        f"{i}. {name}" for i, name in enumerate(truth, start=1)
+    ]
+    lead: list[None] = [None, None] if frames else []
+    cells = [lead + inputs]
+    for p, (_, frame, stretched) in enumerate(frames):
+        cells.append(
+            [_to_image(frame), _to_image(stretched)]
+            + [_to_image(shown[p, i]) for i in range(len(chosen))]
+        )
+    plots.image_grid(
+        context.path("prompts.png"),
+        f"Learned prompts — {context.summary.title}",
+        columns,
+        ["input"] + [label for label, _, _ in frames],
+        cells,
+    )
+    caption = (
+        "Row “input”: test images (true class above) as they enter the model"
+        + (
+            ", shrunk to the inner size; white marks where the frame goes"
+            if prompts.kind == "padding"
+            else ""
+        )
+        + ". "
+        + (
+            "Other rows: each prompt applied to them, as the encoder sees it (before "
+            "normalisation). "
+            if frames
+            else ""
+        )
+        + frame_caption
+    )
+    body.append(
+        h.figure(
+            context.src("prompts.png"), "learned prompts applied to test images", h.Raw(caption)
+        )
+    )
     rows = []
-    for number, (index, driver) in enumerate(zip(chosen, drivers, strict=True), start=1):
+    for number, driver in enumerate(drivers, start=1):
         predicted = context.classnames[driver.class_index]
         correct = predicted == truth[number - 1]
         prompt_cell = "—"
         if driver.prompt is not None and driver.prompt_shares:
             prompt_cell = f"{driver.prompt} ({driver.prompt_shares[driver.prompt]:.0%} share)"
-        rows.append([
-            number, truth[number - 1],
-            h.Raw(f'<span class="{"good" if correct else "bad"}">{h.esc(predicted)}</span>'),
-            f"{float(probabilities[number - 1, driver.class_index]):.2f}",
-            prompt_cell,
-            driver.description if driver.description is not None else "— (class-name template)",
-        ])
-    body.append(h.table(
-        ["#", "true class", "predicted", "p", "top prompt", "top description"], rows, numeric=(0, 3),
-        caption="What drove each example's top class (the same computation as `reprogram predict`): "
-                "the prompt with the largest share and the description with the largest contribution.",
-    ))
+        description = driver.description
+        if description is None:
+            description = "— (one text per class: the class-name template)"
+        rows.append(
+            [
+                number,
+                truth[number - 1],
+                h.Raw(f'<span class="{"good" if correct else "bad"}">{h.esc(predicted)}</span>'),
+                f"{float(probabilities[number - 1, driver.class_index]):.2f}",
+                prompt_cell,
+                description,
+            ]
+        )
+    body.append(
+        h.table(
+            ["#", "true class", "predicted", "p", "top prompt", "top description"],
+            rows,
+            numeric=(0, 3),
+            caption="What drove each example's top class (the same computation as "
+            "`reprogram predict`): the prompt with the largest share and the description with the "
+            "largest contribution, among those that carry weight.",
+        )
+    )
     return h.section(anchor, title, h.join(body))
 
 
@@ -492,7 +614,9 @@ def _prm_section(context: _Context) -> h.Raw:
     model = context.model
     method = context.summary.results.get("method", "?")
     if model is None:
-        return h.section(anchor, "Probabilistic reweighting matrix (PRM)", h.skipped(_no_model_reason(context)))
+        return h.section(
+            anchor, "Probabilistic reweighting matrix (PRM)", h.skipped(_no_model_reason(context))
+        )
     weights = prm_weights(model)
     names = context.classnames
     means = context.attribution.description_means if context.attribution is not None else None
@@ -500,66 +624,125 @@ def _prm_section(context: _Context) -> h.Raw:
         recipe = model.recipe
         body: list[object] = []
         if recipe.aggregation == "mean-top-k":
-            reason = (f"method '{method}' has no PRM: each class logit is α·(mean of the top-k descriptive "
-                      "attribute scores) + (1 − α)·(mean of the top-k distinctive ones).")
+            reason = (
+                f"method '{method}' has no PRM: each class logit is α·(mean of the top-k "
+                "descriptive "
+                "attribute scores) + (1 − α)·(mean of the top-k distinctive ones)."
+            )
         elif recipe.needs_descriptions:
-            reason = f"method '{method}' has no PRM: each class logit is the mean of its description scores."
+            reason = (
+                f"method '{method}' has no PRM: each class logit is the mean of its "
+                "description scores."
+            )
         else:
-            reason = (f"method '{method}' has no PRM and no descriptions: each class has one text, "
-                      f"the template “{model.bank.texts[0][0] if model.bank.texts else ''}”.")
+            reason = (
+                f"method '{method}' has no PRM and no descriptions: each class has one text, "
+                f"the template “{model.bank.texts[0][0] if model.bank.texts else ''}”."
+            )
         body.append(h.skipped(reason))
         if recipe.needs_descriptions and means is not None:
-            body.append(h.paragraph(
-                "Instead, each class's descriptions ranked by their mean contribution to the class logit "
-                "on the test images of that class:"))
+            body.append(
+                h.paragraph(
+                    "Instead, each class's descriptions ranked by their mean contribution to "
+                    "the class logit "
+                    "on the test images of that class:"
+                )
+            )
             body.append(_description_table(context, means))
         return h.section(anchor, "Descriptions (no PRM)", h.join(body))
 
     groups = model.bank.groups.cpu().numpy()
     group_names = list(model.bank.group_names)
     keys = context.accuracy
-    rows, limited = select_rows([-k if not math.isnan(k) else 0.0 for k in keys], context.options.max_classes)
+    rows, limited = select_rows(
+        [-k if not math.isnan(k) else 0.0 for k in keys], context.options.max_classes
+    )
     rows = sorted(rows)  # class order
-    selection = (f"{limited}: the {len(rows) // 2} with the lowest and the {len(rows) // 2} with the highest "
-                 "test accuracy" if limited else None)
-    body = [h.paragraph(
-        "ω[c, j] is the weight of description j in class c's logit, logit[c] = Σ_j ω[c,j]·z[c,j]. It starts at "
-        "1/M and is re-estimated after each epoch as the fraction of training images of class c for which "
-        "description j was among the top-k scores of that class: an empirical P(description | class).")]
+    selection = (
+        f"{limited}: the {len(rows) // 2} with the lowest and the {len(rows) // 2} with the "
+        "highest "
+        "test accuracy"
+        if limited
+        else None
+    )
+    body = [
+        h.paragraph(
+            "ω[c, j] is the weight of description j in class c's logit, logit[c] = Σ_j "
+            "ω[c,j]·z[c,j]. It starts at "
+            "1/M and is re-estimated after each epoch as the fraction of training images of "
+            "class c for which "
+            "description j was among the top-k scores of that class: an empirical "
+            "P(description | class)."
+        )
+    ]
     mass = group_mass(model).numpy()
     plots.heatmap(
-        context.path("prm-groups.png"), mass[rows], [names[r] for r in rows], group_names,
-        "PRM weight per class and prompt group" + (f" ({selection.split(':')[0]})" if selection else ""),
-        "prompt group (cause / cluster)", "class", "Σ ω over the group's descriptions",
-        vmin=0, vmax=1,
+        context.path("prm-groups.png"),
+        mass[rows],
+        [names[r] for r in rows],
+        group_names,
+        "PRM weight per class and prompt group"
+        + (f" ({selection.split(':')[0]})" if selection else ""),
+        "prompt group (cause / cluster)",
+        "class",
+        "Σ ω over the group's descriptions",
+        vmin=0,
+        vmax=1,
     )
-    body.append(h.figure(context.src("prm-groups.png"), "PRM weight per class and group",
-                         "How much of each class's weight goes to each group's descriptions (rows sum to 1). "
-                         f"Uniform would be {1 / len(group_names):.2f} per group when the groups are the same size."
-                         + (f" Classes: {selection}." if selection else "")))
-    plots.prm_heatmap(context.path("prm.png"), weights.numpy()[rows], groups[rows], group_names,
-                      [names[r] for r in rows], "PRM ω: classes × descriptions")
-    body.append(h.figure(
-        context.src("prm.png"), "PRM heatmap",
-        "Each row is a class, each cell one of its descriptions, ordered by group then by weight. "
-        "Hover over the cells of the table below to read the descriptions." + (f" Classes: {selection}." if selection else "")))
+    body.append(
+        h.figure(
+            context.src("prm-groups.png"),
+            "PRM weight per class and group",
+            "How much of each class's weight goes to each group's descriptions (rows sum to 1). "
+            f"Uniform would be {1 / len(group_names):.2f} per group when the groups are the "
+            "same size." + (f" Classes: {selection}." if selection else ""),
+        )
+    )
+    plots.prm_heatmap(
+        context.path("prm.png"),
+        weights.numpy()[rows],
+        groups[rows],
+        group_names,
+        [names[r] for r in rows],
+        "PRM ω: classes × descriptions",
+    )
+    body.append(
+        h.figure(
+            context.src("prm.png"),
+            "PRM heatmap",
+            "Each row is a class, each cell one of its descriptions, ordered by group then by "
+            "weight. "
+            "Hover over the cells of the table below to read the descriptions."
+            + (f" Classes: {selection}." if selection else ""),
+        )
+    )
     titles = []
     order = np.lexsort((-weights.numpy(), groups), axis=1)
     sorted_groups = np.take_along_axis(groups, order, axis=1)
     sorted_weights = np.take_along_axis(weights.numpy(), order, axis=1)
     for r in rows:
-        titles.append([
-            f"{names[r]} · {group_names[groups[r, j]] if groups[r, j] < len(group_names) else groups[r, j]} · "
-            f"ω = {weights[r, j]:.3f}\n{model.bank.texts[r][j]}"
-            for j in order[r]
-        ])
-    body.append(h.details(
-        "Interactive PRM heatmap (hover over a cell for its description and weight)",
-        h.heat_table(sorted_weights[rows], [names[r] for r in rows], titles, sorted_groups[rows]),
-        open_=True,
-    ))
-    body.append(h.paragraph(f"Each class's top {context.options.top_descriptions} descriptions by PRM weight "
-                            "(ties broken by the mean contribution on the test images):"))
+        titles.append(
+            [
+                f"{names[r]} · {_group_name(group_names, groups[r, j])} · "
+                f"ω = {weights[r, j]:.3f}\n{model.bank.texts[r][j]}"
+                for j in order[r]
+            ]
+        )
+    body.append(
+        h.details(
+            "Interactive PRM heatmap (hover over a cell for its description and weight)",
+            h.heat_table(
+                sorted_weights[rows], [names[r] for r in rows], titles, sorted_groups[rows]
+            ),
+            open_=True,
+        )
+    )
+    body.append(
+        h.paragraph(
+            f"Each class's top {context.options.top_descriptions} descriptions by PRM weight "
+            "(ties broken by the mean contribution on the test images):"
+        )
+    )
     body.append(_description_table(context, means))
     return h.section(anchor, "Probabilistic reweighting matrix (PRM)", h.join(body))
 
@@ -568,14 +751,22 @@ def _description_table(context: _Context, means: torch.Tensor | None) -> h.Raw:
     model = context.model
     rows = []
     for c, name in enumerate(context.classnames):
-        for rank, item in enumerate(top_descriptions(model, c, context.options.top_descriptions, means), start=1):
-            rows.append([
-                name if rank == 1 else "", rank, item.group,
-                f"{item.weight:.3f}" if item.weight is not None else "—",
-                f"{item.contribution:.3f}" if item.contribution is not None else "—",
-                item.text,
-            ])
-    table = h.table(["class", "rank", "group", "ω", "mean contribution", "description"], rows, numeric=(1, 3, 4))
+        for rank, item in enumerate(
+            top_descriptions(model, c, context.options.top_descriptions, means), start=1
+        ):
+            rows.append(
+                [
+                    name if rank == 1 else "",
+                    rank,
+                    item.group,
+                    f"{item.weight:.3f}" if item.weight is not None else "—",
+                    f"{item.contribution:.3f}" if item.contribution is not None else "—",
+                    item.text,
+                ]
+            )
+    table = h.table(
+        ["class", "rank", "group", "ω", "mean contribution", "description"], rows, numeric=(1, 3, 4)
+    )
     if len(context.classnames) > context.options.max_classes:
         return h.details(f"Top descriptions of all {len(context.classnames)} classes", table)
     return table
@@ -590,15 +781,23 @@ def _contributions_section(context: _Context) -> h.Raw:
     count = prompt_count(model)
     if count <= 1:
         what = "no visual prompt" if model.prompts.kind == "none" else "a single prompt"
-        return h.section(anchor, title, h.skipped(
-            f"method '{context.summary.results.get('method')}' uses {what}: every class logit comes "
-            "entirely from it, so there is nothing to split."))
+        return h.section(
+            anchor,
+            title,
+            h.skipped(
+                f"method '{context.summary.results.get('method')}' uses {what}: every class "
+                "logit comes "
+                "entirely from it, so there is nothing to split."
+            ),
+        )
     attribution = context.attribution
     if attribution is None:
         return h.section(anchor, title, h.skipped(_no_images_reason(context)))
     names = context.classnames
-    group_names = [model.bank.group_names[p] if p < len(model.bank.group_names) else f"prompt {p + 1}"
-                   for p in range(count)]
+    group_names = [
+        model.bank.group_names[p] if p < len(model.bank.group_names) else f"prompt {p + 1}"
+        for p in range(count)
+    ]
     shares = attribution.class_shares.numpy()
     present = [c for c in range(len(names)) if int(attribution.class_counts[c]) > 0]
     strength = [float(shares[c].max()) if c in present else -math.inf for c in range(len(names))]
@@ -607,45 +806,97 @@ def _contributions_section(context: _Context) -> h.Raw:
     rows.sort(key=lambda c: (int(shares[c].argmax()), -float(shares[c].max())))
     negative = bool((shares[present] < 0).any())
     plots.heatmap(
-        context.path("shares.png"), shares[rows], [names[r] for r in rows], group_names,
+        context.path("shares.png"),
+        shares[rows],
+        [names[r] for r in rows],
+        group_names,
         "Share of each class's logit from each prompt" + (f" ({limited})" if limited else ""),
-        "prompt", "class", "share of the class logit",
-        cmap="RdBu" if negative else "viridis", vmin=-1 if negative else 0, vmax=1,
+        "prompt",
+        "class",
+        "share of the class logit",
+        cmap="RdBu" if negative else "viridis",
+        vmin=-1 if negative else 0,
+        vmax=1,
     )
-    selection = (f" Classes: {limited}, the {len(rows) // 2} most dominated by one prompt and the "
-                 f"{len(rows) // 2} most balanced." if limited else "")
+    selection = (
+        f" Classes: {limited}, the {len(rows) // 2} most dominated by one prompt and the "
+        f"{len(rows) // 2} most balanced."
+        if limited
+        else ""
+    )
     body: list[object] = [
         h.note(SHARE_DEFINITION),
-        h.figure(context.src("shares.png"), "per-prompt share of each class logit",
-                 "Rows are grouped by their strongest prompt." + selection
-                 + (" Negative shares (red) mean the prompt's descriptions lower that class's logit." if negative else "")),
+        h.figure(
+            context.src("shares.png"),
+            "per-prompt share of each class logit",
+            "Rows are grouped by their strongest prompt."
+            + selection
+            + (
+                " Negative shares (red) mean the prompt's descriptions lower that class's logit."
+                if negative
+                else ""
+            ),
+        ),
     ]
-    plots.share_distribution(context.path("shares-distribution.png"), shares[present], group_names,
-                             f"Distribution over all {len(present)} classes")
-    body.append(h.figure(context.src("shares-distribution.png"), "distribution of prompt shares over classes",
-                         "For each prompt, its mean share in every class's logit (one dot per class); the dashed "
-                         "line is an equal split."))
+    plots.share_distribution(
+        context.path("shares-distribution.png"),
+        shares[present],
+        group_names,
+        f"Distribution over all {len(present)} classes",
+    )
+    body.append(
+        h.figure(
+            context.src("shares-distribution.png"),
+            "distribution of prompt shares over classes",
+            "For each prompt, its mean share in every class's logit (one dot per class); the "
+            "dashed "
+            "line is an equal split.",
+        )
+    )
     threshold = dominance_threshold(count)
     ranking = dominant_prompts(attribution.class_shares, attribution.class_counts)
     dominated = [d for d in ranking if d.dominated]
     per_prompt = {name: 0 for name in group_names}
     for d in dominated:
         per_prompt[group_names[d.prompt_index]] += 1
-    body.append(h.paragraph(
-        f"{len(dominated)} of {len(ranking)} classes are dominated by one prompt (its share ≥ {threshold:.2f}): "
-        + ", ".join(f"{name} {k}" for name, k in per_prompt.items()) + "."))
+    body.append(
+        h.paragraph(
+            f"{len(dominated)} of {len(ranking)} classes are dominated by one prompt (its "
+            f"share ≥ {threshold:.2f}): "
+            + ", ".join(f"{name} {k}" for name, k in per_prompt.items())
+            + "."
+        )
+    )
     if dominated:
         shown = dominated[: context.options.max_classes]
-        body.append(h.table(
-            ["class", "dominant prompt", "share", "test accuracy", "other prompts' shares"],
-            [[names[d.class_index], group_names[d.prompt_index], f"{d.share:.2f}",
-              _percent(context.accuracy[d.class_index]),
-              ", ".join(f"{group_names[p]} {shares[d.class_index, p]:.2f}" for p in range(count) if p != d.prompt_index)]
-             for d in shown],
-            numeric=(2, 3),
-            caption=("Classes where one prompt dominates, strongest first"
-                     + (f" (first {len(shown)} of {len(dominated)})" if len(shown) < len(dominated) else "")),
-        ))
+        body.append(
+            h.table(
+                ["class", "dominant prompt", "share", "test accuracy", "other prompts' shares"],
+                [
+                    [
+                        names[d.class_index],
+                        group_names[d.prompt_index],
+                        f"{d.share:.2f}",
+                        _percent(context.accuracy[d.class_index]),
+                        ", ".join(
+                            f"{group_names[p]} {shares[d.class_index, p]:.2f}"
+                            for p in range(count)
+                            if p != d.prompt_index
+                        ),
+                    ]
+                    for d in shown
+                ],
+                numeric=(2, 3),
+                caption=(
+                    "Classes where one prompt dominates, strongest first"
+                    + (
+                        f" (first {len(shown)} of {len(dominated)})"
+                        if len(shown) < len(dominated)
+                        else ""
+                    )
+                ),
+            )
+        )
     return h.section(anchor, title, h.join(body))
 
 
@@ -657,22 +908,36 @@ def _accuracy_section(context: _Context) -> h.Raw:
         return h.section(anchor, title, h.skipped("results.json has no per-class accuracy"))
     overall = context.summary.results.get("test_accuracy")
     values = [0.0 if math.isnan(a) else a for a in accuracy]
-    plots.accuracy_bars(context.path("accuracy.png"), names, values, "Test accuracy per class",
-                        context.options.max_classes, overall)
+    plots.accuracy_bars(
+        context.path("accuracy.png"),
+        names,
+        values,
+        "Test accuracy per class",
+        context.options.max_classes,
+        overall,
+    )
     counts = _test_counts(context)
     caption = "Sorted, best first; the dashed line is the overall test accuracy."
     if len(names) > context.options.max_classes:
-        caption += " Left: every class as a sorted profile; right: the best and worst classes by name."
+        caption += (
+            " Left: every class as a sorted profile; right: the best and worst classes by name."
+        )
     rows = sorted(range(len(names)), key=lambda c: (values[c], names[c]))
     table = h.table(
         ["class", "test images", "accuracy"],
         [[names[c], counts[c] if counts else "—", _percent(values[c])] for c in rows],
         numeric=(1, 2),
     )
-    return h.section(anchor, title, h.join([
-        h.figure(context.src("accuracy.png"), "per-class test accuracy", caption),
-        h.details(f"All {len(names)} classes, worst first", table),
-    ]))
+    return h.section(
+        anchor,
+        title,
+        h.join(
+            [
+                h.figure(context.src("accuracy.png"), "per-class test accuracy", caption),
+                h.details(f"All {len(names)} classes, worst first", table),
+            ]
+        ),
+    )
 
 
 def _test_counts(context: _Context) -> list[int] | None:
@@ -712,20 +977,45 @@ def _confusion_section(context: _Context, worst: int = 10, columns: int = 16) ->
     if other.any():
         shown = np.concatenate([shown, other[:, None]], axis=1)
         col_labels.append("(other classes)")
-    plots.confusion(context.path("confusion.png"), shown, [names[r] for r in rows], col_labels, totals[rows], label)
-    pairs = [(int(counts[t, p]), t, p) for t in present for p in range(len(names)) if p != t and counts[t, p] > 0]
+    plots.confusion(
+        context.path("confusion.png"),
+        shown,
+        [names[r] for r in rows],
+        col_labels,
+        totals[rows],
+        label,
+    )
+    pairs = [
+        (int(counts[t, p]), t, p)
+        for t in present
+        for p in range(len(names))
+        if p != t and counts[t, p] > 0
+    ]
     pairs.sort(key=lambda item: (-item[0], names[item[1]]))
-    body: list[object] = [h.figure(
-        context.src("confusion.png"), "confusion matrix of the worst classes",
-        "Rows: true class; columns: predicted class. Colour: fraction of the true class's test images; "
-        "numbers: image counts." + (" Columns are these classes plus the classes they are most often "
-                                    "mistaken for; the rest are summed in '(other classes)'." if len(names) > 12 else ""))]
+    body: list[object] = [
+        h.figure(
+            context.src("confusion.png"),
+            "confusion matrix of the worst classes",
+            "Rows: true class; columns: predicted class. Colour: fraction of the true class's "
+            "test images; "
+            "numbers: image counts."
+            + (
+                " Columns are these classes plus the classes they are most often "
+                "mistaken for; the rest are summed in '(other classes)'."
+                if len(names) > 12
+                else ""
+            ),
+        )
+    ]
     if pairs:
-        body.append(h.table(
-            ["true class", "predicted as", "images", "fraction of the true class"],
-            [[names[t], names[p], n, _percent(n / totals[t])] for n, t, p in pairs[:10]],
-            numeric=(2, 3), caption="The most frequent confusions",
-        ))
+        body.append(
+            h.table(
+                ["true class", "predicted as", "images", "fraction of the true class"],
+                [[names[t], names[p], n, _percent(n / totals[t])] for n, t, p in pairs[:10]],
+                numeric=(2, 3),
+                caption="The most frequent confusions",
+            )
+        )
     return h.section(anchor, title, h.join(body))
 
 
@@ -735,15 +1025,28 @@ def _curves_section(context: _Context) -> h.Raw:
     history = context.summary.history
     results = context.summary.results
     if not history:
-        reason = ("nothing is trained for this method (zero-shot)" if not results.get("prompts")
-                  else "the run has no metrics.jsonl rows")
+        reason = (
+            "nothing is trained for this method (zero-shot)"
+            if not results.get("prompts")
+            else "the run has no metrics.jsonl rows"
+        )
         return h.section(anchor, title, h.skipped(reason))
-    plots.training_curves(context.path("curves.png"), history, results.get("selected_epoch"),
-                          f"Training — {context.summary.title}")
-    speeds = [row["images_per_s"] for row in history if row.get("images_per_s") and not row.get("estimate_only")]
+    plots.training_curves(
+        context.path("curves.png"),
+        history,
+        results.get("selected_epoch"),
+        f"Training — {context.summary.title}",
+    )
+    speeds = [
+        row["images_per_s"]
+        for row in history
+        if row.get("images_per_s") and not row.get("estimate_only")
+    ]
     caption = (
-        "Loss and accuracy per epoch. Train accuracy is measured during the training pass (with augmentation); "
-        "validation accuracy on the few-shot validation split, every few epochs. The grey band marks epochs "
+        "Loss and accuracy per epoch. Train accuracy is measured during the training pass "
+        "(with augmentation); "
+        "validation accuracy on the few-shot validation split, every few epochs. The grey band "
+        "marks epochs "
         "that only estimate the PRM; the dotted line the selected epoch."
         + (f" Median training speed {statistics.median(speeds):.0f} images/s." if speeds else "")
     )
@@ -759,7 +1062,9 @@ def _files_section(context: _Context) -> h.Raw:
     counts = _test_counts(context)
     share_names: list[str] = []
     if attribution is not None and model is not None and prompt_count(model) > 1:
-        share_names = [f"share_{n}" for n in model.bank.group_names[: attribution.class_shares.shape[1]]]
+        share_names = [
+            f"share_{n}" for n in model.bank.group_names[: attribution.class_shares.shape[1]]
+        ]
     rows = []
     for c, name in enumerate(names):
         row: list[object] = [name, counts[c] if counts else "", f"{context.accuracy[c]:.6f}"]
@@ -767,8 +1072,11 @@ def _files_section(context: _Context) -> h.Raw:
             row += [f"{float(v):.6f}" for v in attribution.class_shares[c]]
         rows.append(row)
     _write_csv(context.path("per_class.csv"), header + share_names, rows)
-    links = [f'<a href="{h.esc(context.src("per_class.csv"))}">per_class.csv</a> (accuracy'
-             + (" and prompt shares" if share_names else "") + " per class)"]
+    links = [
+        f'<a href="{h.esc(context.src("per_class.csv"))}">per_class.csv</a> (accuracy'
+        + (" and prompt shares" if share_names else "")
+        + " per class)"
+    ]
     if model is not None and model.recipe.needs_descriptions:
         weights = prm_weights(model)
         means = attribution.description_means if attribution is not None else None
@@ -776,16 +1084,32 @@ def _files_section(context: _Context) -> h.Raw:
         for c, name in enumerate(names):
             for j, text in enumerate(model.bank.texts[c]):
                 group = int(model.bank.groups[c, j])
-                description_rows.append([
-                    name, j, model.bank.group_names[group] if group < len(model.bank.group_names) else group,
-                    f"{float(weights[c, j]):.6f}" if weights is not None else "",
-                    f"{float(means[c, j]):.6f}" if means is not None else "", text,
-                ])
-        _write_csv(context.path("descriptions.csv"),
-                   ["class", "index", "group", "prm_weight", "mean_contribution", "text"], description_rows)
-        links.append(f'<a href="{h.esc(context.src("descriptions.csv"))}">descriptions.csv</a> '
-                     "(every description with its group, PRM weight and mean contribution)")
-    return h.section(anchor, "Data files", h.Raw("<ul>" + "".join(f"<li>{link}</li>" for link in links) + "</ul>"))
+                description_rows.append(
+                    [
+                        name,
+                        j,
+                        model.bank.group_names[group]
+                        if group < len(model.bank.group_names)
+                        else group,
+                        f"{float(weights[c, j]):.6f}" if weights is not None else "",
+                        f"{float(means[c, j]):.6f}" if means is not None else "",
+                        text,
+                    ]
+                )
+        _write_csv(
+            context.path("descriptions.csv"),
+            ["class", "index", "group", "prm_weight", "mean_contribution", "text"],
+            description_rows,
+        )
+        links.append(
+            f'<a href="{h.esc(context.src("descriptions.csv"))}">descriptions.csv</a> '
+            "(every description with its group, PRM weight and mean contribution)"
+        )
+    return h.section(
+        anchor,
+        "Data files",
+        h.Raw("<ul>" + "".join(f"<li>{link}</li>" for link in links) + "</ul>"),
+    )
 
 
 # ----------------------------------------------------------------------------- several runs
@@ -796,20 +1120,48 @@ def _comparison_section(summaries: list[RunSummary], out_dir: Path, options: Opt
     rows = []
     for s in summaries:
         r = s.results
-        speeds = [row["images_per_s"] for row in s.history if row.get("images_per_s") and not row.get("estimate_only")]
-        rows.append([
-            h.Raw(f'<a href="#{s.anchor}">{h.esc(r.get("method"))}</a>'),
-            _dataset_name(str(r.get("dataset"))), (r.get("backbone") or {}).get("arch", "?"),
-            r.get("seed"), r.get("shots"), r.get("epochs"), r.get("prompts", 0),
-            f"{r.get('trainable_parameters', 0):,}", _percent(r.get("val_accuracy")),
-            _percent(r.get("test_accuracy")), _seconds(r.get("wall_time_s")),
-            f"{statistics.median(speeds):.0f}" if speeds else "—",
-        ])
-    body.append(h.table(
-        ["method", "dataset", "backbone", "seed", "shots", "epochs", "prompts", "trainable", "val acc",
-         "test acc", "wall time", "train img/s"],
-        rows, numeric=tuple(range(3, 12)), caption="Every run (click a method for its section)",
-    ))
+        speeds = [
+            row["images_per_s"]
+            for row in s.history
+            if row.get("images_per_s") and not row.get("estimate_only")
+        ]
+        rows.append(
+            [
+                h.Raw(f'<a href="#{s.anchor}">{h.esc(r.get("method"))}</a>'),
+                _dataset_name(str(r.get("dataset"))),
+                (r.get("backbone") or {}).get("arch", "?"),
+                r.get("seed"),
+                r.get("shots"),
+                r.get("epochs"),
+                r.get("prompts", 0),
+                f"{r.get('trainable_parameters', 0):,}",
+                _percent(r.get("val_accuracy")),
+                _percent(r.get("test_accuracy")),
+                _seconds(r.get("wall_time_s")),
+                f"{statistics.median(speeds):.0f}" if speeds else "—",
+            ]
+        )
+    body.append(
+        h.table(
+            [
+                "method",
+                "dataset",
+                "backbone",
+                "seed",
+                "shots",
+                "epochs",
+                "prompts",
+                "trainable",
+                "val acc",
+                "test acc",
+                "wall time",
+                "train img/s",
+            ],
+            rows,
+            numeric=tuple(range(3, 12)),
+            caption="Every run (click a method for its section)",
+        )
+    )
     table = comparison_table([s.run_dir for s in summaries])
     if any(len(cell["seeds"]) > 1 for row in table["rows"] for cell in row["cells"].values()):
         datasets = table["datasets"]
@@ -818,11 +1170,20 @@ def _comparison_section(summaries: list[RunSummary], out_dir: Path, options: Opt
             cells = []
             for dataset in datasets:
                 cell = row["cells"].get(dataset)
-                cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f} (n={len(cell['seeds'])})" if cell else "—")
+                cells.append(
+                    f"{cell['mean']:.1f} ± {cell['std']:.1f} (n={len(cell['seeds'])})"
+                    if cell
+                    else "—"
+                )
             seed_rows.append([row["method"], *cells])
-        body.append(h.table(["method", *[_dataset_name(d) for d in datasets]], seed_rows,
-                            numeric=tuple(range(1, len(datasets) + 1)),
-                            caption="Test accuracy (%), mean ± std over seeds"))
+        body.append(
+            h.table(
+                ["method", *[_dataset_name(d) for d in datasets]],
+                seed_rows,
+                numeric=tuple(range(1, len(datasets) + 1)),
+                caption="Test accuracy (%), mean ± std over seeds",
+            )
+        )
     body.append(_differences(summaries, out_dir, options))
     return h.Raw(f'<section id="compare"><h2>Comparison</h2>{h.join(body)}</section>')
 
@@ -836,8 +1197,10 @@ def _differences(summaries: list[RunSummary], out_dir: Path, options: Options) -
         if not names:
             continue
         methods = by_dataset.setdefault((str(s.results.get("dataset")), names), {})
-        methods.setdefault(str(s.results.get("method")), []).append([float(per_class.get(n, 0.0)) for n in names])
-    parts: list[object] = [tag_h3("Per-class differences between methods")]
+        methods.setdefault(str(s.results.get("method")), []).append(
+            [float(per_class.get(n, 0.0)) for n in names]
+        )
+    figures: list[object] = []
     made = 0
     for (dataset, names), methods in by_dataset.items():
         if len(methods) < 2:
@@ -850,41 +1213,68 @@ def _differences(summaries: list[RunSummary], out_dir: Path, options: Options) -
                 continue
             made += 1
             diff = np.mean(methods[method], axis=0) - base
-            seeds = f" (mean over {len(methods[method])} and {len(methods[reference])} seeds)" \
-                if len(methods[method]) > 1 or len(methods[reference]) > 1 else ""
+            seeds = (
+                f" (mean over {len(methods[method])} and {len(methods[reference])} seeds)"
+                if len(methods[method]) > 1 or len(methods[reference]) > 1
+                else ""
+            )
             name = f"diff-{made}-{_slug(method)}-vs-{_slug(reference)}.png"
-            plots.difference_bars(out_dir / name, list(names), diff,
-                                  f"{method} − {reference} on {_dataset_name(dataset)}", options.max_classes)
+            plots.difference_bars(
+                out_dir / name,
+                list(names),
+                diff,
+                f"{method} − {reference} on {_dataset_name(dataset)}",
+                options.max_classes,
+            )
             better, worse = int((diff > 1e-9).sum()), int((diff < -1e-9).sum())
-            parts.append(h.figure(
-                name, f"per-class accuracy difference {method} minus {reference}",
-                f"Per-class test accuracy of {method} minus {reference} on {_dataset_name(dataset)}{seeds}: "
-                f"{better} classes better, {worse} worse, {len(names) - better - worse} unchanged; mean "
-                f"difference {100 * float(diff.mean()):+.1f} points."
-                + (" The largest gains and losses are shown." if len(names) > options.max_classes else "")))
+            figures.append(
+                h.figure(
+                    name,
+                    f"per-class accuracy difference {method} minus {reference}",
+                    f"Per-class test accuracy of {method} minus {reference} on "
+                    f"{_dataset_name(dataset)}{seeds}: "
+                    f"{better} classes better, {worse} worse, {len(names) - better - worse} "
+                    "unchanged; mean "
+                    f"difference {100 * float(diff.mean()):+.1f} points."
+                    + (
+                        " The largest gains and losses are shown."
+                        if len(names) > options.max_classes
+                        else ""
+                    ),
+                )
+            )
+    title = h.tag("h3", "Per-class differences between methods")
     if not made:
-        parts.append(h.skipped("per-class differences need two methods evaluated on the same dataset"))
-    return h.join(parts)
-
-
-def tag_h3(text: str) -> h.Raw:
-    return h.tag("h3", text)
+        return h.join(
+            [
+                title,
+                h.skipped("per-class differences need two methods evaluated on the same dataset"),
+            ]
+        )
+    return h.join([title, h.Raw(f'<div class="grid">{h.join(figures)}</div>')])
 
 
 def _definitions() -> h.Raw:
     return h.Raw(
         '<section id="definitions"><h2>Definitions</h2>'
         + h.paragraph(
-            "Description score z[c,j] = s·cos(f_img(P_g(c,j)(x)), f_txt(text_c,j)): the scaled cosine between "
-            "the image with prompt g(c,j) applied and description j of class c. The class logit aggregates "
+            "Description score z[c,j] = s·cos(f_img(P_g(c,j)(x)), f_txt(text_c,j)): the scaled "
+            "cosine between "
+            "the image with prompt g(c,j) applied and description j of class c. The class "
+            "logit aggregates "
             "a class's own scores: the PRM's Σ_j ω[c,j]·z[c,j] for DVP, the mean for template and "
-            "description-ensemble methods, α·mean-top-k(descriptive) + (1 − α)·mean-top-k(distinctive) "
+            "description-ensemble methods, α·mean-top-k(descriptive) + (1 − "
+            "α)·mean-top-k(distinctive) "
             "for AttrVR. The contribution of description j is its term in that sum (for AttrVR: "
-            "weight/k if it is among its set's top-k, else 0), so contributions add up to the logit exactly.")
+            "weight/k if it is among its set's top-k, else 0), so contributions add up to the "
+            "logit exactly."
+        )
         + h.note(SHARE_DEFINITION)
         + h.paragraph(
-            f"A class is dominated by a prompt when that prompt's share is at least {dominance_threshold(3):.2f} "
-            f"(at least {dominance_threshold(2):.2f} with two prompts).")
+            "A class is dominated by a prompt when that prompt's share is at least "
+            f"{dominance_threshold(3):.2f} "
+            f"(at least {dominance_threshold(2):.2f} with two prompts)."
+        )
         + "</section>"
     )
 

@@ -31,7 +31,8 @@ def join(parts: Iterable[str]) -> Raw:
 
 
 def tag(name: str, body: object = "", **attributes: object) -> Raw:
-    """``<name attr="…">body</name>``; attribute names use ``_`` for ``-`` and ``class_`` for class."""
+    """``<name attr="…">body</name>``; in attribute names ``_`` stands for ``-``, and a trailing
+    ``_`` is dropped (``class_`` is ``class``)."""
     attrs = "".join(
         f' {key.rstrip("_").replace("_", "-")}="{esc(value)}"'
         for key, value in attributes.items()
@@ -55,7 +56,9 @@ def note(text: object) -> Raw:
 
 def figure(src: str, alt: str, caption: object = "", max_width: int | None = None) -> Raw:
     style = f"max-width:{max_width}px" if max_width else None
-    image = Raw(f'<img src="{esc(src)}" alt="{esc(alt)}"' + (f' style="{style}"' if style else "") + ">")
+    image = Raw(
+        f'<img src="{esc(src)}" alt="{esc(alt)}"' + (f' style="{style}"' if style else "") + ">"
+    )
     return tag("figure", join([image, tag("figcaption", caption)] if caption else [image]))
 
 
@@ -116,7 +119,7 @@ def heat_table(
         cells = [f'<th scope="row">{esc(label)}</th>']
         for j in range(values.shape[1]):
             background, _ = _colour(values[i, j] / top)
-            edge = " class=\"edge\"" if j > 0 and group_ids[i, j] != group_ids[i, j - 1] else ""
+            edge = ' class="edge"' if j > 0 and group_ids[i, j] != group_ids[i, j - 1] else ""
             cells.append(
                 f'<td{edge} style="background:{background}" title="{esc(titles[i][j])}"></td>'
             )
@@ -127,8 +130,8 @@ def heat_table(
 CSS = """
 :root { --ink:#212529; --muted:#6c757d; --line:#dee2e6; --accent:#364fc7; --bg:#f8f9fa; }
 * { box-sizing: border-box; }
-body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
-       color:var(--ink); background:#fff; }
+body { margin:0; color:var(--ink); background:#fff;
+       font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
 header { padding:1.2rem 2rem 0.6rem; border-bottom:1px solid var(--line); background:var(--bg); }
 header h1 { margin:0 0 .2rem; font-size:1.5rem; }
 header p { margin:.1rem 0; color:var(--muted); }
@@ -137,7 +140,8 @@ nav { position:sticky; top:0; z-index:2; background:#fff; border-bottom:1px soli
 nav a { margin-right:1rem; color:var(--accent); text-decoration:none; white-space:nowrap; }
 nav a:hover { text-decoration:underline; }
 main { padding:0 2rem 3rem; max-width:1280px; }
-h2 { margin:2.2rem 0 .4rem; padding-top:.6rem; border-top:3px solid var(--accent); font-size:1.3rem; }
+h2 { margin:2.2rem 0 .4rem; padding-top:.6rem; border-top:3px solid var(--accent);
+     font-size:1.3rem; }
 h3 { margin:1.6rem 0 .4rem; font-size:1.1rem; }
 figure { margin:.8rem 0 1.2rem; }
 figure img { max-width:100%; height:auto; border:1px solid var(--line); }
@@ -151,11 +155,14 @@ caption { caption-side:top; text-align:left; color:var(--muted); padding:.2rem 0
 .note { background:#e7f5ff; border-left:4px solid #339af0; padding:.5rem .8rem; margin:.6rem 0;
         font-size:.9rem; max-width:60rem; }
 .meta td:first-child { color:var(--muted); }
+.grid { display:flex; flex-wrap:wrap; gap:0 1.5rem; }
+.grid figure { flex:1 1 480px; max-width:620px; }
 .scroll { overflow-x:auto; max-width:100%; }
 table.heat { border-collapse:separate; border-spacing:0; font-size:.75rem; }
 table.heat td { width:9px; height:14px; padding:0; border:0; border-top:1px solid #fff; }
 table.heat td.edge { border-left:3px solid #fff; }
-table.heat th { border:0; padding:0 .4rem 0 0; font-weight:normal; white-space:nowrap; text-align:right; }
+table.heat th { border:0; padding:0 .4rem 0 0; font-weight:normal; white-space:nowrap;
+                text-align:right; }
 details { margin:.5rem 0 1rem; }
 summary { cursor:pointer; color:var(--accent); }
 code { background:var(--bg); padding:0 .25rem; border-radius:3px; }
@@ -174,7 +181,9 @@ window.addEventListener("load", function () {
 """
 
 
-def page(title: str, subtitle: Sequence[object], nav: Sequence[tuple[str, str]], body: object) -> str:
+def page(
+    title: str, subtitle: Sequence[object], nav: Sequence[tuple[str, str]], body: object
+) -> str:
     """The whole HTML document."""
     links = " ".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in nav)
     lines = "".join(f"<p>{esc(line)}</p>" for line in subtitle)

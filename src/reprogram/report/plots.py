@@ -54,53 +54,37 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def _bare(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-
-
-def prompt_gallery(
+def image_grid(
     path: Path,
     title: str,
-    inputs: Sequence[np.ndarray],
-    input_titles: Sequence[str],
-    frames: Sequence[np.ndarray] = (),
-    frame_names: Sequence[str] = (),
-    prompted: Sequence[Sequence[np.ndarray]] = (),
+    column_labels: Sequence[str],
+    row_labels: Sequence[str],
+    cells: Sequence[Sequence[np.ndarray | None]],
 ) -> Path:
-    """Row 0: the input images; row 1+i: prompt i's frame alone, then the inputs with it applied.
-
-    Images are H×W×3 floats in [0, 1].
-    """
-    rows, cols = 1 + len(frames), 1 + len(inputs)
-    cell = 1.7 if cols <= 6 else 1.3
-    figure = _figure(cell * cols + 0.6, cell * rows + 0.7)
-    figure.suptitle(title, fontsize=12)
-    axes = figure.subplots(rows, cols, squeeze=False)
-    for row in range(rows):
-        for col in range(cols):
-            _bare(axes[row][col])
-    axes[0][0].text(
-        0.5,
-        0.5,
-        "input\n(as the model\nsees it)",
-        ha="center",
-        va="center",
-        fontsize=9,
-        transform=axes[0][0].transAxes,
-    )
-    for col, (image, label) in enumerate(zip(inputs, input_titles, strict=True), start=1):
-        axes[0][col].imshow(image, interpolation="nearest")
-        axes[0][col].set_title(short(label, 18), fontsize=8)
-    for row, (frame, name) in enumerate(zip(frames, frame_names, strict=True), start=1):
-        axes[row][0].imshow(frame, interpolation="nearest")
-        axes[row][0].set_ylabel(short(name, 18), fontsize=9)
-        if row == 1:
-            axes[row][0].set_title("frame alone", fontsize=8)
-        for col, image in enumerate(prompted[row - 1], start=1):
-            axes[row][col].imshow(image, interpolation="nearest")
+    """Images (H×W×3 floats in [0, 1], all the same size; None leaves a cell blank) in a labelled
+    grid, drawn as one montage so that pixels stay sharp and large grids stay cheap."""
+    rows, cols = len(cells), max((len(r) for r in cells), default=0)
+    sample = next((c for r in cells for c in r if c is not None), None)
+    size = sample.shape[0] if sample is not None else 8
+    gap = max(2, size // 12)
+    montage = np.ones((rows * (size + gap) - gap, cols * (size + gap) - gap, 3))
+    for i, row in enumerate(cells):
+        for j, image in enumerate(row):
+            if image is not None:
+                top, left = i * (size + gap), j * (size + gap)
+                montage[top : top + size, left : left + size] = np.clip(image[:size, :size], 0, 1)
+    cell = 1.6 if cols <= 6 else 1.25
+    figure = _figure(cell * cols + 1.6, cell * rows + 0.8)
+    ax = figure.subplots()
+    ax.imshow(montage, interpolation="nearest")
+    centres = [k * (size + gap) + size / 2 - 0.5 for k in range(max(rows, cols))]
+    ax.set_xticks(centres[:cols], [short(c, 18) for c in column_labels], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(centres[:rows], [short(r, 22) for r in row_labels], fontsize=9)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=11)
     return _save(figure, path)
 
 
@@ -462,7 +446,7 @@ __all__ = [
     "difference_bars",
     "heatmap",
     "prm_heatmap",
-    "prompt_gallery",
+    "image_grid",
     "share_distribution",
     "short",
     "training_curves",

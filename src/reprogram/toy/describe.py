@@ -112,18 +112,33 @@ def _fixed_candidates(spec: ClassSpec, cause: str) -> list[str]:
                 f"in a picture, the {noun} of the {c} is {w}",
             ]
         for d in details:
-            out += [f"the {noun} of {with_article(c)} shows {d}", f"looking at its {noun}, the {c} has {d}"]
+            out += [
+                f"the {noun} of {with_article(c)} shows {d}",
+                f"looking at its {noun}, the {c} has {d}",
+            ]
     for d in details:
-        out += [f"{with_article(c)} has {d}", f"the {c} has {d}", f"one can see that the {c} has {d}"]
+        out += [
+            f"{with_article(c)} has {d}",
+            f"the {c} has {d}",
+            f"one can see that the {c} has {d}",
+        ]
         for w in words:
-            out.append(f"the {c} is {w} with {d}" if cause != "shape" else f"the {c} is shaped like {w} with {d}")
+            out.append(
+                f"the {c} is {w} with {d}"
+                if cause != "shape"
+                else f"the {c} is shaped like {w} with {d}"
+            )
     for cl in clauses:
         out += [f"{with_article(c)} {cl}", f"the {c} {cl}", f"in the picture, the {c} {cl}"]
     for w in words:
         if cause == "shape":
             out += [f"{with_article(c)} is shaped like {w}", f"the {c} looks like {w}"]
         elif cause == "color":
-            out += [f"{with_article(c)} is {w}", f"the {c} is painted {w}", f"the {c} appears {w} all over"]
+            out += [
+                f"{with_article(c)} is {w}",
+                f"the {c} is painted {w}",
+                f"the {c} appears {w} all over",
+            ]
         elif cause == "texture":
             out += [f"the surface of {with_article(c)} is {w}", f"the {c} looks {w} up close"]
         elif cause == "size":
@@ -131,7 +146,10 @@ def _fixed_candidates(spec: ClassSpec, cause: str) -> list[str]:
         elif cause == "position":
             out += [f"{with_article(c)} is {w}", f"the {c} appears {w}"]
         elif cause == "background":
-            out += [f"{with_article(c)} is shown on a {w} background", f"the {c} sits on a {w} background"]
+            out += [
+                f"{with_article(c)} is shown on a {w} background",
+                f"the {c} sits on a {w} background",
+            ]
     return out
 
 
@@ -186,7 +204,9 @@ def _appearance_candidates(spec: ClassSpec, rng: np.random.Generator) -> list[st
         parts = []
         for cause in causes:
             ph = spec.phrases(cause)
-            pool = [("d", d) for d in ph.get("details", ())] + [("c", cl) for cl in ph.get("clauses", ())]
+            pool = [("d", d) for d in ph.get("details", ())] + [
+                ("c", cl) for cl in ph.get("clauses", ())
+            ]
             if pool:
                 parts.append(pool[int(rng.integers(len(pool)))])
         parts = list(dict.fromkeys(parts))
@@ -234,14 +254,18 @@ def distinctive_attributes(
             for cause in list(FACTORS) + [k for k in spec.notes if k not in FACTORS]:
                 mine, theirs = spec.phrases(cause), other.phrases(cause)
                 # only what this class has and the other lacks
-                mine = {k: tuple(x for x in v if x not in theirs.get(k, ())) for k, v in mine.items()}
+                mine = {
+                    k: tuple(x for x in v if x not in theirs.get(k, ())) for k, v in mine.items()
+                }
                 if not any(mine.values()):
                     continue
                 c, o = spec.name, other.name
                 words = _value_words(cause, mine)
                 for d in mine.get("details", ()):
-                    candidates += [f"unlike the {o}, the {c} has {d}",
-                                   f"what sets the {c} apart from the {o} is {d}"]
+                    candidates += [
+                        f"unlike the {o}, the {c} has {d}",
+                        f"what sets the {c} apart from the {o} is {d}",
+                    ]
                 for cl in mine.get("clauses", ()):
                     candidates.append(f"unlike {with_article(o)}, {with_article(c)} {cl}")
                 for w in words:
@@ -264,7 +288,13 @@ def write_descriptions(
     folder = Path(folder)
     written = {}
     for i, cause in enumerate(causes, start=1):
-        written[f"cse_{i}"] = atomic_write_json(folder / f"cse_{i}.json", cause_descriptions(classes, cause, n=n, seed=seed))
-    written["des"] = atomic_write_json(folder / "des.json", descriptive_attributes(classes, n=n, seed=seed))
-    written["dist"] = atomic_write_json(folder / "dist.json", distinctive_attributes(classes, n=n, seed=seed))
+        written[f"cse_{i}"] = atomic_write_json(
+            folder / f"cse_{i}.json", cause_descriptions(classes, cause, n=n, seed=seed)
+        )
+    written["des"] = atomic_write_json(
+        folder / "des.json", descriptive_attributes(classes, n=n, seed=seed)
+    )
+    written["dist"] = atomic_write_json(
+        folder / "dist.json", distinctive_attributes(classes, n=n, seed=seed)
+    )
     return written

@@ -52,6 +52,7 @@ class PretrainResult:
     path: Path
     steps: int
     wall_s: float
+    cpu_s: float  # process CPU time (all threads): comparable across loaded and idle machines
     params: int
     file_bytes: int
     heldout_accuracy: float
@@ -73,7 +74,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             no_decay.append(param)
         else:
             decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def frame_augment(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
@@ -104,15 +108,23 @@ def frame_augment(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.T
 def multi_positive_loss(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE where ``match[i, j]`` marks caption j as a true description of image i."""
     target = match.float()
-    image_to_text = -(F.log_softmax(logits, dim=1) * (target / target.sum(1, keepdim=True))).sum(1).mean()
-    text_to_image = -(F.log_softmax(logits, dim=0) * (target / target.sum(0, keepdim=True))).sum(0).mean()
+    image_to_text = (
+        -(F.log_softmax(logits, dim=1) * (target / target.sum(1, keepdim=True))).sum(1).mean()
+    )
+    text_to_image = (
+        -(F.log_softmax(logits, dim=0) * (target / target.sum(0, keepdim=True))).sum(0).mean()
+    )
     return (image_to_text + text_to_image) / 2
 
 
-def save_fp16_safetensors(model: torch.nn.Module, path: str | Path, metadata: dict[str, str]) -> Path:
+def save_fp16_safetensors(
+    model: torch.nn.Module, path: str | Path, metadata: dict[str, str]
+) -> Path:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()
+    }
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
@@ -132,17 +144,25 @@ def pretrain(
     gen = torch.Generator().manual_seed(config.seed + 1)
     model, arch_config = build_model(config.arch, config.seed)
     size = int(arch_config["vision_cfg"]["image_size"])
-    tokenizer = SimpleTokenizer(context_length=int(arch_config["text_cfg"].get("context_length", 77)))
+    tokenizer = SimpleTokenizer(
+        context_length=int(arch_config["text_cfg"].get("context_length", 77))
+    )
     params = sum(p.numel() for p in model.parameters())
-    log(f"toy pretrain: {params / 1e6:.2f}M parameters, {config.steps} steps of {config.batch_size}, "
-        f"seed {config.seed}, {torch.get_num_threads()} threads")
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98))
+    log(
+        f"toy pretrain: {params / 1e6:.2f}M parameters, {config.steps} steps of {config.batch_size}, "
+        f"seed {config.seed}, {torch.get_num_threads()} threads"
+    )
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98)
+    )
 
     def lr_at(step: int) -> float:
         if step < config.warmup:
             return config.lr * (step + 1) / config.warmup
         progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-        return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+        return config.min_lr + 0.5 * (config.lr - config.min_lr) * (
+            1 + math.cos(math.pi * progress)
+        )
 
     mean = torch.tensor(OPENAI_MEAN)[None, :, None, None]
     std = torch.tensor(OPENAI_STD)[None, :, None, None]
@@ -154,12 +174,14 @@ def pretrain(
         model.train()
         return accuracy
 
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     running, accuracy, loss_value = None, float("nan"), float("nan")
     model.train()
     for step in range(config.steps):
         scenes = world.sample_scenes(config.batch_size, rng, exclude_pairs=world.HELD_OUT_PAIRS)
-        images = torch.from_numpy(world.render(scenes, size)).permute(0, 3, 1, 2).float().div_(255.0)
+        images = (
+            torch.from_numpy(world.render(scenes, size)).permute(0, 3, 1, 2).float().div_(255.0)
+        )
         images = frame_augment(images, config.frame_prob, gen)
         texts, mask = world.captions_for(scenes, rng)
         match = torch.from_numpy(world.caption_match(scenes.factors(), mask))
@@ -176,15 +198,17 @@ def pretrain(
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
         last = step + 1 == config.steps
         if (config.eval_every and (step + 1) % config.eval_every == 0) or last:
             accuracy = evaluate()
             elapsed = time.time() - start
-            log(f"step {step + 1}/{config.steps}  loss {running:.3f}  scale {model.logit_scale.exp():.1f}  "
-                f"held-out zero-shot {accuracy:.3f}  {elapsed:.0f}s ({(step + 1) / elapsed:.2f} steps/s)")
-    wall = time.time() - start
+            log(
+                f"step {step + 1}/{config.steps}  loss {running:.3f}  scale {float(model.logit_scale.exp()):.1f}  "
+                f"held-out zero-shot {accuracy:.3f}  {elapsed:.0f}s wall, {time.process_time() - cpu_start:.0f}s CPU"
+            )
+    wall, cpu = time.time() - start, time.process_time() - cpu_start
     metadata = {
         "format": "pt",
         "reprogram_arch": config.arch,
@@ -192,11 +216,12 @@ def pretrain(
         "heldout_accuracy": f"{accuracy:.4f}",
     }
     path = save_fp16_safetensors(model.eval(), out, metadata)
-    log(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {wall:.0f}s")
+    log(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {wall:.0f}s wall, {cpu:.0f}s CPU")
     return PretrainResult(
         path=Path(path),
         steps=config.steps,
         wall_s=wall,
+        cpu_s=cpu,
         params=params,
         file_bytes=Path(path).stat().st_size,
         heldout_accuracy=accuracy,

@@ -67,7 +67,9 @@ def _pair_classes(shapes: Sequence[str], colors: Sequence[str], **varies) -> tup
     )
 
 
-def _shape_texture_classes(shapes: Sequence[str], textures: Sequence[str], **varies) -> tuple[ClassSpec, ...]:
+def _shape_texture_classes(
+    shapes: Sequence[str], textures: Sequence[str], **varies
+) -> tuple[ClassSpec, ...]:
     return tuple(
         ClassSpec(f"{t} {s}", {"shape": s, "texture": t}, varies=dict(varies))
         for s, t in itertools.product(shapes, textures)
@@ -94,7 +96,9 @@ def _scenes_for(classes: Sequence[ClassSpec], labels: np.ndarray, rng, **kwargs)
 def _clutter(scenes: world.Scenes, size: int, rng: np.random.Generator, count: int) -> np.ndarray:
     """Render scenes with ``count`` small distractor objects behind the target, as float images."""
     n = len(scenes)
-    image = np.broadcast_to(scenes.bg_rgb.astype(np.float32)[:, None, None, :], (n, size, size, 3)).copy()
+    image = np.broadcast_to(
+        scenes.bg_rgb.astype(np.float32)[:, None, None, :], (n, size, size, 3)
+    ).copy()
     for _ in range(count):
         other = world.sample_scenes(n, rng, radius_scale=0.45, noise_std=0.0)
         other = other.replace(cx=rng.uniform(-0.9, 0.9, n), cy=rng.uniform(-0.9, 0.9, n))
@@ -102,9 +106,10 @@ def _clutter(scenes: world.Scenes, size: int, rng: np.random.Generator, count: i
         image = image * (1 - alpha[..., None]) + colour * alpha[..., None]
     alpha, colour = world.object_layer(scenes, size)
     image = image * (1 - alpha[..., None]) + colour * alpha[..., None]
-    image += world._noise(scenes.noise_seed, (size, size, 3)) * scenes.noise_std.astype(np.float32)[
-        :, None, None, None
-    ]
+    image += (
+        world._noise(scenes.noise_seed, (size, size, 3))
+        * scenes.noise_std.astype(np.float32)[:, None, None, None]
+    )
     return np.clip(image, 0, 1)
 
 
@@ -146,9 +151,15 @@ def fashion_mnist_dir() -> Path:
     candidates = [os.environ.get("REPROGRAM_FASHION_MNIST", "")] + list(FASHION_MNIST_DIRS)
     try:
         listed = subprocess.run(
-            ["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True, text=True, timeout=10, check=False
+            ["dpkg", "-L", "dataset-fashion-mnist"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.splitlines()
-        candidates += [str(Path(p).parent) for p in listed if p.endswith("train-images-idx3-ubyte.gz")]
+        candidates += [
+            str(Path(p).parent) for p in listed if p.endswith("train-images-idx3-ubyte.gz")
+        ]
     except (OSError, subprocess.SubprocessError):
         pass
     for folder in candidates:
@@ -188,7 +199,9 @@ def _pool_sampler(pools: dict[str, tuple[np.ndarray, np.ndarray]]) -> Callable:
         for label, count in counts.items():
             index = np.nonzero(labels == label)[0]
             if count > len(index):
-                raise ReprogramError(f"only {len(index)} images of class {label} for split '{split}'")
+                raise ReprogramError(
+                    f"only {len(index)} images of class {label} for split '{split}'"
+                )
             pick = np.sort(rng.choice(index, size=count, replace=False))
             chosen_images.append(images[pick])
             chosen_labels.append(np.full(count, label))
@@ -229,8 +242,11 @@ def _digits_pools(rng: np.random.Generator, shots: dict[str, int]) -> dict:
                 f"digits has {len(index)} images of class {label}; "
                 f"{shots['train']}+{shots['val']}+{shots['test']} requested"
             )
-        parts = {"test": index[:need_test], "val": index[need_test : need_test + need_val],
-                 "train": index[need_test + need_val :]}
+        parts = {
+            "test": index[:need_test],
+            "val": index[need_test : need_test + need_val],
+            "train": index[need_test + need_val :],
+        }
         for split, part in parts.items():
             pools[split][0].append(images[part])
             pools[split][1].append(labels[part])
@@ -242,63 +258,202 @@ def _n(*details: str, clauses: Sequence[str] = (), names: Sequence[str] = ()) ->
 
 
 _GRAY_ON_BLACK = {
-    "color": _n("one flat colour", clauses=("is white on a black background", "is a pale gray shape"),
-                names=("white", "gray")),
+    "color": _n(
+        "one flat colour",
+        clauses=("is white on a black background", "is a pale gray shape"),
+        names=("white", "gray"),
+    ),
     "background": _n(names=("black",)),
 }
 
 # Real classes described in the world's vocabulary (hand-written, loosely: what a model trained on
 # the world could relate them to). Shape notes come first, then texture, then the shared colours.
 FASHION_CLASSES = (
-    ("t-shirt", _n("four straight arms", "short arms", clauses=("looks like a plus sign with short arms",),
-                   names=("cross",)), _n("a plain surface", names=("plain",))),
-    ("trouser", _n("a long stem", "two long stems", clauses=("is tall and narrow like a long stem",)),
-     _n("one flat colour", names=("solid",))),
-    ("pullover", _n("four straight arms", "arms of equal length", clauses=("looks like a plus sign",),
-                    names=("cross",)), _n("stripes", names=("plain", "striped"))),
-    ("dress", _n("three straight sides", "a point at the top",
-                 clauses=("points upwards like a pyramid",), names=("triangle",)),
-     _n("a plain surface", names=("plain",))),
-    ("coat", _n("four right-angled corners", "four straight arms",
-                clauses=("is a box with four square corners",), names=("square", "cross")),
-     _n("one flat colour", names=("solid",))),
-    ("sandal", _n("a long flat shape", "straight edges", clauses=("is small and flat",)),
-     _n("stripes", "parallel lines", clauses=("is covered in straight stripes",), names=("striped",))),
-    ("shirt", _n("four straight arms", clauses=("looks like a plus sign",), names=("cross",)),
-     _n("a checkerboard pattern", "stripes", clauses=("has a checked pattern of squares",),
-        names=("checkered", "striped"))),
-    ("sneaker", _n("a long flat shape", "a curved outline", clauses=("is low and curved like a crescent",),
-                   names=("crescent",)), _n("dots", names=("dotted", "plain"))),
-    ("bag", _n("four equal sides", "a round hollow centre", clauses=("is a box with four square corners",),
-               names=("square",)), _n("a plain surface", names=("plain",))),
-    ("ankle boot", _n("a long stem", "a corner at the bottom", clauses=("is tall with a corner at the bottom",),
-                      names=("arrow",)), _n("one flat colour", names=("solid",))),
+    (
+        "t-shirt",
+        _n(
+            "four straight arms",
+            "short arms",
+            clauses=("looks like a plus sign with short arms",),
+            names=("cross",),
+        ),
+        _n("a plain surface", names=("plain",)),
+    ),
+    (
+        "trouser",
+        _n("a long stem", "two long stems", clauses=("is tall and narrow like a long stem",)),
+        _n("one flat colour", names=("solid",)),
+    ),
+    (
+        "pullover",
+        _n(
+            "four straight arms",
+            "arms of equal length",
+            clauses=("looks like a plus sign",),
+            names=("cross",),
+        ),
+        _n("stripes", names=("plain", "striped")),
+    ),
+    (
+        "dress",
+        _n(
+            "three straight sides",
+            "a point at the top",
+            clauses=("points upwards like a pyramid",),
+            names=("triangle",),
+        ),
+        _n("a plain surface", names=("plain",)),
+    ),
+    (
+        "coat",
+        _n(
+            "four right-angled corners",
+            "four straight arms",
+            clauses=("is a box with four square corners",),
+            names=("square", "cross"),
+        ),
+        _n("one flat colour", names=("solid",)),
+    ),
+    (
+        "sandal",
+        _n("a long flat shape", "straight edges", clauses=("is small and flat",)),
+        _n(
+            "stripes",
+            "parallel lines",
+            clauses=("is covered in straight stripes",),
+            names=("striped",),
+        ),
+    ),
+    (
+        "shirt",
+        _n("four straight arms", clauses=("looks like a plus sign",), names=("cross",)),
+        _n(
+            "a checkerboard pattern",
+            "stripes",
+            clauses=("has a checked pattern of squares",),
+            names=("checkered", "striped"),
+        ),
+    ),
+    (
+        "sneaker",
+        _n(
+            "a long flat shape",
+            "a curved outline",
+            clauses=("is low and curved like a crescent",),
+            names=("crescent",),
+        ),
+        _n("dots", names=("dotted", "plain")),
+    ),
+    (
+        "bag",
+        _n(
+            "four equal sides",
+            "a round hollow centre",
+            clauses=("is a box with four square corners",),
+            names=("square",),
+        ),
+        _n("a plain surface", names=("plain",)),
+    ),
+    (
+        "ankle boot",
+        _n(
+            "a long stem",
+            "a corner at the bottom",
+            clauses=("is tall with a corner at the bottom",),
+            names=("arrow",),
+        ),
+        _n("one flat colour", names=("solid",)),
+    ),
 )
 
 DIGIT_CLASSES = (
-    ("zero", _n("a hole in the middle", "a round hollow centre", clauses=("is round and hollow in the middle",),
-                names=("ring",))),
-    ("one", _n("a long stem", "a straight shaft", clauses=("is tall and narrow like a long stem",),
-               names=("arrow",))),
-    ("two", _n("a curved outline", "straight edges", clauses=("is curved on top with a flat bottom",))),
-    ("three", _n("a curved outline", "two thin pointed horns", clauses=("is curved like a new moon",),
-                 names=("crescent",))),
-    ("four", _n("a vertical and a horizontal bar", "a triangular tip on a stem",
-                clauses=("is made of two crossing bars",), names=("cross",))),
-    ("five", _n("a curved outline", "straight edges", clauses=("has a flat top and a round bottom",))),
-    ("six", _n("a hole in the middle", "a long stem", clauses=("is round at the bottom with a stem on top",))),
-    ("seven", _n("a corner at the top", "a long stem", clauses=("has a flat top and a long stem",),
-                 names=("arrow",))),
-    ("eight", _n("a hole in the middle", "two rounded lobes on top",
-                 clauses=("looks like two rings stacked on each other",), names=("ring",))),
-    ("nine", _n("a hole in the middle", "a long stem", clauses=("is round at the top with a stem below",),
-                names=("ring",))),
+    (
+        "zero",
+        _n(
+            "a hole in the middle",
+            "a round hollow centre",
+            clauses=("is round and hollow in the middle",),
+            names=("ring",),
+        ),
+    ),
+    (
+        "one",
+        _n(
+            "a long stem",
+            "a straight shaft",
+            clauses=("is tall and narrow like a long stem",),
+            names=("arrow",),
+        ),
+    ),
+    (
+        "two",
+        _n("a curved outline", "straight edges", clauses=("is curved on top with a flat bottom",)),
+    ),
+    (
+        "three",
+        _n(
+            "a curved outline",
+            "two thin pointed horns",
+            clauses=("is curved like a new moon",),
+            names=("crescent",),
+        ),
+    ),
+    (
+        "four",
+        _n(
+            "a vertical and a horizontal bar",
+            "a triangular tip on a stem",
+            clauses=("is made of two crossing bars",),
+            names=("cross",),
+        ),
+    ),
+    (
+        "five",
+        _n("a curved outline", "straight edges", clauses=("has a flat top and a round bottom",)),
+    ),
+    (
+        "six",
+        _n(
+            "a hole in the middle",
+            "a long stem",
+            clauses=("is round at the bottom with a stem on top",),
+        ),
+    ),
+    (
+        "seven",
+        _n(
+            "a corner at the top",
+            "a long stem",
+            clauses=("has a flat top and a long stem",),
+            names=("arrow",),
+        ),
+    ),
+    (
+        "eight",
+        _n(
+            "a hole in the middle",
+            "two rounded lobes on top",
+            clauses=("looks like two rings stacked on each other",),
+            names=("ring",),
+        ),
+    ),
+    (
+        "nine",
+        _n(
+            "a hole in the middle",
+            "a long stem",
+            clauses=("is round at the top with a stem below",),
+            names=("ring",),
+        ),
+    ),
 )
 
 
 def _fashion_specs() -> tuple[ClassSpec, ...]:
     return tuple(
-        ClassSpec(name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK})
+        ClassSpec(
+            name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
+        )
         for name, shape, texture in FASHION_CLASSES
     )
 
@@ -306,7 +461,9 @@ def _fashion_specs() -> tuple[ClassSpec, ...]:
 def _digit_specs() -> tuple[ClassSpec, ...]:
     texture = _n("one flat colour", "a soft blurry edge", names=("plain",))
     return tuple(
-        ClassSpec(name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK})
+        ClassSpec(
+            name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
+        )
         for name, shape in DIGIT_CLASSES
     )
 
@@ -315,44 +472,95 @@ def _digit_specs() -> tuple[ClassSpec, ...]:
 # The registry (built explicitly)
 # ---------------------------------------------------------------------------------------------
 def _world(name: str, classes, shift: str, notes: str, **options) -> TaskDef:
-    return TaskDef(name, "world", "object", tuple(classes), notes, options={"shift": shift, **options})
+    return TaskDef(
+        name, "world", "object", tuple(classes), notes, options={"shift": shift, **options}
+    )
 
 
 TASKS: dict[str, TaskDef] = {
     task.name: task
     for task in (
         TaskDef(
-            "heldout", "world", "object",
+            "heldout",
+            "world",
+            "object",
             tuple(ClassSpec(f"{c} {s}", {"shape": s, "color": c}) for s, c in world.HELD_OUT_PAIRS),
             "none: in-distribution images, but these 30 (shape, colour) pairs never occur in pretraining",
             options={"shift": "none"},
         ),
-        _world("noise", _pair_classes(("circle", "square", "triangle", "star", "heart", "ring"),
-                                      ("red", "green", "blue", "yellow")),
-               "noise", "heavy Gaussian sensor noise (std 0.3 of the intensity range; pretraining: 0.02); "
-               "objects medium or large", noise_std=0.3, sizes=("medium", "large")),
-        _world("invert", _pair_classes(("circle", "triangle", "star", "cross", "crescent"),
-                                       ("red", "green", "blue", "yellow")),
-               "invert", "colours inverted (1 - x): a red object looks cyan, a blue one yellow, "
-               "backgrounds swap black and white"),
-        _world("channels", _triple_classes(("square", "star", "heart"), ("red", "green", "blue", "yellow"),
-                                           ("solid", "striped")),
-               "channels", "colour channels rotated (R,G,B) -> (B,R,G): red looks green, green looks blue, "
-               "blue looks red", order=(2, 0, 1)),
-        _world("clutter", _shape_texture_classes(("circle", "square", "triangle", "diamond", "cross"),
-                                                 ("solid", "striped", "dotted", "checkered")),
-               "clutter", "six small distractor objects behind the target (pretraining: one object); "
-               "the target is medium or large", distractors=6, sizes=("medium", "large")),
-        _world("tiny", _pair_classes(("square", "triangle", "star", "cross", "ring"),
-                                     ("red", "green", "blue", "purple")),
-               "tiny", "objects at 0.35x the pretraining medium/large sizes (radius 0.11-0.2 of half "
-               "the image; pretraining's smallest: 0.19-0.25)", radius_scale=0.35, sizes=("medium", "large")),
-        TaskDef("fashion-mnist", "fashion-mnist", "clothing item", _fashion_specs(),
-                "real grayscale photos of clothes (Fashion-MNIST), names never in a caption; "
-                "descriptions relate them to the world's shapes and textures"),
-        TaskDef("digits", "digits", "handwritten digit", _digit_specs(),
-                "real 8x8 handwritten digits (scikit-learn load_digits) upscaled; "
-                "descriptions relate them to the world's shapes"),
+        _world(
+            "noise",
+            _pair_classes(
+                ("circle", "square", "triangle", "star", "heart", "ring"),
+                ("red", "green", "blue", "yellow"),
+            ),
+            "noise",
+            "heavy Gaussian sensor noise (std 0.3 of the intensity range; pretraining: 0.02); "
+            "objects medium or large",
+            noise_std=0.3,
+            sizes=("medium", "large"),
+        ),
+        _world(
+            "invert",
+            _pair_classes(
+                ("circle", "triangle", "star", "cross", "crescent"),
+                ("red", "green", "blue", "yellow"),
+            ),
+            "invert",
+            "colours inverted (1 - x): a red object looks cyan, a blue one yellow, "
+            "backgrounds swap black and white",
+        ),
+        _world(
+            "channels",
+            _triple_classes(
+                ("square", "star", "heart"),
+                ("red", "green", "blue", "yellow"),
+                ("solid", "striped"),
+            ),
+            "channels",
+            "colour channels rotated (R,G,B) -> (B,R,G): red looks green, green looks blue, "
+            "blue looks red",
+            order=(2, 0, 1),
+        ),
+        _world(
+            "clutter",
+            _shape_texture_classes(
+                ("circle", "square", "triangle", "diamond", "cross"),
+                ("solid", "striped", "dotted", "checkered"),
+            ),
+            "clutter",
+            "six small distractor objects behind the target (pretraining: one object); "
+            "the target is medium or large",
+            distractors=6,
+            sizes=("medium", "large"),
+        ),
+        _world(
+            "tiny",
+            _pair_classes(
+                ("square", "triangle", "star", "cross", "ring"), ("red", "green", "blue", "purple")
+            ),
+            "tiny",
+            "objects at 0.35x the pretraining medium/large sizes (radius 0.11-0.2 of half "
+            "the image; pretraining's smallest: 0.19-0.25)",
+            radius_scale=0.35,
+            sizes=("medium", "large"),
+        ),
+        TaskDef(
+            "fashion-mnist",
+            "fashion-mnist",
+            "clothing item",
+            _fashion_specs(),
+            "real grayscale photos of clothes (Fashion-MNIST), names never in a caption; "
+            "descriptions relate them to the world's shapes and textures",
+        ),
+        TaskDef(
+            "digits",
+            "digits",
+            "handwritten digit",
+            _digit_specs(),
+            "real 8x8 handwritten digits (scikit-learn load_digits) upscaled; "
+            "descriptions relate them to the world's shapes",
+        ),
     )
 }
 
@@ -417,7 +625,9 @@ def make_task(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ReprogramError(f"{out_dir} exists and is not empty (pass overwrite to replace it)")
+            raise ReprogramError(
+                f"{out_dir} exists and is not empty (pass overwrite to replace it)"
+            )
     counts = {"train": int(shots), "val": int(val_shots), "test": int(test_per_class)}
     if min(counts.values()) < 1:
         raise ReprogramError(f"every split needs at least one image per class (got {counts})")
@@ -435,7 +645,9 @@ def make_task(
                 Image.fromarray(image).save(tmp / split / task.classnames[label] / f"{k:05d}.png")
         atomic_write_text(tmp / "classnames.txt", "\n".join(task.classnames) + "\n")
         write_descriptions(task.classes, tmp / "descriptions", causes=task.causes, seed=seed)
-        atomic_write_json(tmp / "task.json", task_metadata(task, image_size=image_size, seed=seed, shots=counts))
+        atomic_write_json(
+            tmp / "task.json", task_metadata(task, image_size=image_size, seed=seed, shots=counts)
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -460,5 +672,7 @@ def task_metadata(task: TaskDef, *, image_size: int, seed: int, shots: dict[str,
         "image_size": image_size,
         "seed": seed,
         "per_class": shots,
-        "held_out_pairs": [list(p) for p in world.HELD_OUT_PAIRS] if task.name == "heldout" else None,
+        "held_out_pairs": [list(p) for p in world.HELD_OUT_PAIRS]
+        if task.name == "heldout"
+        else None,
     }

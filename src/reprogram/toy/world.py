@@ -29,7 +29,18 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "heart", "ring", "crescent", "arrow")
+SHAPES = (
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "star",
+    "cross",
+    "heart",
+    "ring",
+    "crescent",
+    "arrow",
+)
 COLORS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "white")
 TEXTURES = ("solid", "striped", "dotted", "checkered", "wavy")
 SIZES = ("small", "medium", "large")
@@ -100,7 +111,11 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         },
         "diamond": {
             "names": ("diamond", "rhombus"),
-            "details": ("four tilted sides", "a corner at the top and bottom", "a tilted square outline"),
+            "details": (
+                "four tilted sides",
+                "a corner at the top and bottom",
+                "a tilted square outline",
+            ),
             "clauses": ("looks like a square standing on its corner", "has four slanted sides"),
         },
         "star": {
@@ -110,12 +125,20 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         },
         "cross": {
             "names": ("cross", "plus sign"),
-            "details": ("four straight arms", "a vertical and a horizontal bar", "arms of equal length"),
+            "details": (
+                "four straight arms",
+                "a vertical and a horizontal bar",
+                "arms of equal length",
+            ),
             "clauses": ("is made of two crossing bars", "looks like a plus sign"),
         },
         "heart": {
             "names": ("heart", "heart shape"),
-            "details": ("two rounded lobes on top", "a point at the bottom", "a dip in the middle of the top"),
+            "details": (
+                "two rounded lobes on top",
+                "a point at the bottom",
+                "a dip in the middle of the top",
+            ),
             "clauses": ("has two round bumps and a pointed bottom", "looks like a love heart"),
         },
         "ring": {
@@ -125,77 +148,165 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
         },
         "crescent": {
             "names": ("crescent", "crescent moon"),
-            "details": ("a curved outline", "two thin pointed horns", "one round side and one hollow side"),
+            "details": (
+                "a curved outline",
+                "two thin pointed horns",
+                "one round side and one hollow side",
+            ),
             "clauses": ("is curved like a new moon", "looks like a thin moon with two tips"),
         },
         "arrow": {
             "names": ("arrow", "upward arrow"),
-            "details": ("a pointed head and a straight shaft", "a triangular tip on a stem", "a long stem"),
+            "details": (
+                "a pointed head and a straight shaft",
+                "a triangular tip on a stem",
+                "a long stem",
+            ),
             "clauses": ("points upwards with a head on a stem", "looks like a sign pointing up"),
         },
     },
     "color": {
-        "red": {"names": ("red", "bright red", "scarlet"), "details": ("the colour of a tomato",),
-                "clauses": ("is red like a fire truck", "is coloured a strong red")},
-        "orange": {"names": ("orange", "bright orange"), "details": ("the colour of a carrot",),
-                   "clauses": ("is orange like a carrot", "is coloured a warm orange")},
-        "yellow": {"names": ("yellow", "bright yellow", "lemon yellow"), "details": ("the colour of a lemon",),
-                   "clauses": ("is yellow like a lemon", "is coloured a sunny yellow")},
-        "green": {"names": ("green", "grass green"), "details": ("the colour of grass",),
-                  "clauses": ("is green like grass", "is coloured a leafy green")},
-        "cyan": {"names": ("cyan", "turquoise", "light blue"), "details": ("the colour of shallow water",),
-                 "clauses": ("is cyan like tropical water", "is coloured a bright turquoise")},
-        "blue": {"names": ("blue", "deep blue", "royal blue"), "details": ("the colour of deep sea",),
-                 "clauses": ("is a deep blue like the ocean", "is coloured a strong blue")},
-        "purple": {"names": ("purple", "violet"), "details": ("the colour of grapes",),
-                   "clauses": ("is purple like a grape", "is coloured a rich violet")},
-        "pink": {"names": ("pink", "light pink"), "details": ("the colour of candy floss",),
-                 "clauses": ("is pink like a flamingo", "is coloured a soft pink")},
-        "brown": {"names": ("brown", "dark brown"), "details": ("the colour of chocolate",),
-                  "clauses": ("is brown like wood", "is coloured a chocolate brown")},
-        "white": {"names": ("white", "snow white"), "details": ("the colour of snow",),
-                  "clauses": ("is white like snow", "is coloured a clean white")},
+        "red": {
+            "names": ("red", "bright red", "scarlet"),
+            "details": ("the colour of a tomato",),
+            "clauses": ("is red like a fire truck", "is coloured a strong red"),
+        },
+        "orange": {
+            "names": ("orange", "bright orange"),
+            "details": ("the colour of a carrot",),
+            "clauses": ("is orange like a carrot", "is coloured a warm orange"),
+        },
+        "yellow": {
+            "names": ("yellow", "bright yellow", "lemon yellow"),
+            "details": ("the colour of a lemon",),
+            "clauses": ("is yellow like a lemon", "is coloured a sunny yellow"),
+        },
+        "green": {
+            "names": ("green", "grass green"),
+            "details": ("the colour of grass",),
+            "clauses": ("is green like grass", "is coloured a leafy green"),
+        },
+        "cyan": {
+            "names": ("cyan", "turquoise", "light blue"),
+            "details": ("the colour of shallow water",),
+            "clauses": ("is cyan like tropical water", "is coloured a bright turquoise"),
+        },
+        "blue": {
+            "names": ("blue", "deep blue", "royal blue"),
+            "details": ("the colour of deep sea",),
+            "clauses": ("is a deep blue like the ocean", "is coloured a strong blue"),
+        },
+        "purple": {
+            "names": ("purple", "violet"),
+            "details": ("the colour of grapes",),
+            "clauses": ("is purple like a grape", "is coloured a rich violet"),
+        },
+        "pink": {
+            "names": ("pink", "light pink"),
+            "details": ("the colour of candy floss",),
+            "clauses": ("is pink like a flamingo", "is coloured a soft pink"),
+        },
+        "brown": {
+            "names": ("brown", "dark brown"),
+            "details": ("the colour of chocolate",),
+            "clauses": ("is brown like wood", "is coloured a chocolate brown"),
+        },
+        "white": {
+            "names": ("white", "snow white"),
+            "details": ("the colour of snow",),
+            "clauses": ("is white like snow", "is coloured a clean white"),
+        },
     },
     "texture": {
-        "solid": {"names": ("solid", "plain", "flat"), "details": ("a plain surface", "one flat colour"),
-                  "clauses": ("has a plain surface without any pattern", "is filled with one flat colour")},
-        "striped": {"names": ("striped",), "details": ("stripes", "parallel lines", "bands of two shades"),
-                    "clauses": ("is covered in straight stripes", "has a pattern of parallel lines")},
-        "dotted": {"names": ("dotted", "spotted", "polka dot"), "details": ("dots", "a grid of spots"),
-                   "clauses": ("is covered in small round dots", "has a polka dot pattern")},
-        "checkered": {"names": ("checkered", "chequered", "checked"),
-                      "details": ("a checkerboard pattern", "little squares of two shades"),
-                      "clauses": ("is patterned like a chess board", "has a checked pattern of squares")},
-        "wavy": {"names": ("wavy", "rippled"), "details": ("wavy lines", "curvy ripples"),
-                 "clauses": ("is covered in wavy lines", "has a rippled pattern of curves")},
+        "solid": {
+            "names": ("solid", "plain", "flat"),
+            "details": ("a plain surface", "one flat colour"),
+            "clauses": (
+                "has a plain surface without any pattern",
+                "is filled with one flat colour",
+            ),
+        },
+        "striped": {
+            "names": ("striped",),
+            "details": ("stripes", "parallel lines", "bands of two shades"),
+            "clauses": ("is covered in straight stripes", "has a pattern of parallel lines"),
+        },
+        "dotted": {
+            "names": ("dotted", "spotted", "polka dot"),
+            "details": ("dots", "a grid of spots"),
+            "clauses": ("is covered in small round dots", "has a polka dot pattern"),
+        },
+        "checkered": {
+            "names": ("checkered", "chequered", "checked"),
+            "details": ("a checkerboard pattern", "little squares of two shades"),
+            "clauses": ("is patterned like a chess board", "has a checked pattern of squares"),
+        },
+        "wavy": {
+            "names": ("wavy", "rippled"),
+            "details": ("wavy lines", "curvy ripples"),
+            "clauses": ("is covered in wavy lines", "has a rippled pattern of curves"),
+        },
     },
     "size": {
-        "small": {"names": ("small", "tiny", "little"), "details": ("a small size",),
-                  "clauses": ("is small and fills little of the picture", "takes up only a small area")},
-        "medium": {"names": ("medium", "medium-sized", "mid-sized"), "details": ("a medium size",),
-                   "clauses": ("is of medium size", "fills part of the picture")},
-        "large": {"names": ("large", "big", "huge"), "details": ("a large size",),
-                  "clauses": ("is large and fills most of the picture", "takes up a big area")},
+        "small": {
+            "names": ("small", "tiny", "little"),
+            "details": ("a small size",),
+            "clauses": ("is small and fills little of the picture", "takes up only a small area"),
+        },
+        "medium": {
+            "names": ("medium", "medium-sized", "mid-sized"),
+            "details": ("a medium size",),
+            "clauses": ("is of medium size", "fills part of the picture"),
+        },
+        "large": {
+            "names": ("large", "big", "huge"),
+            "details": ("a large size",),
+            "clauses": ("is large and fills most of the picture", "takes up a big area"),
+        },
     },
     "position": {
-        "center": {"names": ("in the center", "in the middle", "at the centre"), "details": (),
-                   "clauses": ("sits in the middle of the picture",)},
-        "top left": {"names": ("in the top left", "at the upper left", "in the top left corner"), "details": (),
-                     "clauses": ("sits in the upper left corner",)},
-        "top right": {"names": ("in the top right", "at the upper right", "in the top right corner"),
-                      "details": (), "clauses": ("sits in the upper right corner",)},
-        "bottom left": {"names": ("in the bottom left", "at the lower left", "in the bottom left corner"),
-                        "details": (), "clauses": ("sits in the lower left corner",)},
-        "bottom right": {"names": ("in the bottom right", "at the lower right", "in the bottom right corner"),
-                         "details": (), "clauses": ("sits in the lower right corner",)},
+        "center": {
+            "names": ("in the center", "in the middle", "at the centre"),
+            "details": (),
+            "clauses": ("sits in the middle of the picture",),
+        },
+        "top left": {
+            "names": ("in the top left", "at the upper left", "in the top left corner"),
+            "details": (),
+            "clauses": ("sits in the upper left corner",),
+        },
+        "top right": {
+            "names": ("in the top right", "at the upper right", "in the top right corner"),
+            "details": (),
+            "clauses": ("sits in the upper right corner",),
+        },
+        "bottom left": {
+            "names": ("in the bottom left", "at the lower left", "in the bottom left corner"),
+            "details": (),
+            "clauses": ("sits in the lower left corner",),
+        },
+        "bottom right": {
+            "names": ("in the bottom right", "at the lower right", "in the bottom right corner"),
+            "details": (),
+            "clauses": ("sits in the lower right corner",),
+        },
     },
     "background": {
-        "black": {"names": ("black", "dark", "pitch black"), "details": ("a dark background",),
-                  "clauses": ("stands on a black background",)},
-        "gray": {"names": ("gray", "grey", "mid gray"), "details": ("a gray background",),
-                 "clauses": ("stands on a gray background",)},
-        "white": {"names": ("white", "light", "bright white"), "details": ("a light background",),
-                  "clauses": ("stands on a white background",)},
+        "black": {
+            "names": ("black", "dark", "pitch black"),
+            "details": ("a dark background",),
+            "clauses": ("stands on a black background",),
+        },
+        "gray": {
+            "names": ("gray", "grey", "mid gray"),
+            "details": ("a gray background",),
+            "clauses": ("stands on a gray background",),
+        },
+        "white": {
+            "names": ("white", "light", "bright white"),
+            "details": ("a light background",),
+            "clauses": ("stands on a white background",),
+        },
     },
 }
 
@@ -379,7 +490,9 @@ def _shape_sdf(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape '{shape}'")
 
 
-def _pattern(texture: str, u: np.ndarray, v: np.ndarray, period: np.ndarray, angle, phase) -> np.ndarray:
+def _pattern(
+    texture: str, u: np.ndarray, v: np.ndarray, period: np.ndarray, angle, phase
+) -> np.ndarray:
     """Pattern weight in [0, 1] (0 = base colour, 1 = second shade) in image coordinates."""
     if texture == "solid":
         return np.zeros_like(u)
@@ -390,13 +503,21 @@ def _pattern(texture: str, u: np.ndarray, v: np.ndarray, period: np.ndarray, ang
     if texture == "striped":
         return (np.sin(2 * math.pi * a) > 0).astype(u.dtype)
     if texture == "wavy":
-        return (np.sin(2 * math.pi * (a + 0.35 * np.sin(2 * math.pi * b * 0.5))) > 0).astype(u.dtype)
+        return (np.sin(2 * math.pi * (a + 0.35 * np.sin(2 * math.pi * b * 0.5))) > 0).astype(
+            u.dtype
+        )
     if texture == "dotted":
         # axis-aligned grid of dots (the angle only shifts the grid)
-        ga, gb = (u / p + phase[:, 0, None, None]) % 1.0 - 0.5, (v / p + phase[:, 1, None, None]) % 1.0 - 0.5
+        ga, gb = (
+            (u / p + phase[:, 0, None, None]) % 1.0 - 0.5,
+            (v / p + phase[:, 1, None, None]) % 1.0 - 0.5,
+        )
         return ((ga * ga + gb * gb) < 0.32**2).astype(u.dtype)
     if texture == "checkered":
-        ga, gb = np.floor(u / p + phase[:, 0, None, None]), np.floor(v / p + phase[:, 1, None, None])
+        ga, gb = (
+            np.floor(u / p + phase[:, 0, None, None]),
+            np.floor(v / p + phase[:, 1, None, None]),
+        )
         return ((ga + gb) % 2).astype(u.dtype)
     raise ValueError(f"unknown texture '{texture}'")
 
@@ -452,9 +573,10 @@ def render(scenes: Scenes, size: int = 64, *, dtype=np.uint8) -> np.ndarray:
     image = scenes.bg_rgb.astype(np.float32)[:, None, None, :] * (1.0 - alpha[..., None])
     image += colour * alpha[..., None]
     if np.any(scenes.noise_std > 0):
-        image += _noise(scenes.noise_seed, (size, size, 3)) * scenes.noise_std.astype(np.float32)[
-            :, None, None, None
-        ]
+        image += (
+            _noise(scenes.noise_seed, (size, size, 3))
+            * scenes.noise_std.astype(np.float32)[:, None, None, None]
+        )
     image = np.clip(image, 0.0, 1.0)
     if dtype == np.uint8:
         return (image * 255.0 + 0.5).astype(np.uint8)
@@ -473,7 +595,14 @@ def _noise(seeds: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 # Captions
 # ---------------------------------------------------------------------------------------------
 # How often a caption names each factor.
-MENTION_PROB = {"shape": 0.85, "color": 0.85, "texture": 0.5, "size": 0.4, "position": 0.3, "background": 0.3}
+MENTION_PROB = {
+    "shape": 0.85,
+    "color": 0.85,
+    "texture": 0.5,
+    "size": 0.4,
+    "position": 0.3,
+    "background": 0.3,
+}
 
 
 def article(word: str) -> str:
@@ -494,7 +623,9 @@ def noun_phrase(values: dict[str, str], rng: np.random.Generator) -> str:
     if "size" in values:
         words.append(_pick(rng, PHRASES["size"][values["size"]]["names"]))
     colour = _pick(rng, PHRASES["color"][values["color"]]["names"]) if "color" in values else None
-    texture = _pick(rng, PHRASES["texture"][values["texture"]]["names"]) if "texture" in values else None
+    texture = (
+        _pick(rng, PHRASES["texture"][values["texture"]]["names"]) if "texture" in values else None
+    )
     adjectives = [w for w in (texture, colour) if w]
     if len(adjectives) == 2 and rng.random() < 0.5:
         adjectives.reverse()
@@ -543,7 +674,9 @@ def caption(values: dict[str, str], rng: np.random.Generator) -> str:
         text = template.format(np=np_)
         extras = _extras(values, rng)
         if extras:
-            text = text.rstrip(".") + " " + " ".join(extras) + ("." if template.endswith(".") else "")
+            text = (
+                text.rstrip(".") + " " + " ".join(extras) + ("." if template.endswith(".") else "")
+            )
         return text
     # sentence style: a noun phrase with some factors, predicates for the others
     parts = dict(values)

@@ -42,7 +42,9 @@ def heldout_classnames() -> list[str]:
     return [pair_classname(shape, color) for shape, color in world.HELD_OUT_PAIRS]
 
 
-def heldout_images(per_class: int = 40, size: int = 64, seed: int = HELDOUT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def heldout_images(
+    per_class: int = 40, size: int = 64, seed: int = HELDOUT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 N×S×S×3 images, int labels) of the held-out check task, class-major order."""
     shapes = [s for s, _ in world.HELD_OUT_PAIRS for _ in range(per_class)]
     colors = [c for _, c in world.HELD_OUT_PAIRS for _ in range(per_class)]
@@ -51,11 +53,15 @@ def heldout_images(per_class: int = 40, size: int = 64, seed: int = HELDOUT_SEED
     return world.render(scenes, size), labels
 
 
-def to_pixels(images: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def to_pixels(
+    images: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """uint8 N×H×W×3 → normalised float N×3×size×size (bicubic-free, antialiased bilinear resize)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
     m = torch.tensor(list(mean), dtype=torch.float32)[None, :, None, None]
     s = torch.tensor(list(std), dtype=torch.float32)[None, :, None, None]
     return (x - m) / s
@@ -74,14 +80,18 @@ def zeroshot_predict(
     text = model.encode_text([template.format(c) for c in classnames]).float().cpu()
     predictions = []
     for start in range(0, len(images), batch_size):
-        pixels = to_pixels(images[start : start + batch_size], model.input_size, model.mean, model.std)
+        pixels = to_pixels(
+            images[start : start + batch_size], model.input_size, model.mean, model.std
+        )
         device = getattr(model, "device", torch.device("cpu"))
         features = model.encode_image(pixels.to(device)).float().cpu()
         predictions.append((features @ text.T).argmax(dim=1).numpy())
     return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
 
 
-def zeroshot_accuracy(model: Encoder, images: np.ndarray, labels: np.ndarray, classnames: Sequence[str]) -> float:
+def zeroshot_accuracy(
+    model: Encoder, images: np.ndarray, labels: np.ndarray, classnames: Sequence[str]
+) -> float:
     predicted = zeroshot_predict(model, images, classnames)
     return float((predicted == np.asarray(labels)).mean())
 
@@ -92,7 +102,9 @@ def heldout_accuracy(model: Encoder, per_class: int = 40, seed: int = HELDOUT_SE
     return zeroshot_accuracy(model, images, labels, heldout_classnames())
 
 
-def read_task_split(task_dir: str | Path, split: str = "test") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_task_split(
+    task_dir: str | Path, split: str = "test"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (uint8 N×S×S×3), labels and class names of one split of a task folder."""
     from PIL import Image
 

@@ -1,0 +1,159 @@
+"""``reprogram toy …``: pretrain the toy CLIP, write downstream tasks, check zero-shot accuracy.
+
+The main CLI adds these commands with ``register(app)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+toy_app = typer.Typer(
+    help="The offline reference world: a procedural world, a small CLIP pretrained on it, and tasks.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``toy`` command group to ``app``."""
+    app.add_typer(toy_app, name="toy")
+
+
+@toy_app.command("pretrain")
+def pretrain_command(
+    out: Path = typer.Option(
+        ..., "--out", help="Output .safetensors file (fp16 open_clip state dict)."
+    ),
+    steps: int = typer.Option(1000, help="Optimisation steps."),
+    seed: int = typer.Option(
+        0, help="Seed of the world sampler, the initialisation and augmentation."
+    ),
+    batch_size: int = typer.Option(256, help="Images (and captions) per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    warmup: int = typer.Option(100, help="Warm-up steps."),
+    eval_every: int = typer.Option(
+        250, help="Held-out zero-shot check every N steps (0: at the end)."
+    ),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
+    arch: str = typer.Option(
+        "toy", help="Architecture config (packaged model_configs/<arch>.json)."
+    ),
+) -> None:
+    """Pretrain the toy CLIP contrastively on the world (CPU), and save it."""
+    from reprogram.toy.pretrain import PretrainConfig, pretrain
+
+    steps = max(1, steps)
+    config = PretrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=min(warmup, max(1, steps // 5)),
+        seed=seed,
+        arch=arch,
+        eval_every=eval_every,
+        threads=threads or None,
+    )
+    result = pretrain(out, config, log=typer.echo)
+    typer.echo(
+        f"done: {result.path} ({result.file_bytes / 1e6:.2f} MB, {result.params:,} parameters), "
+        f"{result.wall_s:.0f}s wall, {result.cpu_s:.0f}s CPU, held-out zero-shot {result.heldout_accuracy:.3f}"
+    )
+
+
+@toy_app.command("tasks")
+def tasks_command() -> None:
+    """List the downstream tasks."""
+    from reprogram.toy.tasks import TASKS
+
+    for task in TASKS.values():
+        typer.echo(f"{task.name:14s} {len(task.classes):3d} classes  {task.shift}")
+
+
+@toy_app.command("make-task")
+def make_task_command(
+    name: str = typer.Argument(..., help="Task name (see `reprogram toy tasks`), or 'all'."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder (for 'all': one sub-folder per task)."
+    ),
+    image_size: int = typer.Option(64, help="Image side in pixels."),
+    seed: int = typer.Option(0, help="Seed of the images (and sentence choice)."),
+    shots: int = typer.Option(16, help="Training images per class."),
+    val_shots: int = typer.Option(4, help="Validation images per class."),
+    test_per_class: int = typer.Option(50, help="Test images per class."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Write a downstream task in the folder layout (train/val/test PNGs, descriptions, task.json)."""
+    from reprogram.toy.tasks import TASKS, get_task, make_task
+
+    names = list(TASKS) if name == "all" else [get_task(name).name]
+    for task in names:
+        folder = out / task if name == "all" else out
+        make_task(
+            task,
+            folder,
+            image_size=image_size,
+            seed=seed,
+            shots=shots,
+            val_shots=val_shots,
+            test_per_class=test_per_class,
+            overwrite=overwrite,
+        )
+        typer.echo(f"wrote {task} to {folder} (use --dataset folder:{folder})")
+
+
+@toy_app.command("zeroshot")
+def zeroshot_command(
+    weights: Path = typer.Option(
+        None, "--weights", help="Weights file (default: the packaged toy CLIP)."
+    ),
+    arch: str = typer.Option("toy", help="Architecture of the weights."),
+    per_class: int = typer.Option(40, help="Images per class of the held-out check."),
+    task_dir: list[Path] = typer.Option(
+        None, "--task-dir", help="Also evaluate these task folders (test)."
+    ),
+    split: str = typer.Option("test", help="Split of --task-dir to evaluate."),
+) -> None:
+    """Zero-shot accuracy (class-name prompts) on the held-out pairs, and on task folders."""
+    from reprogram.backbones import load_backbone
+    from reprogram.toy import pretrained_weights_path
+    from reprogram.toy.zeroshot import heldout_accuracy, task_accuracy
+
+    backbone = load_backbone(arch, weights=weights or pretrained_weights_path())
+    typer.echo(
+        f"held-out pairs (30 classes): {heldout_accuracy(backbone, per_class=per_class):.3f}"
+    )
+    for folder in task_dir or []:
+        typer.echo(f"{folder} ({split}): {task_accuracy(backbone, folder, split):.3f}")
+
+
+@toy_app.command("preview")
+def preview_command(
+    out: Path = typer.Option(..., "--out", help="Output PNG (a grid); captions go to OUT.txt."),
+    count: int = typer.Option(64, help="Number of images."),
+    image_size: int = typer.Option(64, help="Image side in pixels."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Render a grid of random world images and their captions, to look at."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    from reprogram.io import atomic_write_text
+    from reprogram.toy import world
+
+    rng = np.random.default_rng(seed)
+    scenes = world.sample_scenes(count, rng)
+    images = world.render(scenes, image_size)
+    texts, _ = world.captions_for(scenes, rng)
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    grid = np.zeros((rows * image_size, cols * image_size, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * image_size : (r + 1) * image_size, c * image_size : (c + 1) * image_size] = image
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out)
+    atomic_write_text(out.with_name(out.name + ".txt"), "\n".join(texts) + "\n")
+    typer.echo(f"wrote {out} and {out.name}.txt")
