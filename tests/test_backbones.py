@@ -127,21 +127,35 @@ def tiny(tmp_path_factory):
     files["training checkpoint"] = folder / "epoch_7.pt"
     torch.save(openai_state(model, size), folder / "openai_state.pt")
     files["OpenAI state dict"] = folder / "openai_state.pt"
-    files["OpenAI TorchScript"] = torchscript_archive(openai_state(model, size), folder / "ViT-jit.pt")
+    files["OpenAI TorchScript"] = torchscript_archive(
+        openai_state(model, size), folder / "ViT-jit.pt"
+    )
 
     local = folder / "local-dir"
     local.mkdir()
-    (local / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": config,
-        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-    }))
-    save_file({k: v.contiguous() for k, v in state.items()}, str(local / "open_clip_model.safetensors"))
+    (local / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": config,
+                "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+            }
+        )
+    )
+    save_file(
+        {k: v.contiguous() for k, v in state.items()}, str(local / "open_clip_model.safetensors")
+    )
 
     pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     return {
-        "config": config, "model": model, "quick": quick, "files": files, "local": local,
-        "pixels": pixels, "gelu_ref": reference_features(model, pixels),
-        "quick_ref": reference_features(quick, pixels), "folder": folder,
+        "config": config,
+        "model": model,
+        "quick": quick,
+        "files": files,
+        "local": local,
+        "pixels": pixels,
+        "gelu_ref": reference_features(model, pixels),
+        "quick_ref": reference_features(quick, pixels),
+        "folder": folder,
     }
 
 
@@ -154,7 +168,7 @@ OPENAI_FORMATS = ["OpenAI state dict", "OpenAI TorchScript"]
 def test_weight_file_round_trip(tiny, form, tmp_path):
     backbone = load_backbone("tiny", tiny["files"][form])
     image, text = features(backbone, tiny["pixels"], tmp_path)
-    # OpenAI's weights are recognised and get QuickGELU; plain open_clip files keep the config's GELU
+    # OpenAI's weights are recognised and get QuickGELU; open_clip files keep the config's GELU
     expected = tiny["quick_ref"] if form in OPENAI_FORMATS else tiny["gelu_ref"]
     assert backbone.quick_gelu == (form in OPENAI_FORMATS)
     torch.testing.assert_close(image, expected[0])
@@ -257,7 +271,8 @@ def _offline_clip_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    with gzip.open(bpe) as handle:
+        merges = handle.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
@@ -280,11 +295,23 @@ def test_hugging_face_folder(tmp_path):
         assert tokenizer(text)["input_ids"] == ids
 
     config = transformers.CLIPConfig(
-        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "max_position_embeddings": 77, "eos_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 2, "image_size": 56, "patch_size": 8},
+        text_config={
+            "vocab_size": 49408,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "eos_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 56,
+            "patch_size": 8,
+        },
         projection_dim=24,
     )
     torch.manual_seed(4)
@@ -301,7 +328,9 @@ def test_hugging_face_folder(tmp_path):
     pixels = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         image_ref = tensor(model.get_image_features(pixel_values=pixels))
-        text_ref = tensor(model.get_text_features(**tokenizer(TEXTS, padding=True, return_tensors="pt")))
+        text_ref = tensor(
+            model.get_text_features(**tokenizer(TEXTS, padding=True, return_tensors="pt"))
+        )
     image_ref = image_ref / image_ref.norm(dim=-1, keepdim=True)
     text_ref = text_ref / text_ref.norm(dim=-1, keepdim=True)
 
@@ -388,6 +417,19 @@ def test_wrong_architecture_names_architecture_and_keys(tiny):
     assert "another shape" in message
     with pytest.raises(ReprogramError, match="'RN50'.*unexpected keys"):
         load_backbone("RN50", tiny["files"][".safetensors"])
+
+
+def test_other_input_size_is_another_architecture(tiny, tmp_path):
+    """As ViT-L-14 vs ViT-L-14-336: no silent interpolation of the position embeddings."""
+    folder = tmp_path / "tiny-64"
+    folder.mkdir()
+    config = json.loads(json.dumps(tiny["config"]))
+    config["vision_cfg"]["image_size"] = 64
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    torch.save(tiny["model"].state_dict(), folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(ReprogramError) as err:
+        load_backbone(f"local-dir:{folder}")
+    assert "visual.positional_embedding: file (50, 64) vs model (65, 64)" in str(err.value)
 
 
 def test_bad_files(tmp_path):

@@ -77,7 +77,7 @@ def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
     assert len(prediction["top"]) == 2
     assert prediction["prompt"] in ("cse_1", "cse_2", "cse_3")
     assert "description" in prediction["description"]
-    assert abs(sum(prediction["prompt_shares"].values()) - 1) < 1e-4
+    assert abs(sum(abs(v) for v in prediction["prompt_shares"].values()) - 1) < 1e-4
 
 
 def test_multi_seed_and_compare(tmp_path, dataset, capsys):

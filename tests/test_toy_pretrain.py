@@ -6,6 +6,7 @@ import pytest
 import torch
 import typer
 from safetensors import safe_open
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from reprogram.backbones import load_backbone
@@ -13,10 +14,18 @@ from reprogram.backbones.openclip import architecture_config
 from reprogram.toy.cli import register
 from reprogram.toy.pretrain import PretrainConfig, multi_positive_loss, pretrain
 
+TINY = PretrainConfig(steps=1, batch_size=8, warmup=1, eval_every=0, eval_per_class=1)
+
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REPROGRAM_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "toy.safetensors"
+    return pretrain(out, TINY, log=lambda _: None)
 
 
 def test_toy_config_is_small_enough():
@@ -26,16 +35,12 @@ def test_toy_config_is_small_enough():
     assert 49408 * width * 2 < 8e6  # the token table in fp16 leaves room for the rest
 
 
-def test_tiny_pretraining_run_is_loadable(tmp_path):
-    out = tmp_path / "toy.safetensors"
-    result = pretrain(
-        out,
-        PretrainConfig(steps=2, batch_size=16, warmup=1, eval_every=0, eval_per_class=2),
-        log=lambda _: None,
-    )
-    assert out.is_file() and result.file_bytes <= 10_000_000 and result.steps == 2
+def test_tiny_pretraining_run_is_loadable(tiny_run):
+    out = tiny_run.path
+    assert out.is_file() and tiny_run.file_bytes <= 10_000_000 and tiny_run.steps == 1
     with safe_open(str(out), framework="pt") as handle:
-        assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}
+        dtypes = {handle.get_tensor(k).dtype for k in handle.keys()}  # noqa: SIM118
+        assert dtypes == {torch.float16}
         assert "reprogram_toy_pretrain" in handle.metadata()
     backbone = load_backbone("toy", weights=out)
     assert backbone.input_size == 64
@@ -47,14 +52,10 @@ def test_tiny_pretraining_run_is_loadable(tmp_path):
     assert torch.allclose(text.norm(dim=-1), torch.ones(1), atol=1e-4)
 
 
-def test_same_seed_same_weights(tmp_path):
-    config = PretrainConfig(steps=1, batch_size=8, warmup=1, eval_every=0, eval_per_class=1)
-    a = pretrain(tmp_path / "a.safetensors", config, log=lambda _: None)
-    b = pretrain(tmp_path / "b.safetensors", config, log=lambda _: None)
-    from safetensors.torch import load_file
-
-    sa, sb = load_file(str(a.path)), load_file(str(b.path))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+def test_same_seed_same_weights(tiny_run, tmp_path):
+    again = pretrain(tmp_path / "again.safetensors", TINY, log=lambda _: None)
+    a, b = load_file(str(tiny_run.path)), load_file(str(again.path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_multi_positive_loss_prefers_true_matches():
@@ -65,7 +66,7 @@ def test_multi_positive_loss_prefers_true_matches():
     assert multi_positive_loss(good, match) < multi_positive_loss(torch.zeros(4, 4), match)
 
 
-def test_cli_commands(tmp_path):
+def test_cli_commands(tiny_run, tmp_path):
     app = typer.Typer()
     register(app)
 
@@ -76,51 +77,27 @@ def test_cli_commands(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["toy", "tasks"])
     assert result.exit_code == 0 and "heldout" in result.output and "fashion-mnist" in result.output
-    out = tmp_path / "digits"
-    result = runner.invoke(
-        app,
-        [
-            "toy",
-            "make-task",
-            "digits",
-            "--out",
-            str(out),
-            "--image-size",
-            "16",
-            "--shots",
-            "1",
-            "--val-shots",
-            "1",
-            "--test-per-class",
-            "1",
-        ],
-    )
+    out = tmp_path / "tiny-task"
+    args = ["--image-size", "16", "--shots", "1", "--val-shots", "1", "--test-per-class", "1"]
+    result = runner.invoke(app, ["toy", "make-task", "tiny", "--out", str(out), *args])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "task.json").read_text())["name"] == "digits"
+    assert json.loads((out / "task.json").read_text())["name"] == "tiny"
     weights = tmp_path / "w.safetensors"
+    args = ["--steps", "1", "--batch-size", "8", "--warmup", "1", "--eval-every", "0"]
     result = runner.invoke(
-        app,
-        [
-            "toy",
-            "pretrain",
-            "--out",
-            str(weights),
-            "--steps",
-            "1",
-            "--batch-size",
-            "8",
-            "--eval-every",
-            "0",
-        ],
+        app, ["toy", "pretrain", "--out", str(weights), *args, "--eval-per-class", "1"]
     )
     assert result.exit_code == 0, result.output
-    assert weights.is_file() and "held-out zero-shot" in result.output
+    assert "held-out zero-shot" in result.output
+    # the command is the library call: same seed, same weights
+    a, b = load_file(str(tiny_run.path)), load_file(str(weights))
+    assert all(torch.equal(a[k], b[k]) for k in a)
     result = runner.invoke(
         app,
         ["toy", "zeroshot", "--weights", str(weights), "--per-class", "1", "--task-dir", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert "held-out pairs" in result.output
+    assert "held-out pairs" in result.output and str(out) in result.output
     result = runner.invoke(
         app, ["toy", "preview", "--out", str(tmp_path / "p.png"), "--count", "4"]
     )

@@ -133,11 +133,24 @@ class Reprogrammer(nn.Module):
         features = self.backbone.encode_image(prompted.flatten(0, 1))
         return features.view(count, batch, -1)
 
-    def enable_compile(self, **options) -> None:
-        """Run the prompts and the image encoder through ``torch.compile`` from now on (training
-        and evaluation; ``options`` go to ``torch.compile``). Calling it again changes nothing."""
-        if "image_features" not in self.__dict__:
+    def enable_compile(self, scope: str = "blocks", **options) -> None:
+        """Use ``torch.compile`` from now on, in training and evaluation (``options`` go to it).
+
+        ``scope="blocks"`` compiles each repeated block of the image encoder: one compilation
+        serves every block, so compile times stay short and a new batch size costs little.
+        ``scope="model"`` compiles prompts and encoder as one graph (and is what backbones
+        without known blocks get). Calling it again changes nothing.
+        """
+        if scope not in ("blocks", "model"):
+            raise ValueError(f"compile scope must be 'blocks' or 'model', got '{scope}'")
+        if getattr(self, "_compiled", False):
+            return
+        blocks = self.backbone.image_blocks() if scope == "blocks" else []
+        for block in blocks:
+            block.compile(**options)
+        if not blocks:
             self.image_features = torch.compile(self.image_features, **options)
+        self._compiled = True
 
     def scores_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """z (B×C×M): each text scored by its own prompt's image features (fp32)."""

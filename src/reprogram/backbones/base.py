@@ -34,9 +34,11 @@ def fingerprint_state_dict(state: dict[str, torch.Tensor]) -> str:
     """A short hash of every tensor's name, shape, dtype and bytes."""
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        original = state[name].detach()
+        digest.update(f"{name}:{tuple(original.shape)}:{original.dtype}".encode())
+        if original.numel():
+            flat = original.cpu().contiguous().reshape(-1)
+            digest.update(memoryview(flat.view(torch.uint8).numpy()))  # no copy of the bytes
     return digest.hexdigest()[:16]
 
 
@@ -68,7 +70,9 @@ class TextFeatureCache:
 
     def save(self, fingerprint: str, texts: Sequence[str], features: torch.Tensor) -> None:
         try:
-            atomic_torch_save(features.detach().float().cpu().contiguous(), self._path(fingerprint, texts))
+            atomic_torch_save(
+                features.detach().float().cpu().contiguous(), self._path(fingerprint, texts)
+            )
         except OSError as err:  # a read-only or full cache only costs a recomputation next time
             warnings.warn(f"text-feature cache not written ({err})", stacklevel=2)
 
@@ -110,6 +114,10 @@ class Backbone(nn.Module):
     def _text_identity(self) -> str:
         """What, besides the weights, changes text features (activation, tokenizer, context)."""
         return ""
+
+    def image_blocks(self) -> list[nn.Module]:
+        """The image encoder's repeated blocks, for block-wise ``torch.compile`` ([]: unknown)."""
+        return []
 
     # -- public interface ---------------------------------------------------------------------
     def freeze(self) -> Backbone:

@@ -3,9 +3,12 @@
 Specs:
   * ``random:<arch>`` — random weights (seed 0), for tests and smoke runs; no file.
   * ``<arch>`` + ``weights=FILE`` — an open_clip architecture (or one packaged with reprogram)
-    with an OpenAI TorchScript/state-dict ``.pt``, an open_clip ``.pt``/``.bin``, or ``.safetensors``.
-  * ``local-dir:<folder>`` (or ``weights=<folder>`` holding ``open_clip_config.json``) — open_clip folder.
-  * ``hf:<folder>`` (or ``weights=<folder>`` holding a CLIPModel ``config.json``) — Hugging Face folder.
+    with an OpenAI TorchScript/state-dict ``.pt``, an open_clip ``.pt``/``.bin``, or a
+    ``.safetensors`` file.
+  * ``local-dir:<folder>`` (or ``weights=<folder>`` holding ``open_clip_config.json``) — an
+    open_clip folder.
+  * ``hf:<folder>`` (or ``weights=<folder>`` holding a CLIPModel ``config.json``) — a Hugging Face
+    folder.
 
 Nothing is ever downloaded: a pretrained *tag* such as ``openai`` fails at once.
 """
@@ -37,7 +40,8 @@ def _no_download_message(arch: str, weights: str) -> str:
     return (
         f"'{weights}' is not a file: it looks like a pretrained tag, which would need a download, "
         "and reprogram never downloads weights. Pass a local file instead, e.g. "
-        f"--backbone {arch} --weights /path/to/{arch}.pt (OpenAI .pt, open_clip .pt/.bin/.safetensors), "
+        f"--backbone {arch} --weights /path/to/{arch}.pt "
+        "(OpenAI .pt, open_clip .pt/.bin/.safetensors), "
         "--weights /path/to/folder (open_clip local-dir or Hugging Face CLIPModel folder), "
         f"or --backbone random:{arch} for random weights."
     )
@@ -50,7 +54,8 @@ def _hub_message(spec: str) -> str:
     return (
         f"'{spec}' names a model on a hub, and reprogram never downloads weights. Download it "
         "yourself, then pass the local folder or file: --backbone hf:/path/to/folder (Hugging Face "
-        "CLIPModel), --backbone local-dir:/path/to/folder (open_clip), or --backbone ARCH --weights FILE."
+        "CLIPModel), --backbone local-dir:/path/to/folder (open_clip), "
+        "or --backbone ARCH --weights FILE."
     )
 
 
@@ -71,7 +76,9 @@ def load_backbone(
     ``quick_gelu=None`` decides automatically: on for weights from OpenAI's release (TorchScript
     archives and state dicts carrying OpenAI's marker keys) or configs that ask for it.
     """
-    spec = BackboneSpec(arch=arch, weights=str(weights) if weights is not None else None, quick_gelu=quick_gelu)
+    spec = BackboneSpec(
+        arch=arch, weights=str(weights) if weights is not None else None, quick_gelu=quick_gelu
+    )
     backbone = _load(spec)
     return backbone.to(device)
 
@@ -92,7 +99,9 @@ def _load(spec: BackboneSpec) -> Backbone:
         config = architecture_config(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = build_open_clip_model(config, bool(spec.quick_gelu or config.get("quick_gelu", False)))
+            model = build_open_clip_model(
+                config, bool(spec.quick_gelu or config.get("quick_gelu", False))
+            )
         return _wrap(spec, model, config)
 
     name = _normalise_arch(arch)
@@ -105,7 +114,11 @@ def _load(spec: BackboneSpec) -> Backbone:
         )
     path = Path(weights).expanduser()
     if not path.exists():
-        if "/" not in weights and "\\" not in weights and path.suffix not in (".pt", ".bin", ".safetensors"):
+        if (
+            "/" not in weights
+            and "\\" not in weights
+            and path.suffix not in (".pt", ".bin", ".safetensors")
+        ):
             raise ReprogramError(_no_download_message(name, weights))
         raise ReprogramError(f"weights file not found: {weights}")
     if path.is_dir():
@@ -153,7 +166,9 @@ def _load_local_dir(spec: BackboneSpec, folder: Path) -> Backbone:
     return _wrap(spec, model, config, preprocess)
 
 
-def _wrap(spec: BackboneSpec, model: torch.nn.Module, config: dict, preprocess: dict | None = None) -> Backbone:
+def _wrap(
+    spec: BackboneSpec, model: torch.nn.Module, config: dict, preprocess: dict | None = None
+) -> Backbone:
     preprocess = preprocess or {}
     return OpenClipBackbone(
         spec,

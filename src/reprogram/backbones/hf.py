@@ -34,7 +34,8 @@ class HFClipBackbone(Backbone):
             from transformers import AutoTokenizer, CLIPModel
         except ImportError as err:
             raise ReprogramError(
-                "Hugging Face CLIPModel folders need the optional extra: pip install 'reprogram[hf]'"
+                "Hugging Face CLIPModel folders need the optional extra: "
+                "pip install 'reprogram[hf]'"
             ) from err
         try:
             model = CLIPModel.from_pretrained(str(folder), local_files_only=True)
@@ -70,9 +71,25 @@ class HFClipBackbone(Backbone):
 
     def _encode_text_batch(self, texts: Sequence[str]) -> torch.Tensor:
         batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.context_length,
+            return_tensors="pt",
         ).to(self.device)
         return self._as_tensor(self.model.get_text_features(**batch))
 
     def _logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale
+
+    def _text_identity(self) -> str:
+        tokenizer = self.tokenizer
+        return json.dumps(
+            {
+                "tokenizer": type(tokenizer).__name__,
+                "vocab": len(tokenizer),
+                "lower": bool(getattr(tokenizer, "do_lower_case", True)),
+                "context_length": self.context_length,
+            },
+            sort_keys=True,
+        )

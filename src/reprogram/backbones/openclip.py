@@ -39,8 +39,12 @@ def architecture_config(arch: str) -> dict:
         return json.loads(packaged.read_text())
     config = open_clip.get_model_config(arch)
     if config is None:
-        known = ", ".join(packaged_config_names() + ["ViT-B-16", "ViT-B-32", "RN50", "RN101", "ViT-L-14", "…"])
-        raise ReprogramError(f"unknown architecture '{arch}' (known: {known}; see open_clip.list_models())")
+        known = ", ".join(
+            packaged_config_names() + ["ViT-B-16", "ViT-B-32", "RN50", "RN101", "ViT-L-14", "…"]
+        )
+        raise ReprogramError(
+            f"unknown architecture '{arch}' (known: {known}; see open_clip.list_models())"
+        )
     check_buildable_offline(config, f"architecture '{arch}'")
     return config
 
@@ -61,7 +65,9 @@ def is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+        return any(
+            "/code/" in name or name.endswith("constants.pkl") for name in archive.namelist()
+        )
 
 
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
@@ -86,9 +92,10 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     except ReprogramError:
         raise
     except Exception as err:
+        reason = (str(err).splitlines() or [""])[0]
         raise ReprogramError(
-            f"{path}: cannot read weights ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            "expected an OpenAI TorchScript/state-dict .pt, an open_clip .pt/.bin, or a .safetensors file"
+            f"{path}: cannot read weights ({type(err).__name__}: {reason}); expected an OpenAI "
+            "TorchScript/state-dict .pt, an open_clip .pt/.bin, or a .safetensors file"
         ) from err
     if isinstance(state, dict):
         for wrapper in ("state_dict", "model"):
@@ -96,7 +103,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
                 state = state[wrapper]
                 break
     if not isinstance(state, dict) or not state:
-        raise ReprogramError(f"{path}: not a CLIP state dict (expected a mapping of names to tensors)")
+        raise ReprogramError(
+            f"{path}: not a CLIP state dict (expected a mapping of names to tensors)"
+        )
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise ReprogramError(f"{path}: not a CLIP state dict (it holds no tensors)")
@@ -142,10 +151,11 @@ def build_open_clip_model(config: dict, quick_gelu: bool) -> torch.nn.Module:
     return cls(**config)
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+def load_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, path: Path
+) -> None:
     """Load a state dict strictly, explaining a mismatch by architecture and keys."""
     from open_clip.factory import convert_state_dict
-    from open_clip.model import resize_pos_embed
 
     state = convert_state_dict(model, state)
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
@@ -154,7 +164,8 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: s
         state = convert_to_custom_text_state_dict(state)
     if "logit_scale" in state and state["logit_scale"].ndim != model.logit_scale.ndim:
         state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
-    resize_pos_embed(state, model)
+    # No resize_pos_embed: weights trained at another input size are another architecture
+    # (e.g. ViT-L-14 vs ViT-L-14-336) and are reported below rather than silently interpolated.
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -174,7 +185,8 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: s
             )
             parts.append(f"{len(mismatched)} keys of another shape ({shapes})")
         raise ReprogramError(
-            f"weights {path} do not match architecture '{arch}': " + "; ".join(parts)
+            f"weights {path} do not match architecture '{arch}': "
+            + "; ".join(parts)
             + ". Pick the architecture the file was trained with (--backbone)."
         )
     model.load_state_dict(state, strict=True)
@@ -217,8 +229,11 @@ class OpenClipBackbone(Backbone):
 
     def _text_identity(self) -> str:
         return json.dumps(
-            {"quick_gelu": self.quick_gelu, "context_length": self.context_length,
-             "tokenizer": self.tokenizer_kwargs},
+            {
+                "quick_gelu": self.quick_gelu,
+                "context_length": self.context_length,
+                "tokenizer": self.tokenizer_kwargs,
+            },
             sort_keys=True,
         )
 
@@ -227,6 +242,10 @@ class OpenClipBackbone(Backbone):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.visual.set_grad_checkpointing(enable)
+
+    def image_blocks(self) -> list[torch.nn.Module]:
+        """The residual attention blocks of a ViT image tower ([] for the ResNets)."""
+        return list(getattr(getattr(self.model.visual, "transformer", None), "resblocks", []))
 
     def _encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
@@ -243,7 +262,9 @@ def local_dir_config(folder: Path) -> tuple[dict, dict]:
     """(model_cfg, preprocess_cfg) of an open_clip ``local-dir:`` folder."""
     config_path = folder / "open_clip_config.json"
     if not config_path.is_file():
-        raise ReprogramError(f"{folder}: no open_clip_config.json (expected an open_clip local-dir folder)")
+        raise ReprogramError(
+            f"{folder}: no open_clip_config.json (expected an open_clip local-dir folder)"
+        )
     try:
         config = json.loads(config_path.read_text())
     except ValueError as err:

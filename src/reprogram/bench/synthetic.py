@@ -18,8 +18,28 @@ import numpy as np
 from PIL import Image
 
 CAUSES = ("shape", "colour", "texture")
-WORDS = ("bright", "dark", "smooth", "rough", "striped", "round", "narrow", "wide", "glossy", "matte",
-         "dotted", "curved", "angular", "soft", "sharp", "pale", "vivid", "layered", "uneven", "regular")
+WORDS = (
+    "bright",
+    "dark",
+    "smooth",
+    "rough",
+    "striped",
+    "round",
+    "narrow",
+    "wide",
+    "glossy",
+    "matte",
+    "dotted",
+    "curved",
+    "angular",
+    "soft",
+    "sharp",
+    "pale",
+    "vivid",
+    "layered",
+    "uneven",
+    "regular",
+)
 
 
 @dataclass(frozen=True)
@@ -39,14 +59,18 @@ def classnames(count: int) -> list[str]:
 
 
 def _image(rng: np.random.Generator, size: int, label: int) -> Image.Image:
-    base = rng.random((8, 8, 3)) * 0.6 + 0.2 * np.array([(label * 37 % 11) / 10, (label * 17 % 7) / 6, 0.5])
+    base = rng.random((8, 8, 3)) * 0.6 + 0.2 * np.array(
+        [(label * 37 % 11) / 10, (label * 17 % 7) / 6, 0.5]
+    )
     small = Image.fromarray((base.clip(0, 1) * 255).astype(np.uint8))
     field = np.asarray(small.resize((size, size), Image.BICUBIC), dtype=np.float32)
     field += rng.normal(0.0, 12.0, field.shape).astype(np.float32)
     return Image.fromarray(field.clip(0, 255).astype(np.uint8))
 
 
-def description_files(names: list[str], folder: Path, per_class: int, seed: int = 0) -> dict[str, Path]:
+def description_files(
+    names: list[str], folder: Path, per_class: int, seed: int = 0
+) -> dict[str, Path]:
     """Write ``cse_1..3.json``, ``des.json`` and ``dist.json`` ({class: [sentence, ...]})."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -67,7 +91,9 @@ def description_files(names: list[str], folder: Path, per_class: int, seed: int 
     return files
 
 
-def write_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpec(), workers: int = 8) -> Path:
+def write_dataset(
+    root: str | Path, spec: SyntheticSpec = SyntheticSpec(), workers: int = 8
+) -> Path:
     """Write the dataset under ``root`` (which must be empty or missing); returns ``root``."""
     root = Path(root)
     names = classnames(spec.classes)

@@ -31,9 +31,9 @@ class DatasetInfo:
     @property
     def classnames(self) -> list[str]:
         """Class names in label order, spelled as in the published description files."""
-        text = (resources.files("reprogram") / "assets" / "classnames" / f"{self.name}.txt").read_text(
-            encoding="utf-8"
-        )
+        text = (
+            resources.files("reprogram") / "assets" / "classnames" / f"{self.name}.txt"
+        ).read_text(encoding="utf-8")
         return [line for line in text.splitlines() if line]
 
 
@@ -57,17 +57,21 @@ CALTECH_ALIASES = (
     ("airplanes", "airplane"),
 )
 
+# fmt: off
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
-        DatasetInfo("caltech101", "caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json",
-                    "caltech101", "object", ("shape", "color", "texture"), 3, CALTECH_ALIASES),
-        DatasetInfo("dtd", "dtd", "images", "split_zhou_DescribableTextures.json", "dtd", "texture",
-                    ("pattern", "coarseness/granularity", "contrast", "directionality", "regularity",
-                     "roughness", "entropy"), 3),
+        DatasetInfo("caltech101", "caltech-101", "101_ObjectCategories",
+                    "split_zhou_Caltech101.json", "caltech101", "object",
+                    ("shape", "color", "texture"), 3, CALTECH_ALIASES),
+        DatasetInfo("dtd", "dtd", "images", "split_zhou_DescribableTextures.json", "dtd",
+                    "texture",
+                    ("pattern", "coarseness/granularity", "contrast", "directionality",
+                     "regularity", "roughness", "entropy"), 3),
         DatasetInfo("eurosat", "eurosat", "2750", "split_zhou_EuroSAT.json", "eurosat",
                     "remote sensing land cover",
-                    ("texture", "spectral information", "spatial characteristics"), 1, EUROSAT_ALIASES),
+                    ("texture", "spectral information", "spatial characteristics"), 1,
+                    EUROSAT_ALIASES),
         DatasetInfo("fgvc_aircraft", "fgvc_aircraft", "images", None, "fgvc", "aircraft model",
                     ("shape and structure", "size and proportions", "surface features",
                      "engine configuration", "wing configuration", "tail design",
@@ -78,28 +82,33 @@ DATASETS: dict[str, DatasetInfo] = {
                     "oxford_flowers", "flower",
                     ("flower structure", "shape of the petals", "color", "size of the flower",
                      "fragrance", "leaf characteristics", "flowering time and growth habit"), 3),
-        DatasetInfo("oxford_pets", "oxford_pets", "images", "split_zhou_OxfordPets.json", "oxford_pets",
-                    "pet", ("fur or coat type", "species and body shape", "facial features"), 3),
-        DatasetInfo("stanford_cars", "stanford_cars", "", "split_zhou_StanfordCars.json", "stanford_cars",
-                    "fine-grained automobile",
+        DatasetInfo("oxford_pets", "oxford_pets", "images", "split_zhou_OxfordPets.json",
+                    "oxford_pets", "pet",
+                    ("fur or coat type", "species and body shape", "facial features"), 3),
+        DatasetInfo("stanford_cars", "stanford_cars", "", "split_zhou_StanfordCars.json",
+                    "stanford_cars", "fine-grained automobile",
                     ("front and rear design", "shape and body style", "wheels and rims"), 3),
         DatasetInfo("sun397", "sun397", "SUN397", "split_zhou_SUN397.json", "sun397", "scene",
                     ("spatial layout and composition", "texture", "color and lighting"), 3),
-        DatasetInfo("ucf101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", "ucf101", "action",
+        DatasetInfo("ucf101", "ucf101", "UCF-101-midframes", "split_zhou_UCF101.json", "ucf101",
+                    "action",
                     ("motion and poses", "contextual elements", "intensity and speed"), 2),
-        # BlackVIP layout: resisc45/NWPU-RESISC45/<class>/*.jpg and resisc45/split_mlai_Resisc45.json
-        DatasetInfo("resisc45", "resisc45", "NWPU-RESISC45", "split_mlai_Resisc45.json", "resisc45",
-                    "remote sensing scene",
+        # BlackVIP layout: resisc45/NWPU-RESISC45/<class>/*.jpg, resisc45/split_mlai_Resisc45.json
+        DatasetInfo("resisc45", "resisc45", "NWPU-RESISC45", "split_mlai_Resisc45.json",
+                    "resisc45", "remote sensing scene",
                     ("spectral information", "texture", "spatial characteristics"), 3,
                     other_split_files=("split_zhou_Resisc45.json", "split_zhou_RESISC45.json",
                                        "split_mlai_RESISC45.json")),
     )
 }
+# fmt: on
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Look up a published dataset by name (``fgvc`` is accepted for ``fgvc_aircraft``)."""
-    key = {"fgvc": "fgvc_aircraft", "flowers102": "oxford_flowers", "resisc": "resisc45"}.get(name, name)
+    key = {"fgvc": "fgvc_aircraft", "flowers102": "oxford_flowers", "resisc": "resisc45"}.get(
+        name, name
+    )
     if key not in DATASETS:
         raise ReprogramError(
             f"unknown dataset '{name}' (known: {', '.join(DATASETS)}; or folder:PATH / csv:FILE)"

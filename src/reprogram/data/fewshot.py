@@ -66,8 +66,12 @@ def few_shot(splits: Splits, shots: int | None, seed: int, use_cache: bool = Tru
         with contextlib.suppress(OSError):  # an unwritable cache only costs a redraw next time
             atomic_write_json(
                 cache,
-                {"dataset": splits.name, "shots": shots, "seed": seed,
-                 "train": [(s.path, s.label) for s in train],
-                 "val": [(s.path, s.label) for s in val]},
+                {
+                    "dataset": splits.name,
+                    "shots": shots,
+                    "seed": seed,
+                    "train": [(s.path, s.label) for s in train],
+                    "val": [(s.path, s.label) for s in val],
+                },
             )
     return replace(splits, train=train, val=val)

@@ -58,7 +58,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def to_uint8_chw(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    """A PIL RGB image as a writable, contiguous 3×H×W uint8 array."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
 @dataclass
@@ -95,7 +96,9 @@ def _cache_key(samples: list[Sample], size: int, kind: str) -> str:
     for sample in samples:
         try:
             stat = os.stat(sample.path)
-            digest.update(f"{sample.path}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{sample.path}|{sample.label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+            )
         except OSError:
             digest.update(f"{sample.path}|{sample.label}|missing\n".encode())
     return digest.hexdigest()[:32]
@@ -110,14 +113,18 @@ def _load_center_cache(array_path: Path, meta_path: Path, size: int) -> DecodedI
     try:
         meta = json.loads(meta_path.read_text())
         labels, skipped = list(meta["labels"]), list(meta["skipped"])
-        array = np.load(array_path, mmap_mode="c") if labels else np.zeros((0, 3, size, size), np.uint8)
+        array = (
+            np.load(array_path, mmap_mode="c") if labels else np.zeros((0, 3, size, size), np.uint8)
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # damaged entry: decode again
     if array.shape != (len(labels), 3, size, size):
         return None
     return DecodedImages(
-        torch.from_numpy(array), torch.tensor(labels, dtype=torch.long),
-        torch.full((len(labels), 2), size, dtype=torch.long), skipped,
+        torch.from_numpy(array),
+        torch.tensor(labels, dtype=torch.long),
+        torch.full((len(labels), 2), size, dtype=torch.long),
+        skipped,
     )
 
 
@@ -149,8 +156,10 @@ def decode_center(
         except OSError as err:  # an unwritable cache only costs decoding again next time
             warnings.warn(f"decoded-image cache not written ({err})", stacklevel=2)
     return DecodedImages(
-        torch.from_numpy(array), torch.tensor(labels, dtype=torch.long),
-        torch.full((len(labels), 2), size, dtype=torch.long), skipped,
+        torch.from_numpy(array),
+        torch.tensor(labels, dtype=torch.long),
+        torch.full((len(labels), 2), size, dtype=torch.long),
+        skipped,
     )
 
 
@@ -177,8 +186,10 @@ def decode_short_side(samples: list[Sample], size: int, *, skip_bad: bool = Fals
         canvas[i, :, :, w:] = canvas[i, :, :, w - 1 : w]
         sizes.append((h, w))
     return DecodedImages(
-        torch.from_numpy(canvas), torch.tensor([label for _, label in kept], dtype=torch.long),
-        torch.tensor(sizes, dtype=torch.long), skipped,
+        torch.from_numpy(canvas),
+        torch.tensor([label for _, label in kept], dtype=torch.long),
+        torch.tensor(sizes, dtype=torch.long),
+        skipped,
     )
 
 
@@ -193,7 +204,9 @@ def random_resized_crop_params(
     n = sizes.shape[0]
     height, width = sizes[:, 0:1].double(), sizes[:, 1:2].double()
     area = height * width
-    target = area * torch.empty(n, attempts, dtype=torch.float64).uniform_(*scale, generator=generator)
+    target = area * torch.empty(n, attempts, dtype=torch.float64).uniform_(
+        *scale, generator=generator
+    )
     log_ratio = torch.empty(n, attempts, dtype=torch.float64).uniform_(
         math.log(ratio[0]), math.log(ratio[1]), generator=generator
     )
@@ -206,17 +219,30 @@ def random_resized_crop_params(
     h_pick, w_pick = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
     # fallback: the whole image, clamped to the ratio range, centred
     in_ratio = (width / height).squeeze(1)
-    fb_w = torch.where(in_ratio < ratio[0], width.squeeze(1),
-                       torch.where(in_ratio > ratio[1], torch.round(height.squeeze(1) * ratio[1]), width.squeeze(1)))
-    fb_h = torch.where(in_ratio < ratio[0], torch.round(width.squeeze(1) / ratio[0]), height.squeeze(1))
+    fb_w = torch.where(
+        in_ratio < ratio[0],
+        width.squeeze(1),
+        torch.where(
+            in_ratio > ratio[1], torch.round(height.squeeze(1) * ratio[1]), width.squeeze(1)
+        ),
+    )
+    fb_h = torch.where(
+        in_ratio < ratio[0], torch.round(width.squeeze(1) / ratio[0]), height.squeeze(1)
+    )
     h_final = torch.where(found, h_pick, fb_h)
     w_final = torch.where(found, w_pick, fb_w)
     u_top = torch.rand(n, generator=generator, dtype=torch.float64)
     u_left = torch.rand(n, generator=generator, dtype=torch.float64)
-    top = torch.where(found, torch.floor(u_top * (height.squeeze(1) - h_final + 1)),
-                      torch.div(height.squeeze(1) - h_final, 2, rounding_mode="floor"))
-    left = torch.where(found, torch.floor(u_left * (width.squeeze(1) - w_final + 1)),
-                       torch.div(width.squeeze(1) - w_final, 2, rounding_mode="floor"))
+    top = torch.where(
+        found,
+        torch.floor(u_top * (height.squeeze(1) - h_final + 1)),
+        torch.div(height.squeeze(1) - h_final, 2, rounding_mode="floor"),
+    )
+    left = torch.where(
+        found,
+        torch.floor(u_left * (width.squeeze(1) - w_final + 1)),
+        torch.div(width.squeeze(1) - w_final, 2, rounding_mode="floor"),
+    )
     return torch.stack([top, left, h_final, w_final], dim=1).float()
 
 

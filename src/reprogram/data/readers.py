@@ -101,8 +101,10 @@ def read_published(name: str, root: str | Path) -> Splits:
                     f"{split_path}: {split}[{position}] is not [path, label, classname]: {entry!r}"
                 )
             rel, raw_label, raw_name = entry[0], entry[1], str(entry[2])
-            if isinstance(raw_label, bool) or not isinstance(raw_label, int) or not (
-                0 <= raw_label < num_classes
+            if (
+                isinstance(raw_label, bool)
+                or not isinstance(raw_label, int)
+                or not (0 <= raw_label < num_classes)
             ):
                 raise ReprogramError(
                     f"{split_path}: {split}[{position}] ({rel}) has label {raw_label!r}, outside "
@@ -212,11 +214,14 @@ def read_folder(path: str | Path, split_seed: int = 0) -> Splits:
     if has_splits:
         if not (root / "test").is_dir():
             raise ReprogramError(f"{root}: has train/ but no test/ folder")
-        found = sorted(set().union(*(_class_folders(root / s) for s in SPLITS if (root / s).is_dir())))
+        found = sorted(
+            set().union(*(_class_folders(root / s) for s in SPLITS if (root / s).is_dir()))
+        )
     else:
         # PATH/descriptions/ holds a folder dataset's description files, not a class
         found = [
-            name for name in _class_folders(root)
+            name
+            for name in _class_folders(root)
             if name != DESCRIPTIONS_FOLDER or _images_in(root / name)
         ]
     classnames = _classnames_for_folder(root, found)
@@ -323,12 +328,14 @@ def _check_not_empty(splits: Splits, where: str) -> None:
 
 
 def load_dataset(spec: str, root: str | Path | None = None, split_seed: int = 0) -> Splits:
-    """Read a dataset from a spec: a published name (with ``root``), ``folder:PATH`` or ``csv:FILE``."""
+    """Read a dataset: a published name (with ``root``), ``folder:PATH`` or ``csv:FILE``."""
     if spec.startswith("folder:"):
         return read_folder(spec[len("folder:") :], split_seed)
     if spec.startswith("csv:"):
         return read_csv(spec[len("csv:") :], split_seed)
     info = dataset_info(spec)
     if root is None:
-        raise ReprogramError(f"dataset '{info.name}' needs --root (the folder holding '{info.folder}/')")
+        raise ReprogramError(
+            f"dataset '{info.name}' needs --root (the folder holding '{info.folder}/')"
+        )
     return read_published(info.name, root)

@@ -23,6 +23,7 @@ from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write_text
 from reprogram.methods import Reprogrammer
 from reprogram.precision import autocast, resolve_precision
+from reprogram.report.attribution import top_class_drivers
 
 
 @dataclass
@@ -76,6 +77,8 @@ def evaluate_split(
         splits = few_shot(splits, config.shots, config.seed)
     reporter = reporter or Reporter(config.quiet)
     images = decode_center(splits.split(split), model.image_size, skip_bad=config.skip_bad_images)
+    if images.skipped:
+        reporter.line(f"skipped {len(images.skipped)} undecodable images (e.g. {images.skipped[0]})")
     dtype = resolve_precision(config.precision, model.text_features.device)
     with reporter.bar(f"eval {split}", len(images)) as advance:
         return evaluate(model, images, config.eval_batch_size, dtype, advance)
@@ -88,14 +91,6 @@ class Prediction:
     prompt: str | None = None  # for multi-prompt methods: the prompt that contributed most
     description: str | None = None  # the description that contributed most to the top class
     prompt_shares: dict[str, float] | None = None
-
-
-def contributions(model: Reprogrammer, scores: torch.Tensor) -> torch.Tensor:
-    """Per-description contributions to each class logit (B×C×M) for any aggregation."""
-    agg = model.aggregator
-    if hasattr(agg, "prm"):
-        return scores * agg.prm.weights.to(scores.dtype)
-    return scores / scores.shape[-1]
 
 
 def predict_images(
@@ -111,24 +106,13 @@ def predict_images(
     with torch.no_grad(), autocast(device, dtype):
         output = model(as_float(pixels.to(device)))
     probabilities = output.logits.float().softmax(dim=1)
-    parts = contributions(model, output.scores.float())
-    groups = model.bank.groups.to(device)
+    drivers = top_class_drivers(model, output.scores, output.logits)
     predictions = []
     for i, path in enumerate(paths):
         values, indices = probabilities[i].topk(min(top_k, probabilities.shape[1]))
         top = [(classnames[j], float(v)) for v, j in zip(values.tolist(), indices.tolist(), strict=True)]
-        prediction = Prediction(path, top)
-        if model.recipe.needs_descriptions:
-            best = int(indices[0])
-            j = int(parts[i, best].argmax())
-            prediction.description = model.bank.texts[best][j]
-            if model.prompts.count > 1:
-                shares = torch.zeros(model.prompts.count, device=device).index_add_(0, groups[best], parts[i, best])
-                prediction.prompt = model.bank.group_names[int(shares.argmax())]
-                total = shares.sum()
-                prediction.prompt_shares = {
-                    name: float(s / total) for name, s in zip(model.bank.group_names, shares, strict=True)
-                }
+        driver = drivers[i]
+        prediction = Prediction(path, top, driver.prompt, driver.description, driver.prompt_shares)
         predictions.append(prediction)
     return predictions
 

@@ -271,7 +271,8 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
                     model, data, None if estimate_only else optimizer, scheduler, scaler,
                     config, epoch, dtype, advance, world,
                 )
-            row = {"epoch": epoch + 1, **row, "lr": optimizer.param_groups[0]["lr"], "estimate_only": estimate_only}
+            lr = 0.0 if estimate_only else optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch + 1, **row, "lr": lr, "estimate_only": estimate_only}
             last = epoch + 1 == config.epochs
             if not world.is_main:
                 continue

@@ -25,6 +25,7 @@ import torch
 from reprogram.engine.checkpoint import METRICS, read_results
 from reprogram.engine.runs import comparison_table, find_runs
 from reprogram.errors import ReprogramError
+from reprogram.io import atomic_write_text
 from reprogram.report import html as h
 from reprogram.report import plots
 from reprogram.report.attribution import (
@@ -49,6 +50,9 @@ SHARE_DEFINITION = (
     "logit down. The class value is the mean over the test images of that class, for the logit "
     "of that class."
 )
+
+
+PRM_TITLE = "Probabilistic reweighting matrix (PRM)"
 
 
 @dataclass
@@ -141,7 +145,9 @@ def explain(
         f"{time.strftime('%Y-%m-%d %H:%M')}.",
     ]
     path = out_dir / "index.html"
-    path.write_text(h.page(page_title, subtitle, nav, h.join(body)), encoding="utf-8")
+    atomic_write_text(
+        path, h.page(page_title, subtitle, nav + [("definitions", "Definitions")], h.join(body))
+    )
     return path
 
 
@@ -531,9 +537,9 @@ def _prompts_section(context: _Context) -> h.Raw:
     probabilities = output.logits.float().softmax(dim=1)
     drivers = top_class_drivers(model, output.scores, output.logits)
     truth = [context.classnames[int(images.labels[i])] for i in chosen]
-    if prompts.kind == "padding":  # the image enters shrunk; white marks where the frame goes
+    if prompts.kind == "padding":  # the image enters shrunk; light grey marks the frame
         inputs = [
-            _to_image(torch.nn.functional.pad(batch[i], (prompts.frame,) * 4, value=1.0))
+            _to_image(torch.nn.functional.pad(batch[i], (prompts.frame,) * 4, value=0.85))
             for i in range(len(chosen))
         ]
     else:
@@ -558,7 +564,7 @@ def _prompts_section(context: _Context) -> h.Raw:
     caption = (
         "Row “input”: test images (true class above) as they enter the model"
         + (
-            ", shrunk to the inner size; white marks where the frame goes"
+            ", shrunk to the inner size; light grey marks where the frame goes"
             if prompts.kind == "padding"
             else ""
         )
@@ -614,9 +620,7 @@ def _prm_section(context: _Context) -> h.Raw:
     model = context.model
     method = context.summary.results.get("method", "?")
     if model is None:
-        return h.section(
-            anchor, "Probabilistic reweighting matrix (PRM)", h.skipped(_no_model_reason(context))
-        )
+        return h.section(anchor, PRM_TITLE, h.skipped(_no_model_reason(context)))
     weights = prm_weights(model)
     names = context.classnames
     means = context.attribution.description_means if context.attribution is not None else None
@@ -637,7 +641,7 @@ def _prm_section(context: _Context) -> h.Raw:
         else:
             reason = (
                 f"method '{method}' has no PRM and no descriptions: each class has one text, "
-                f"the template “{model.bank.texts[0][0] if model.bank.texts else ''}”."
+                f"the template “{context.run.config.template}” with the class name."
             )
         body.append(h.skipped(reason))
         if recipe.needs_descriptions and means is not None:
@@ -649,7 +653,8 @@ def _prm_section(context: _Context) -> h.Raw:
                 )
             )
             body.append(_description_table(context, means))
-        return h.section(anchor, "Descriptions (no PRM)", h.join(body))
+        heading = "Descriptions (no PRM)" if recipe.needs_descriptions else PRM_TITLE
+        return h.section(anchor, heading, h.join(body))
 
     groups = model.bank.groups.cpu().numpy()
     group_names = list(model.bank.group_names)
@@ -744,7 +749,7 @@ def _prm_section(context: _Context) -> h.Raw:
         )
     )
     body.append(_description_table(context, means))
-    return h.section(anchor, "Probabilistic reweighting matrix (PRM)", h.join(body))
+    return h.section(anchor, PRM_TITLE, h.join(body))
 
 
 def _description_table(context: _Context, means: torch.Tensor | None) -> h.Raw:
@@ -957,7 +962,8 @@ def _confusion_section(context: _Context, worst: int = 10, columns: int = 16) ->
     counts = np.asarray(matrix, dtype=np.int64)
     totals = counts.sum(axis=1)
     present = [c for c in range(len(names)) if totals[c] > 0]
-    if len(names) <= 12:
+    full = len(names) <= min(12, context.options.max_classes)
+    if full:
         rows = present
         cols = list(range(len(names)))
         label = "Confusion matrix (all classes)"
@@ -1002,7 +1008,7 @@ def _confusion_section(context: _Context, worst: int = 10, columns: int = 16) ->
             + (
                 " Columns are these classes plus the classes they are most often "
                 "mistaken for; the rest are summed in '(other classes)'."
-                if len(names) > 12
+                if not full
                 else ""
             ),
         )

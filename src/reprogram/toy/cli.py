@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 toy_app = typer.Typer(
-    help="The offline reference world: a procedural world, a small CLIP pretrained on it, and tasks.",
+    help="The offline reference world: a procedural world, a small CLIP trained on it, tasks.",
     no_args_is_help=True,
 )
 
@@ -35,6 +35,7 @@ def pretrain_command(
     eval_every: int = typer.Option(
         250, help="Held-out zero-shot check every N steps (0: at the end)."
     ),
+    eval_per_class: int = typer.Option(20, help="Images per class of that check."),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
     arch: str = typer.Option(
         "toy", help="Architecture config (packaged model_configs/<arch>.json)."
@@ -52,12 +53,14 @@ def pretrain_command(
         seed=seed,
         arch=arch,
         eval_every=eval_every,
+        eval_per_class=eval_per_class,
         threads=threads or None,
     )
     result = pretrain(out, config, log=typer.echo)
     typer.echo(
         f"done: {result.path} ({result.file_bytes / 1e6:.2f} MB, {result.params:,} parameters), "
-        f"{result.wall_s:.0f}s wall, {result.cpu_s:.0f}s CPU, held-out zero-shot {result.heldout_accuracy:.3f}"
+        f"{result.wall_s:.0f}s wall, {result.cpu_s:.0f}s CPU, "
+        f"held-out zero-shot {result.heldout_accuracy:.3f}"
     )
 
 
@@ -83,7 +86,7 @@ def make_task_command(
     test_per_class: int = typer.Option(50, help="Test images per class."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder."),
 ) -> None:
-    """Write a downstream task in the folder layout (train/val/test PNGs, descriptions, task.json)."""
+    """Write a downstream task in the folder layout (PNG splits, descriptions, task.json)."""
     from reprogram.toy.tasks import TASKS, get_task, make_task
 
     names = list(TASKS) if name == "all" else [get_task(name).name]

@@ -80,7 +80,7 @@ def _finish(text: str) -> str:
 
 
 def _choose(candidates: Iterable[str], n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` sentences: distinct ones in a seeded order, repeated cyclically if there are too few."""
+    """``n`` sentences: distinct ones in a seeded order, cycled if there are too few."""
     unique = [s for s in dict.fromkeys(_finish(c) for c in candidates) if len(s) >= MIN_CHARS]
     if not unique:
         raise ValueError("no sentence could be generated")

@@ -149,7 +149,8 @@ def pretrain(
     )
     params = sum(p.numel() for p in model.parameters())
     log(
-        f"toy pretrain: {params / 1e6:.2f}M parameters, {config.steps} steps of {config.batch_size}, "
+        f"toy pretrain: {params / 1e6:.2f}M parameters, "
+        f"{config.steps} steps of {config.batch_size}, "
         f"seed {config.seed}, {torch.get_num_threads()} threads"
     )
     optimizer = torch.optim.AdamW(
@@ -205,8 +206,10 @@ def pretrain(
             accuracy = evaluate()
             elapsed = time.time() - start
             log(
-                f"step {step + 1}/{config.steps}  loss {running:.3f}  scale {float(model.logit_scale.exp()):.1f}  "
-                f"held-out zero-shot {accuracy:.3f}  {elapsed:.0f}s wall, {time.process_time() - cpu_start:.0f}s CPU"
+                f"step {step + 1}/{config.steps}  loss {running:.3f}  "
+                f"scale {float(model.logit_scale.detach().exp()):.1f}  "
+                f"held-out zero-shot {accuracy:.3f}  {elapsed:.0f}s wall, "
+                f"{time.process_time() - cpu_start:.0f}s CPU"
             )
     wall, cpu = time.time() - start, time.process_time() - cpu_start
     metadata = {

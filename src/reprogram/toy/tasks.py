@@ -5,7 +5,7 @@
     out_dir/train/<class>/<nnnnn>.png   (shots per class)
     out_dir/val/<class>/<nnnnn>.png
     out_dir/test/<class>/<nnnnn>.png
-    out_dir/classnames.txt              (label order, one per line; folder names are the class names)
+    out_dir/classnames.txt              (label order, one per line; folder name = class name)
     out_dir/descriptions/cse_1.json … cse_<v>.json   (one per cause, in task.json's order)
     out_dir/descriptions/des.json, dist.json          (descriptive / distinctive attributes)
     out_dir/task.json                   (name, task noun, causes, classes, splits, shift notes)
@@ -13,7 +13,8 @@
 Tasks (see :data:`TASKS`): ``heldout`` is the in-distribution zero-shot check (30 (shape, colour)
 pairs never seen in pretraining); the ``world`` tasks put the world under a shift pretraining never
 saw, with classes that fix two or more factors; ``fashion-mnist`` and ``digits`` are real images
-(Debian's ``dataset-fashion-mnist``, scikit-learn's ``load_digits``), described in the world's words.
+(Debian's ``dataset-fashion-mnist``, scikit-learn's ``load_digits``), described in the world's
+words.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "/usr/share/dataset-f
 
 
 def fashion_mnist_dir() -> Path:
-    """Where Debian's ``dataset-fashion-mnist`` put the files (``$REPROGRAM_FASHION_MNIST`` first)."""
+    """Folder of Debian's ``dataset-fashion-mnist`` (``$REPROGRAM_FASHION_MNIST`` first)."""
     candidates = [os.environ.get("REPROGRAM_FASHION_MNIST", "")] + list(FASHION_MNIST_DIRS)
     try:
         listed = subprocess.run(
@@ -485,7 +486,8 @@ TASKS: dict[str, TaskDef] = {
             "world",
             "object",
             tuple(ClassSpec(f"{c} {s}", {"shape": s, "color": c}) for s, c in world.HELD_OUT_PAIRS),
-            "none: in-distribution images, but these 30 (shape, colour) pairs never occur in pretraining",
+            "none: in-distribution images, but these 30 (shape, colour) pairs never occur in "
+            "pretraining",
             options={"shift": "none"},
         ),
         _world(
@@ -623,11 +625,8 @@ def make_task(
 
     task = get_task(name)
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ReprogramError(
-                f"{out_dir} exists and is not empty (pass overwrite to replace it)"
-            )
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ReprogramError(f"{out_dir} exists and is not empty (pass overwrite to replace it)")
     counts = {"train": int(shots), "val": int(val_shots), "test": int(test_per_class)}
     if min(counts.values()) < 1:
         raise ReprogramError(f"every split needs at least one image per class (got {counts})")

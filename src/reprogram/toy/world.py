@@ -17,8 +17,8 @@ angle, background shade, sensor noise) are drawn once by :func:`sample_scenes`, 
 same pixels, at any image size, thousands of images a second on one core.
 
 Captions (:func:`caption`) name a random subset of the factors in varied wording, drawing on the
-phrase vocabulary in :data:`PHRASES`; :mod:`reprogram.toy.describe` builds class descriptions from the
-same vocabulary, so the text encoder pretrained on these captions understands them.
+phrase vocabulary in :data:`PHRASES`; :mod:`reprogram.toy.describe` builds class descriptions
+from the same vocabulary, so the text encoder pretrained on these captions understands them.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ POSITION_OFFSET = {
 }
 
 # Held out of pretraining entirely: these (shape, colour) pairs never appear in a pretraining image
-# (so no caption ever names them together). Shape i is held out with colours i, i+3 and i+6 (mod 10):
+# (so no caption ever names them together). Shape i is held out with colours i, i+3, i+6 (mod 10):
 # every shape and every colour is held out three times and seen with seven partners.
 HELD_OUT_PAIRS: tuple[tuple[str, str], ...] = tuple(
     (SHAPES[i], COLORS[(i + k) % len(COLORS)]) for i in range(len(SHAPES)) for k in (0, 3, 6)
@@ -313,7 +313,7 @@ PHRASES: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
 
 @dataclass
 class Scenes:
-    """A batch of N scenes: discrete factor indices and the continuous nuisances that render them."""
+    """A batch of N scenes: discrete factor indices and the continuous nuisances to render them."""
 
     shape: np.ndarray  # (N,) int indices into SHAPES
     color: np.ndarray  # (N,) int into COLORS
@@ -723,7 +723,7 @@ def captions_for(scenes: Scenes, rng: np.random.Generator) -> tuple[list[str], n
 
 
 def caption_match(factors: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(N, N) bools: image i is truthfully described by caption j (caption j names factors of scene j).
+    """(N, N) bools: image i is truly described by caption j (which names factors of scene j).
 
     Used as the multi-positive target of the contrastive loss: a caption like "a red shape" matches
     every red object in the batch, not only its own image.

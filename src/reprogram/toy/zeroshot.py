@@ -2,7 +2,8 @@
 
 The held-out check task has one class per pair in :data:`~reprogram.toy.world.HELD_OUT_PAIRS`
 (30 (shape, colour) pairs that never occur in a pretraining image), named ``"<colour> <shape>"``,
-e.g. ``"red circle"``; its images draw the other factors (texture, size, position, background) freely.
+e.g. ``"red circle"``; its images draw the other factors (texture, size, position, background)
+freely.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def heldout_images(
 def to_pixels(
     images: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """uint8 N×H×W×3 → normalised float N×3×size×size (bicubic-free, antialiased bilinear resize)."""
+    """uint8 N×H×W×3 → normalised float N×3×size×size (antialiased bilinear resize)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(

@@ -1,0 +1,184 @@
+"""``reprogram bench``: runs end to end on a tiny CPU config; both loops give the same logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import make_folder_dataset, quick_config
+
+from reprogram.bench.reference import ReferenceModel, compare_logits, reference_fit
+from reprogram.bench.run import BenchOptions, format_table, run_bench
+from reprogram.bench.synthetic import SyntheticSpec, write_dataset
+from reprogram.data import load_dataset
+from reprogram.engine.setup import prepare
+from reprogram.errors import ReprogramError
+
+TINY = dict(
+    backbone="random:tiny",
+    classes=3,
+    train_per_class=2,
+    test_images=4,
+    image_size=48,
+    epochs=2,
+    reference_epochs=2,
+    steps=1,
+    batch_size=4,
+    eval_batch_size=8,
+    device="cpu",
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a small shared machine, OpenMP threads that wait for each other
+    make these tiny models many times slower than one thread does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_folder_dataset(tmp_path_factory.mktemp("bench") / "data")
+
+
+def test_bench_runs_end_to_end_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench(BenchOptions(**TINY), json_path=out, command="reprogram bench (test)")
+    assert json.loads(out.read_text())["schema"] == "reprogram-bench/1"
+    assert result["equivalence_passed"], result["equivalence"]
+    assert result["equivalence"][0]["precision"] == "fp32"
+    assert (
+        result["equivalence"][0]["max_abs_diff"] <= 1e-4 * result["equivalence"][0]["max_abs_logit"]
+    )
+    assert result["dataset"]["train_images"] == 6 and result["dataset"]["test_images"] == 4
+    ours, ref = result["ours"], result["reference"]
+    for value in (
+        ours["end_to_end_s"],
+        ours["train_step_images_per_s"],
+        ours["eval_images_per_s"],
+        ref["end_to_end_s"],
+        ref["train_step_images_per_s"],
+        ref["eval_images_per_s"],
+    ):
+        assert value > 0
+    assert ref["epochs_measured"] == 2 and not ref["projected"]
+    assert result["flops"]["ours_per_image"] > 0
+    assert result["flops"]["ours_per_image"] == pytest.approx(
+        result["flops"]["reference_per_image"], rel=1e-6
+    )
+    assert ours["mfu"] > 0 and result["matmul_peak"]["flops_per_s"] > 0
+    assert ours["peak_memory_bytes"] > 0
+    assert result["frozen_backbone"]["parameters_with_gradients"] == []
+    assert result["ratios"]["end_to_end_speedup"] > 0
+    table = format_table(result)
+    assert "training images/s" in table and "PASS" in table
+
+
+def test_bench_projects_the_reference_and_can_skip_it():
+    result = run_bench(BenchOptions(**{**TINY, "epochs": 3, "skip_reference": True}))
+    assert "end_to_end_s" not in result["reference"]
+    assert result["ratios"]["end_to_end_speedup"] is None
+    assert result["ratios"]["train_step"] > 0  # the step comparison still runs
+    assert "-" in format_table(result)
+    with pytest.raises(ReprogramError):
+        BenchOptions(**{**TINY, "method": "zero-shot"}).validate()
+    with pytest.raises(ReprogramError):
+        BenchOptions(**{**TINY, "epochs": 1}).validate()
+
+
+@pytest.mark.parametrize("method", ["dvp-cse", "dvp-cls", "attrvr", "vp"])
+def test_reference_model_matches_ours_in_fp32(dataset, method):
+    """Sequential prompts give the logits and prompt gradients of the batched model."""
+    parts = prepare(quick_config(dataset, method, device="cpu"))
+    model = parts.model
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.prompts.theta.copy_(torch.randn(model.prompts.theta.shape, generator=generator))
+        if hasattr(model.aggregator, "prm"):
+            weights = torch.rand(model.aggregator.prm.weights.shape, generator=generator)
+            model.aggregator.prm.weights.copy_(weights / weights.sum(dim=1, keepdim=True))
+    reference = ReferenceModel.from_reprogrammer(model)
+    assert len(reference.theta) == model.prompts.count
+    size = model.image_size
+    images = torch.rand(3, 3, size, size, generator=generator)
+    labels = torch.tensor([0, 1, 2])
+    (check,) = compare_logits(model, reference, images, labels, torch.device("cpu"), torch.float32)
+    assert check.passed, check
+    assert check.relative < 1e-5 and check.grad_relative < 1e-5
+
+
+def test_reference_loop_trains_and_estimates_the_prm(dataset):
+    parts = prepare(quick_config(dataset, "dvp-cse", device="cpu"))
+    reference = ReferenceModel.from_reprogrammer(parts.model)
+    before = torch.stack([p.detach().clone() for p in reference.theta])
+    rows = []
+    run = reference_fit(
+        reference,
+        parts.splits.train[:6],
+        parts.splits.test[:3],
+        epochs=2,
+        batch_size=4,
+        device=torch.device("cpu"),
+        on_epoch=rows.append,
+    )
+    assert (
+        run.epochs_run == 2 and len(rows) == 2 and rows[0]["estimate_only"] and rows[1]["loss"] > 0
+    )
+    after = torch.stack([p.detach() for p in reference.theta])
+    assert not torch.equal(before, after)  # epoch 2 trained
+    weights = reference.aggregator.prm.weights
+    assert torch.allclose(weights.sum(dim=1), torch.ones(weights.shape[0]))
+    assert not torch.allclose(
+        weights, torch.full_like(weights, 1 / weights.shape[1])
+    )  # re-estimated
+
+
+def test_synthetic_dataset_layout(tmp_path):
+    root = write_dataset(
+        tmp_path / "d",
+        SyntheticSpec(
+            classes=2,
+            train_per_class=3,
+            val_per_class=1,
+            test_images=5,
+            image_size=40,
+            descriptions_per_class=21,
+        ),
+    )
+    splits = load_dataset(f"folder:{root}", None)
+    assert splits.classnames == ["class_000", "class_001"]
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 5)
+    causes = json.loads((root / "descriptions" / "cse_2.json").read_text())
+    assert len(causes["class_001"]) == 21 and all(len(s) >= 20 for s in causes["class_001"])
+    for name in ("cse_1", "cse_3", "des", "dist"):
+        assert (root / "descriptions" / f"{name}.json").is_file()
+
+
+def test_bench_command_is_registered():
+    from typer.testing import CliRunner
+
+    from reprogram.cli import app, register_subcommands
+
+    register_subcommands(app)
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in (
+        "--backbone",
+        "--method",
+        "--batch-size",
+        "--classes",
+        "--train-per-class",
+        "--test-images",
+        "--image-size",
+        "--epochs",
+        "--device",
+        "--compile",
+        "--precision",
+        "--json",
+        "--skip-reference",
+    ):
+        assert option in result.output, option

@@ -1,0 +1,158 @@
+"""Image decoding and the batched training augmentation (crop, resize, flip)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from reprogram.data.images import (
+    as_float,
+    center_crop,
+    crop_resize,
+    decode_short_side,
+    load_rgb,
+    random_resized_crop_params,
+    resize_short_side,
+    to_uint8_chw,
+)
+from reprogram.data.readers import Sample
+from reprogram.errors import ReprogramError
+
+
+def random_uint8(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(
+        0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
+
+
+# -- crop_resize --------------------------------------------------------------------------------
+def test_full_box_reproduces_the_image():
+    canvas = random_uint8(3, 3, 24, 24)
+    boxes = torch.tensor([[0.0, 0.0, 24.0, 24.0]] * 3)
+    out = crop_resize(canvas, boxes, 24)
+    torch.testing.assert_close(out, as_float(canvas), atol=1e-5, rtol=0)
+
+
+def test_flip_mirrors():
+    canvas = random_uint8(2, 3, 16, 16, seed=1)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 2)
+    out = crop_resize(canvas, boxes, 16, flip=torch.tensor([True, False]))
+    torch.testing.assert_close(out[0], as_float(canvas[0]).flip(-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], as_float(canvas[1]), atol=1e-5, rtol=0)
+
+
+def test_crop_is_the_box_resized_bicubic():
+    canvas = random_uint8(1, 3, 20, 30, seed=2)
+    # a box at integer pixels, resized x2: the same as cropping then bicubic interpolation
+    out = crop_resize(canvas, torch.tensor([[4.0, 6.0, 12.0, 12.0]]), 24)
+    crop = as_float(canvas[:, :, 4:16, 6:18])
+    expected = F.interpolate(crop, size=24, mode="bicubic", align_corners=False).clamp(0, 1)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # away from the box's edges
+    torch.testing.assert_close(out[inner], expected[inner], atol=1e-5, rtol=0)
+    whole = crop_resize(canvas[:, :, :, :20], torch.tensor([[0.0, 0.0, 20.0, 20.0]]), 40)
+    expected = F.interpolate(
+        as_float(canvas[:, :, :, :20]), size=40, mode="bicubic", align_corners=False
+    ).clamp(0, 1)
+    torch.testing.assert_close(whole, expected, atol=1e-5, rtol=0)
+
+
+def test_padding_does_not_leak_into_crops(tmp_path):
+    """Images of different shapes share a canvas; a crop at an image's edge sees only the image."""
+    paths = []
+    for i, (height, width) in enumerate(((24, 16), (16, 24))):  # portrait, landscape
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.asarray(random_uint8(height, width, 3, seed=i))).save(path)
+        paths.append(str(path))
+    decoded = decode_short_side([Sample(p, 0) for p in paths], 16)
+    assert decoded.pixels.shape == (2, 3, 24, 24)
+    assert decoded.sizes.tolist() == [[24, 16], [16, 24]]
+    box = torch.tensor([[8.0, 0.0, 16.0, 16.0], [0.0, 8.0, 16.0, 16.0]])  # bottom, right ends
+    out = crop_resize(decoded.pixels, box, 10)
+    for i in range(2):
+        h, w = decoded.sizes[i].tolist()
+        alone = crop_resize(decoded.pixels[i : i + 1, :, :h, :w], box[i : i + 1], 10)
+        torch.testing.assert_close(out[i : i + 1], alone, atol=1e-5, rtol=0)
+
+
+# -- random_resized_crop_params ----------------------------------------------------------------
+def test_boxes_inside_the_image_and_deterministic():
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.cat(
+        [
+            torch.randint(8, 400, (500, 2), generator=gen),
+            torch.tensor([[10, 400], [400, 10], [1, 1], [2, 300], [224, 224]]),  # extreme shapes
+        ]
+    )
+    boxes = random_resized_crop_params(sizes, torch.Generator().manual_seed(1))
+    top, left, h, w = boxes.unbind(1)
+    assert boxes.shape == (len(sizes), 4)
+    assert torch.equal(boxes, boxes.round())
+    assert (h >= 1).all() and (w >= 1).all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= sizes[:, 0]).all() and (left + w <= sizes[:, 1]).all()
+    again = random_resized_crop_params(sizes, torch.Generator().manual_seed(1))
+    other = random_resized_crop_params(sizes, torch.Generator().manual_seed(2))
+    assert torch.equal(boxes, again) and not torch.equal(boxes, other)
+    area = (h * w) / (sizes[:, 0] * sizes[:, 1])
+    aspect = sizes[:, 1] / sizes[:, 0]
+    usual = (aspect >= 3 / 4) & (aspect <= 4 / 3) & (sizes.min(dim=1).values >= 8)
+    assert usual.sum() > 50
+    assert area[usual].min() >= 0.07 and area.max() <= 1.0  # scale (0.08, 1), up to rounding
+
+
+def test_fallback_box_matches_torchvision():
+    transforms = pytest.importorskip("torchvision.transforms")
+    # no crop of the asked scale and ratio fits: the centred fallback
+    for height, width in ((10, 200), (200, 10), (30, 31), (7, 9)):
+        boxes = random_resized_crop_params(
+            torch.tensor([[height, width]]), torch.Generator().manual_seed(0), scale=(1.0, 1.0)
+        )
+        image = torch.zeros(1, height, width)
+        torch.manual_seed(0)
+        expected = transforms.RandomResizedCrop.get_params(
+            image, scale=(1.0, 1.0), ratio=(3 / 4, 4 / 3)
+        )
+        if height / width in (30 / 31, 7 / 9):  # square-ish: the whole image in both
+            expected = (0, 0, height, width)
+        assert boxes[0].tolist() == [float(x) for x in expected], (height, width)
+
+
+# -- decoding -----------------------------------------------------------------------------------
+def test_resize_and_center_crop_match_torchvision(tmp_path):
+    transforms = pytest.importorskip("torchvision.transforms")
+    image = Image.fromarray(np.asarray(random_uint8(37, 53, 3, seed=4)))
+    ours = to_uint8_chw(center_crop(resize_short_side(image, 24), 24))
+    reference = transforms.Compose(
+        [
+            transforms.Resize(24, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(24),
+        ]
+    )(image)
+    assert ours.shape == (3, 24, 24)
+    assert np.array_equal(ours, np.asarray(reference).transpose(2, 0, 1))
+
+
+def test_load_rgb_converts_and_names_bad_files(tmp_path):
+    Image.new("L", (5, 4), 7).save(tmp_path / "gray.png")
+    Image.new("RGBA", (5, 4), (1, 2, 3, 4)).save(tmp_path / "rgba.png")
+    Image.new("P", (5, 4)).save(tmp_path / "palette.gif")
+    for name in ("gray.png", "rgba.png", "palette.gif"):
+        image = load_rgb(str(tmp_path / name))
+        assert image.mode == "RGB" and image.size == (5, 4)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(ReprogramError, match=r"cannot decode image .*bad\.jpg"):
+        load_rgb(str(tmp_path / "bad.jpg"))
+    with pytest.raises(ReprogramError, match=r"image not found: .*missing\.png"):
+        load_rgb(str(tmp_path / "missing.png"))
+    truncated = tmp_path / "truncated.png"
+    Image.fromarray(np.asarray(random_uint8(40, 40, 3))).save(tmp_path / "full.png")
+    truncated.write_bytes((tmp_path / "full.png").read_bytes()[:200])
+    with pytest.raises(ReprogramError, match=r"truncated\.png"):
+        load_rgb(str(truncated))
+
+
+def test_as_float_range():
+    pixels = torch.tensor([[0, 255, 51]], dtype=torch.uint8)
+    assert as_float(pixels).flatten().tolist() == pytest.approx([0.0, 1.0, 0.2])
