@@ -17,7 +17,11 @@ def sentences(prefix: str, name: str, count: int = 22) -> list[str]:
 
 
 def make_folder_dataset(
-    root: Path, classes=CLASSES, counts=(("train", 6), ("val", 3), ("test", 4)), size=(40, 52), seed: int = 0
+    root: Path,
+    classes=CLASSES,
+    counts=(("train", 6), ("val", 3), ("test", 4)),
+    size=(40, 52),
+    seed: int = 0,
 ) -> Path:
     """PNG images in ``root/{train,val,test}/<class>/`` plus ``root/descriptions/*.json``."""
     rng = np.random.default_rng(seed)
@@ -31,8 +35,13 @@ def make_folder_dataset(
                 Image.fromarray(image.astype(np.uint8)).save(folder / f"{i}.png")
     folder = root / "descriptions"
     folder.mkdir(exist_ok=True)
-    for key, prefix in [("cse_1", CAUSES[0]), ("cse_2", CAUSES[1]), ("cse_3", CAUSES[2]),
-                        ("des", "looks"), ("dist", "differs")]:
+    for key, prefix in [
+        ("cse_1", CAUSES[0]),
+        ("cse_2", CAUSES[1]),
+        ("cse_3", CAUSES[2]),
+        ("des", "looks"),
+        ("dist", "differs"),
+    ]:
         data = {name: sentences(prefix, name) for name in classes}
         (folder / f"{key}.json").write_text(json.dumps(data))
     return root
@@ -42,8 +51,14 @@ def quick_config(dataset: Path, method: str, **overrides):
     from reprogram.engine.config import load_config
 
     values = dict(
-        method=method, dataset=f"folder:{dataset}", backbone="random:tiny", epochs=2, shots=4,
-        batch_size=4, quiet=True, m=5,
+        method=method,
+        dataset=f"folder:{dataset}",
+        backbone="random:tiny",
+        epochs=2,
+        shots=4,
+        batch_size=4,
+        quiet=True,
+        m=5,
     )
     values.update(overrides)
     return load_config(None, values)

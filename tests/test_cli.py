@@ -44,8 +44,26 @@ def descriptions_for(method: str, dataset: Path) -> list[str]:
 @pytest.mark.parametrize("method", ["zero-shot", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls"])
 def test_train_then_eval_every_method(tmp_path, dataset, method, capsys):
     run = tmp_path / "run"
-    args = ["train", "--method", method, "--dataset", f"folder:{dataset}", "--backbone", "random:tiny",
-            "--shots", "4", "--seed", "1", "--epochs", "2", "--out", str(run), "--quiet", "--set", "m=5"]
+    args = [
+        "train",
+        "--method",
+        method,
+        "--dataset",
+        f"folder:{dataset}",
+        "--backbone",
+        "random:tiny",
+        "--shots",
+        "4",
+        "--seed",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        str(run),
+        "--quiet",
+        "--set",
+        "m=5",
+    ]
     descriptions = descriptions_for(method, dataset)
     if descriptions:
         args += ["--descriptions", *descriptions]
@@ -59,17 +77,51 @@ def test_train_then_eval_every_method(tmp_path, dataset, method, capsys):
 
 
 def test_zero_shot_eval_without_training(dataset, capsys):
-    assert cli("eval", "--method", "zero-shot", "--dataset", f"folder:{dataset}", "--backbone", "random:tiny",
-               "--split", "test", "--quiet") == 0
+    assert (
+        cli(
+            "eval",
+            "--method",
+            "zero-shot",
+            "--dataset",
+            f"folder:{dataset}",
+            "--backbone",
+            "random:tiny",
+            "--split",
+            "test",
+            "--quiet",
+        )
+        == 0
+    )
     assert "accuracy" in capsys.readouterr().out
 
 
 def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
     run = tmp_path / "run"
-    assert cli(*expand_multi_value_options([
-        "train", "--method", "dvp-cse", "--dataset", f"folder:{dataset}", "--backbone", "random:tiny",
-        "--shots", "4", "--epochs", "2", "--out", str(run), "--quiet", "--set", "m=5",
-    ])) == 0
+    assert (
+        cli(
+            *expand_multi_value_options(
+                [
+                    "train",
+                    "--method",
+                    "dvp-cse",
+                    "--dataset",
+                    f"folder:{dataset}",
+                    "--backbone",
+                    "random:tiny",
+                    "--shots",
+                    "4",
+                    "--epochs",
+                    "2",
+                    "--out",
+                    str(run),
+                    "--quiet",
+                    "--set",
+                    "m=5",
+                ]
+            )
+        )
+        == 0
+    )
     capsys.readouterr()
     image = next((dataset / "test" / "red disc").glob("*.png"))
     assert cli("predict", "--checkpoint", str(run), str(image), "--top-k", "2", "--json") == 0
@@ -82,8 +134,25 @@ def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
 
 def test_multi_seed_and_compare(tmp_path, dataset, capsys):
     out = tmp_path / "multi"
-    args = ["train", "--method", "ar", "--dataset", f"folder:{dataset}", "--backbone", "random:tiny",
-            "--shots", "2", "--epochs", "1", "--seeds", "1", "2", "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--method",
+        "ar",
+        "--dataset",
+        f"folder:{dataset}",
+        "--backbone",
+        "random:tiny",
+        "--shots",
+        "2",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli(*expand_multi_value_options(args)) == 0
     assert "| ar |" in capsys.readouterr().out
     assert cli("compare", str(out)) == 0
@@ -91,32 +160,73 @@ def test_multi_seed_and_compare(tmp_path, dataset, capsys):
 
 
 def test_expand_multi_value_options():
-    assert expand_multi_value_options(["--seeds", "1", "2", "--quiet", "--descriptions", "a", "b"]) == [
-        "--seeds", "1", "--seeds", "2", "--quiet", "--descriptions", "a", "--descriptions", "b"
-    ]
+    assert expand_multi_value_options(
+        ["--seeds", "1", "2", "--quiet", "--descriptions", "a", "b"]
+    ) == ["--seeds", "1", "--seeds", "2", "--quiet", "--descriptions", "a", "--descriptions", "b"]
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC}
-    return subprocess.run([sys.executable, "-m", "reprogram", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "reprogram", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_bad_input_is_one_line_without_traceback(dataset, tmp_path):
-    result = run_cli("train", "--method", "dvp-xyz", "--dataset", f"folder:{dataset}", "--out", str(tmp_path / "x"))
+    result = run_cli(
+        "train",
+        "--method",
+        "dvp-xyz",
+        "--dataset",
+        f"folder:{dataset}",
+        "--out",
+        str(tmp_path / "x"),
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["error: unknown method 'dvp-xyz' (known: zero-shot, "
-                                                  "zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls)"]
-    missing = run_cli("train", "--method", "dvp-cse", "--dataset", f"folder:{dataset}", "--backbone",
-                      "random:tiny", "--descriptions", str(tmp_path / "nope.json"), "--out", str(tmp_path / "y"))
-    assert missing.returncode == 2 and "nope.json" in missing.stderr and "Traceback" not in missing.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown method 'dvp-xyz' (known: zero-shot, "
+        "zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls)"
+    ]
+    missing = run_cli(
+        "train",
+        "--method",
+        "dvp-cse",
+        "--dataset",
+        f"folder:{dataset}",
+        "--backbone",
+        "random:tiny",
+        "--descriptions",
+        str(tmp_path / "nope.json"),
+        "--out",
+        str(tmp_path / "y"),
+    )
+    assert (
+        missing.returncode == 2
+        and "nope.json" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
 
 
 def test_weights_tag_fails_fast_with_guidance(dataset):
     started = time.monotonic()
-    result = run_cli("eval", "--method", "zero-shot", "--dataset", f"folder:{dataset}", "--backbone", "ViT-B-32",
-                     "--weights", "openai", "--split", "test")
+    result = run_cli(
+        "eval",
+        "--method",
+        "zero-shot",
+        "--dataset",
+        f"folder:{dataset}",
+        "--backbone",
+        "ViT-B-32",
+        "--weights",
+        "openai",
+        "--split",
+        "test",
+    )
     assert result.returncode != 0
     assert time.monotonic() - started < 30  # process start included; no hub time-outs
     assert "never downloads" in result.stderr and "--weights /path/to/" in result.stderr
@@ -124,8 +234,21 @@ def test_weights_tag_fails_fast_with_guidance(dataset):
 
 def test_checkpoint_from_another_backbone_is_refused(tmp_path, dataset):
     run = tmp_path / "run"
-    assert cli("train", "--method", "zero-shot", "--dataset", f"folder:{dataset}", "--backbone", "random:tiny",
-               "--out", str(run), "--quiet") == 0
+    assert (
+        cli(
+            "train",
+            "--method",
+            "zero-shot",
+            "--dataset",
+            f"folder:{dataset}",
+            "--backbone",
+            "random:tiny",
+            "--out",
+            str(run),
+            "--quiet",
+        )
+        == 0
+    )
     import yaml
 
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -136,4 +259,8 @@ def test_checkpoint_from_another_backbone_is_refused(tmp_path, dataset):
     checkpoint["backbone"]["fingerprint"] = "0000"
     torch.save(checkpoint, run / "checkpoint.pt")
     result = run_cli("eval", "--checkpoint", str(run))
-    assert result.returncode == 2 and "fingerprint" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "fingerprint" in result.stderr
+        and "Traceback" not in result.stderr
+    )

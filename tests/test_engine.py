@@ -82,8 +82,12 @@ def test_selection_uses_validation_unless_official_protocol_is_asked(tmp_path, d
     rows = [json.loads(x) for x in (tmp_path / "val" / "metrics.jsonl").read_text().splitlines()]
     best_val = max(r["val_acc"] for r in rows)
     assert rows[ours["selected_epoch"] - 1]["val_acc"] == best_val
-    assert all("test_acc" not in r for r in rows)  # the test split is never looked at while training
-    official = fit(quick_config(dataset, "ar", epochs=4, eval_every=1, select_on="test"), tmp_path / "test")
+    assert all(
+        "test_acc" not in r for r in rows
+    )  # the test split is never looked at while training
+    official = fit(
+        quick_config(dataset, "ar", epochs=4, eval_every=1, select_on="test"), tmp_path / "test"
+    )
     rows = [json.loads(x) for x in (tmp_path / "test" / "metrics.jsonl").read_text().splitlines()]
     assert rows[official["selected_epoch"] - 1]["test_acc"] == max(r["test_acc"] for r in rows)
     assert official["select_on"] == "test"
@@ -107,7 +111,10 @@ def test_missing_descriptions_and_unknown_classes_are_clear_errors(tmp_path, dat
         fit(quick_config(dataset, "dvp-xyz"), tmp_path / "a")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"red disc": ["a sentence that is long enough to keep"]}))
-    with pytest.raises(ReprogramError, match="bad.json: no descriptions for 2 classes: 'blue stripes', 'green square'"):
+    with pytest.raises(
+        ReprogramError,
+        match="bad.json: no descriptions for 2 classes: 'blue stripes', 'green square'",
+    ):
         fit(quick_config(dataset, "dvp-cls", descriptions=[str(bad)]), tmp_path / "b")
 
 
@@ -133,9 +140,33 @@ def test_seeds_draw_different_shots_and_write_a_table(tmp_path, dataset):
 
 def _train_command(dataset: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "reprogram", "train", "--method", "dvp-cse", "--dataset", f"folder:{dataset}",
-        "--backbone", "random:tiny", "--shots", "6", "--epochs", "10", "--batch-size", "2", "--seed", "3",
-        "--set", "m=5", "--set", "deterministic=true", "--device", "cpu", "--out", str(out), "--quiet",
+        sys.executable,
+        "-m",
+        "reprogram",
+        "train",
+        "--method",
+        "dvp-cse",
+        "--dataset",
+        f"folder:{dataset}",
+        "--backbone",
+        "random:tiny",
+        "--shots",
+        "6",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "2",
+        "--seed",
+        "3",
+        "--set",
+        "m=5",
+        "--set",
+        "deterministic=true",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
     ]
 
 
@@ -146,7 +177,11 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, dataset)
     metrics = killed / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2 and (killed / "checkpoint.pt").is_file():
+        if (
+            metrics.is_file()
+            and len(metrics.read_text().splitlines()) >= 2
+            and (killed / "checkpoint.pt").is_file()
+        ):
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
@@ -156,7 +191,9 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, dataset)
     done_before = load_checkpoint(killed)["epoch"]
     assert 0 < done_before < 10
 
-    resumed = subprocess.run([*_train_command(dataset, killed), "--resume"], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [*_train_command(dataset, killed), "--resume"], env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     straight = tmp_path / "straight"
     subprocess.run(_train_command(dataset, straight), env=env, check=True, capture_output=True)

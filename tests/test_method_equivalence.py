@@ -52,7 +52,9 @@ def description_scores(backbone, image, theta, groups, text_features, frame, mea
     return z
 
 
-def reference_training(backbone, images, labels, groups, text_features, frame, mean, std, scale, seed):
+def reference_training(
+    backbone, images, labels, groups, text_features, frame, mean, std, scale, seed
+):
     """The spec, sample by sample: epoch 0 estimates omega, later epochs train then re-estimate."""
     num_classes, per_class = groups.shape
     count = len(labels)
@@ -73,8 +75,12 @@ def reference_training(backbone, images, labels, groups, text_features, frame, m
                 z = description_scores(
                     backbone, images[n], theta_var, groups, text_features, frame, mean, std, scale
                 )
-                logits = torch.stack([sum(omega[c, j] * z[c, j] for j in range(per_class))
-                                      for c in range(num_classes)])
+                logits = torch.stack(
+                    [
+                        sum(omega[c, j] * z[c, j] for j in range(per_class))
+                        for c in range(num_classes)
+                    ]
+                )
                 loss = loss + F.cross_entropy(logits.unsqueeze(0), labels[n].view(1)) / len(batch)
                 for j in z[labels[n]].detach().topk(TOP_K).indices.tolist():
                     counts[labels[n], j] += 1
@@ -95,8 +101,18 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
     torch.manual_seed(0)
     data = make_folder_dataset(tmp_path / "data")
     config = quick_config(
-        data, method, epochs=EPOCHS, batch_size=BATCH, augment=False, lr=LR, momentum=MOMENTUM,
-        prm_top_k=TOP_K, eval_every=EPOCHS, precision="fp32", device="cpu", clusters=2,
+        data,
+        method,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        augment=False,
+        lr=LR,
+        momentum=MOMENTUM,
+        prm_top_k=TOP_K,
+        eval_every=EPOCHS,
+        precision="fp32",
+        device="cpu",
+        clusters=2,
     )
     fit(config, tmp_path / "run")
     run = load_run(tmp_path / "run")
@@ -108,7 +124,9 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
         from sklearn.cluster import KMeans
 
         flat = F.normalize(model.text_features.reshape(-1, model.text_features.shape[-1]), dim=-1)
-        expected = KMeans(n_clusters=2, random_state=0, n_init=10).fit_predict(flat.double().numpy())
+        expected = KMeans(n_clusters=2, random_state=0, n_init=10).fit_predict(
+            flat.double().numpy()
+        )
         assert torch.equal(model.bank.groups.flatten(), torch.from_numpy(expected).long())
     else:  # by cause: class c owns m columns per cause, in file order
         assert model.bank.groups[0].tolist() == [0] * 5 + [1] * 5 + [2] * 5
@@ -117,8 +135,16 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
     decoded = decode_center(splits.train, prompts.image_size)
     images = decoded.pixels.float() / 255
     theta_ref, omega_ref = reference_training(
-        backbone, images, decoded.labels, model.bank.groups, model.text_features,
-        prompts.frame, prompts.mean.flatten(), prompts.std.flatten(), backbone.logit_scale, config.seed,
+        backbone,
+        images,
+        decoded.labels,
+        model.bank.groups,
+        model.text_features,
+        prompts.frame,
+        prompts.mean.flatten(),
+        prompts.std.flatten(),
+        backbone.logit_scale,
+        config.seed,
     )
     torch.testing.assert_close(model.aggregator.prm.weights, omega_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(prompts.theta.detach(), theta_ref, atol=1e-5, rtol=1e-5)
@@ -130,8 +156,15 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
         ref = []
         for n in range(5):
             z = description_scores(
-                backbone, images[n], theta_ref, model.bank.groups, model.text_features, prompts.frame,
-                prompts.mean.flatten(), prompts.std.flatten(), backbone.logit_scale,
+                backbone,
+                images[n],
+                theta_ref,
+                model.bank.groups,
+                model.text_features,
+                prompts.frame,
+                prompts.mean.flatten(),
+                prompts.std.flatten(),
+                backbone.logit_scale,
             )
             ref.append((omega_ref * z).sum(dim=1))
     torch.testing.assert_close(ours, torch.stack(ref), atol=1e-5, rtol=1e-5)

@@ -9,7 +9,6 @@ The table (test accuracy mean ± std over seeds, and mean wall time per run) is 
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -53,8 +52,14 @@ def prepare_task(name: str, data_dir: Path, settings: BenchmarkSettings) -> Path
     folder = data_dir / name
     if not (folder / "task.json").is_file():
         make_task(
-            name, folder, image_size=settings.image_size, seed=0, shots=settings.train_pool,
-            val_shots=settings.val_pool, test_per_class=settings.test_per_class, overwrite=True,
+            name,
+            folder,
+            image_size=settings.image_size,
+            seed=0,
+            shots=settings.train_pool,
+            val_shots=settings.val_pool,
+            test_per_class=settings.test_per_class,
+            overwrite=True,
         )
     return folder
 
@@ -63,15 +68,25 @@ def run_config(task_dir: Path, method: str, seed: int, settings: BenchmarkSettin
     from reprogram.toy import ARCH, pretrained_weights_path
 
     values = {
-        "method": method, "dataset": f"folder:{task_dir}", "backbone": ARCH,
-        "weights": str(pretrained_weights_path()), "shots": settings.shots, "seed": seed,
-        "epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-        "device": settings.device, "quiet": quiet, **settings.overrides,
+        "method": method,
+        "dataset": f"folder:{task_dir}",
+        "backbone": ARCH,
+        "weights": str(pretrained_weights_path()),
+        "shots": settings.shots,
+        "seed": seed,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "device": settings.device,
+        "quiet": quiet,
+        **settings.overrides,
     }
     return load_config(None, values)
 
 
-def run_benchmark(out: str | Path, settings: BenchmarkSettings, quiet: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    out: str | Path, settings: BenchmarkSettings, quiet: bool = False
+) -> dict[str, Any]:
     """Train every method on every task for every seed and write the table."""
     from reprogram.toy.tasks import task_names
 
@@ -89,13 +104,20 @@ def run_benchmark(out: str | Path, settings: BenchmarkSettings, quiet: bool = Fa
                 if (run_dir / "results.json").is_file():
                     continue
                 reporter.line(f"[{task}] {method} seed {seed}")
-                fit(run_config(task_dir, method, seed, settings, True), run_dir,
-                    resume=(run_dir / "checkpoint.pt").is_file())
+                fit(
+                    run_config(task_dir, method, seed, settings, True),
+                    run_dir,
+                    resume=(run_dir / "checkpoint.pt").is_file(),
+                )
     table = comparison_table(run_dirs)
     table["settings"] = settings.__dict__
     table["environment"] = {
-        "device": settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
-        "torch": torch.__version__, "platform": platform.platform(), "threads": torch.get_num_threads(),
+        "device": settings.device
+        if settings.device != "auto"
+        else ("cuda" if torch.cuda.is_available() else "cpu"),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
         "benchmark_wall_time_s": time.perf_counter() - started,
     }
     atomic_write_json(out / "benchmark.json", table)
@@ -117,19 +139,25 @@ def benchmark_markdown(table: dict[str, Any]) -> str:
             cell = cells[(method, dataset)]
             row.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}" if cell else "—")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
-    lines.append("| mean wall time per run (s) | " + " | ".join(
-        f"{sum(cells[(m, d)]['wall_time_s'] for d in datasets if cells[(m, d)]) / max(1, sum(1 for d in datasets if cells[(m, d)])):.0f}"
-        for m in methods
-    ) + " |")
+    lines.append(
+        "| mean wall time per run (s) | "
+        + " | ".join(
+            f"{_mean_wall_time([cells[(m, d)] for d in datasets]):.0f}"
+            for m in methods
+        )
+        + " |"
+    )
     settings = table.get("settings", {})
     if settings:
         lines.append("")
         lines.append(
-            f"Test accuracy in % (mean ± std over seeds {settings.get('seeds')}), {settings.get('shots')} shots, "
-            f"{settings.get('epochs')} epochs, batch {settings.get('batch_size')}, lr {settings.get('lr')}."
+            f"Test accuracy in % (mean ± std over seeds {settings.get('seeds')}), "
+            f"{settings.get('shots')} shots, {settings.get('epochs')} epochs, "
+            f"batch {settings.get('batch_size')}, lr {settings.get('lr')}."
         )
     return "\n".join(lines) + "\n"
 
 
-def load_table(out: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "benchmark.json").read_text())
+def _mean_wall_time(cells: list[dict | None]) -> float:
+    times = [cell["wall_time_s"] for cell in cells if cell]
+    return sum(times) / max(1, len(times))

@@ -13,24 +13,35 @@ from reprogram.errors import ReprogramError
 
 app = typer.Typer(
     name="reprogram",
-    help="Visual reprogramming of frozen CLIP models: DVP (decoupled visual prompts) and baselines.",
+    help="Visual reprogramming of frozen CLIP: DVP (decoupled visual prompts) and baselines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 
-# Options that take several values after one flag (``--seeds 1 2 3``); typer wants the flag repeated.
+# Options taking several values after one flag (``--seeds 1 2 3``); typer repeats the flag.
 MULTI_VALUE_OPTIONS = ("--descriptions", "--seeds", "--tasks", "--methods")
 
-MethodOpt = Annotated[str, typer.Option("--method", help="zero-shot, zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls")]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="a published name (dtd, …), folder:PATH or csv:FILE")]
-RootOpt = Annotated[str | None, typer.Option("--root", help="folder holding the published datasets")]
+MethodOpt = Annotated[
+    str,
+    typer.Option("--method", help="zero-shot, zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls"),
+]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="a published name (dtd, …), folder:PATH or csv:FILE")
+]
+RootOpt = Annotated[
+    str | None, typer.Option("--root", help="folder holding the published datasets")
+]
 BackboneOpt = Annotated[
-    str | None, typer.Option("--backbone", help="architecture (ViT-B-16, …), random:ARCH, local-dir:DIR, hf:DIR")
+    str | None,
+    typer.Option(
+        "--backbone", help="architecture (ViT-B-16, …), random:ARCH, local-dir:DIR, hf:DIR"
+    ),
 ]
 WeightsOpt = Annotated[str | None, typer.Option("--weights", help="local weights file or folder")]
 DescriptionsOpt = Annotated[
-    list[str] | None, typer.Option("--descriptions", help="description files (one per cause for dvp-cse)")
+    list[str] | None,
+    typer.Option("--descriptions", help="description files (one per cause for dvp-cse)"),
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="any config key: --set key=value")]
@@ -59,22 +70,33 @@ def train(
     weights: WeightsOpt = None,
     descriptions: DescriptionsOpt = None,
     shots: Annotated[int | None, typer.Option(help="shots per class (0 = all)")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed (few-shot draw, order, init)")] = None,
-    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="several seeds: one run each + table")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="random seed (few-shot draw, order, init)")
+    ] = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seeds", help="several seeds: one run each + table")
+    ] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     lr: Annotated[float | None, typer.Option()] = None,
-    eval_every: Annotated[int | None, typer.Option("--eval-every", help="validate every N epochs")] = None,
-    select_on: Annotated[
-        str | None, typer.Option("--select-on", help="val (default) or test (official scripts' protocol)")
+    eval_every: Annotated[
+        int | None, typer.Option("--eval-every", help="validate every N epochs")
     ] = None,
-    clusters: Annotated[int | None, typer.Option(help="DVP-cls: number of clusters/prompts")] = None,
+    select_on: Annotated[
+        str | None,
+        typer.Option("--select-on", help="val (default) or test (official scripts' protocol)"),
+    ] = None,
+    clusters: Annotated[
+        int | None, typer.Option(help="DVP-cls: number of clusters/prompts")
+    ] = None,
     device: DeviceOpt = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16, fp16")] = None,
     config_file: ConfigOpt = None,
     sets: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/run"),
-    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue an interrupted run in --out")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a method's prompts (or evaluate a zero-shot method) and write a run folder."""
@@ -87,9 +109,24 @@ def train(
         _print_results(results)
         return
     config = _config(
-        config_file, sets, method=method, dataset=dataset, root=root, backbone=backbone, weights=weights,
-        descriptions=descriptions or None, shots=shots, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
-        eval_every=eval_every, select_on=select_on, clusters=clusters, device=device, precision=precision,
+        config_file,
+        sets,
+        method=method,
+        dataset=dataset,
+        root=root,
+        backbone=backbone,
+        weights=weights,
+        descriptions=descriptions or None,
+        shots=shots,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        select_on=select_on,
+        clusters=clusters,
+        device=device,
+        precision=precision,
         quiet=quiet or None,
     )
     if seeds:
@@ -110,9 +147,13 @@ def _print_results(results: dict) -> None:
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Annotated[Path | None, typer.Option(help="a run folder (from 'reprogram train')")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="a run folder (from 'reprogram train')")
+    ] = None,
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
-    method: Annotated[str | None, typer.Option(help="without --checkpoint: a zero-shot method")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="without --checkpoint: a zero-shot method")
+    ] = None,
     dataset: DatasetOpt = None,
     root: RootOpt = None,
     backbone: BackboneOpt = None,
@@ -133,22 +174,38 @@ def eval_command(
 
     if checkpoint is not None:
         run = load_run(checkpoint, device=device)
-        config = apply_overrides(run.config, _overrides(dataset=dataset, root=root, quiet=quiet or None), "command line")
+        config = apply_overrides(
+            run.config, _overrides(dataset=dataset, root=root, quiet=quiet or None), "command line"
+        )
         model, classnames = run.model, run.classnames
     else:
         config = _config(
-            config_file, sets, method=method or "zero-shot", dataset=dataset, root=root, backbone=backbone,
-            weights=weights, descriptions=descriptions or None, shots=shots, seed=seed, device=device,
+            config_file,
+            sets,
+            method=method or "zero-shot",
+            dataset=dataset,
+            root=root,
+            backbone=backbone,
+            weights=weights,
+            descriptions=descriptions or None,
+            shots=shots,
+            seed=seed,
+            device=device,
             quiet=quiet or None,
         ).validate()
         if get_recipe(config.method).trainable:
-            raise ReprogramError(f"method '{config.method}' must be trained first: use --checkpoint RUN")
+            raise ReprogramError(
+                f"method '{config.method}' must be trained first: use --checkpoint RUN"
+            )
         from reprogram.data import load_dataset
 
         classnames = load_dataset(config.dataset, config.root, config.split_seed).classnames
         model = build_model(config, build_backbone(config), classnames)
     result = evaluate_split(model, config, split, classnames)
-    typer.echo(f"{config.method} on {config.dataset} [{split}]: accuracy {result.accuracy:.4f} ({result.count} images)")
+    typer.echo(
+        f"{config.method} on {config.dataset} [{split}]: "
+        f"accuracy {result.accuracy:.4f} ({result.count} images)"
+    )
 
 
 @app.command()
@@ -163,7 +220,9 @@ def predict(
     from reprogram.engine.runs import load_run, predict_images
 
     run = load_run(checkpoint, device=device)
-    predictions = predict_images(run.model, run.classnames, [str(p) for p in images], top_k, run.config.precision)
+    predictions = predict_images(
+        run.model, run.classnames, [str(p) for p in images], top_k, run.config.precision
+    )
     if as_json:
         typer.echo(json.dumps([p.__dict__ for p in predictions], indent=2))
         return
@@ -208,9 +267,15 @@ app.add_typer(benchmark_app, name="benchmark")
 
 @benchmark_app.command("toy")
 def benchmark_toy(
-    out: Annotated[Path, typer.Option(help="data, runs and the table go here")] = Path("runs/benchmark-toy"),
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="toy tasks (default: all shifted ones)")] = None,
-    methods: Annotated[list[str] | None, typer.Option("--methods", help="methods (default: all six)")] = None,
+    out: Annotated[Path, typer.Option(help="data, runs and the table go here")] = Path(
+        "runs/benchmark-toy"
+    ),
+    tasks: Annotated[
+        list[str] | None, typer.Option("--tasks", help="toy tasks (default: all shifted ones)")
+    ] = None,
+    methods: Annotated[
+        list[str] | None, typer.Option("--methods", help="methods (default: all six)")
+    ] = None,
     seeds: Annotated[list[int] | None, typer.Option("--seeds")] = None,
     epochs: Annotated[int, typer.Option()] = 30,
     shots: Annotated[int, typer.Option()] = 16,
@@ -225,8 +290,14 @@ def benchmark_toy(
     from reprogram.engine.config import parse_set_options
 
     settings = BenchmarkSettings(
-        tasks=list(tasks or []), methods=list(methods or ALL_METHODS), seeds=list(seeds or [1, 2, 3]),
-        epochs=epochs, shots=shots, batch_size=batch_size, lr=lr, device=device,
+        tasks=list(tasks or []),
+        methods=list(methods or ALL_METHODS),
+        seeds=list(seeds or [1, 2, 3]),
+        epochs=epochs,
+        shots=shots,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
         overrides=parse_set_options(sets or []),
     )
     run_benchmark(out, settings, quiet=quiet)
@@ -234,7 +305,12 @@ def benchmark_toy(
 
 def register_subcommands(target: typer.Typer) -> None:
     """Add the command groups that live in their own modules (explicitly, not by import)."""
-    for module_name in ("reprogram.describe.cli", "reprogram.toy.cli", "reprogram.report.cli", "reprogram.bench.cli"):
+    for module_name in (
+        "reprogram.describe.cli",
+        "reprogram.toy.cli",
+        "reprogram.report.cli",
+        "reprogram.bench.cli",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -11,7 +11,7 @@ from reprogram.engine.train import fit
 
 
 def make_demo_dataset(root: Path, seed: int = 0) -> Path:
-    """A small generated dataset (coloured noise per class) in the folder layout, with descriptions."""
+    """A small generated dataset (coloured noise per class) with descriptions."""
     import json
 
     import numpy as np
@@ -19,7 +19,12 @@ def make_demo_dataset(root: Path, seed: int = 0) -> Path:
 
     rng = np.random.default_rng(seed)
     classes = ["red", "green", "blue", "yellow"]
-    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200), "yellow": (200, 200, 40)}
+    colours = {
+        "red": (200, 40, 40),
+        "green": (40, 200, 40),
+        "blue": (40, 40, 200),
+        "yellow": (200, 200, 40),
+    }
     for split, count in (("train", 16), ("val", 4), ("test", 20)):
         for name in classes:
             folder = root / split / name
@@ -30,8 +35,13 @@ def make_demo_dataset(root: Path, seed: int = 0) -> Path:
     folder = root / "descriptions"
     folder.mkdir(exist_ok=True)
     for key in ("cse_1", "cse_2", "cse_3", "des", "dist"):
-        data = {c: [f"a {key.replace('_', ' ')} view of something mostly {c} (variant {j})" for j in range(20)]
-                for c in classes}
+        data = {
+            c: [
+                f"a {key.replace('_', ' ')} view of something mostly {c} (variant {j})"
+                for j in range(20)
+            ]
+            for c in classes
+        }
         (folder / f"{key}.json").write_text(json.dumps(data))
     return root
 
@@ -43,10 +53,18 @@ def run_demo(out: Path, quiet: bool = False) -> dict:
     for method in ("zero-shot", "vp", "dvp-cse"):
         run_dir = Path(out) / method
         if not (run_dir / "results.json").is_file():
-            config = load_config(None, {
-                "method": method, "dataset": f"folder:{dataset}", "backbone": "random:tiny",
-                "epochs": 5, "shots": 16, "batch_size": 16, "quiet": quiet,
-            })
+            config = load_config(
+                None,
+                {
+                    "method": method,
+                    "dataset": f"folder:{dataset}",
+                    "backbone": "random:tiny",
+                    "epochs": 5,
+                    "shots": 16,
+                    "batch_size": 16,
+                    "quiet": quiet,
+                },
+            )
             fit(config, run_dir, resume=(run_dir / "checkpoint.pt").is_file())
         run_dirs.append(run_dir)
     table = comparison_table(run_dirs)

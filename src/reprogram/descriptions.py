@@ -19,7 +19,9 @@ def read_description_file(path: str | Path) -> dict[str, list[str]]:
     """Read a ``{class: [sentence, ...]}`` JSON file, checking its shape."""
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ReprogramError(f"{path}: expected a JSON object mapping class names to lists of sentences")
+        raise ReprogramError(
+            f"{path}: expected a JSON object mapping class names to lists of sentences"
+        )
     for name, sentences in data.items():
         if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
             raise ReprogramError(f"{path}: class '{name}' must map to a list of strings")
@@ -64,7 +66,8 @@ def sample_descriptions(
         kept = valid_sentences(descriptions[name])
         if not kept:
             raise ReprogramError(
-                f"{source}: class '{name}' has no sentence of at least {MIN_DESCRIPTION_CHARS} characters"
+                f"{source}: class '{name}' has no sentence of at least "
+                f"{MIN_DESCRIPTION_CHARS} characters"
             )
         sampled.append(rng.sample(kept, m) if len(kept) > m else rng.choices(kept, k=m))
     return sampled
@@ -125,7 +128,9 @@ def single_group_bank(texts: list[list[str]], name: str = "all") -> TextBank:
     return TextBank(texts, zeros, zeros.clone(), [name])
 
 
-def concatenated_bank(groups: list[list[list[str]]], names: list[str], as_sets: bool = False) -> TextBank:
+def concatenated_bank(
+    groups: list[list[list[str]]], names: list[str], as_sets: bool = False
+) -> TextBank:
     """Concatenate per-group texts per class: group i owns a block of columns.
 
     With ``as_sets`` the blocks are text *sets* scored by one prompt (AttrVR); otherwise each block

@@ -8,7 +8,7 @@ assembles a :class:`Reprogrammer` from a recipe, a backbone, class names and des
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +21,6 @@ from reprogram.descriptions import (
     TextBank,
     cluster_groups,
     concatenated_bank,
-    read_description_file,
     sample_descriptions,
     single_group_bank,
     template_texts,
@@ -53,23 +52,66 @@ class Recipe:
 METHODS: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        Recipe("zero-shot", "none", "template", "single", "mean",
-               "Frozen CLIP with the class-name template; nothing is trained."),
-        Recipe("zero-shot-desc", "none", "descriptions", "single", "mean",
-               "Frozen CLIP scored by the average over each class's descriptions; nothing is trained."),
-        Recipe("vp", "watermark", "template", "single", "mean",
-               "VP: an unconstrained additive frame on the full-size normalised image, template logits."),
-        Recipe("ar", "padding", "template", "single", "mean",
-               "AR: one padding prompt (image shrunk, sigmoid frame around it), template logits."),
-        Recipe("attrvr", "padding", "attribute-pair", "single", "mean-top-k",
-               "AttrVR: one padding prompt; alpha * mean-top-k descriptive + (1 - alpha) * "
-               "mean-top-k distinctive attribute scores."),
-        Recipe("dvp-cse", "padding", "causes", "by-file", "prm",
-               "DVP-cse: one padding prompt per cause, each scored against its cause's "
-               "descriptions, combined by the PRM."),
-        Recipe("dvp-cls", "padding", "attributes", "kmeans", "prm",
-               "DVP-cls: attribute descriptions k-means clustered into v groups, one padding "
-               "prompt per cluster, combined by the PRM."),
+        Recipe(
+            "zero-shot",
+            "none",
+            "template",
+            "single",
+            "mean",
+            "Frozen CLIP with the class-name template; nothing is trained.",
+        ),
+        Recipe(
+            "zero-shot-desc",
+            "none",
+            "descriptions",
+            "single",
+            "mean",
+            "Frozen CLIP scored by the average over each class's descriptions; nothing is trained.",
+        ),
+        Recipe(
+            "vp",
+            "watermark",
+            "template",
+            "single",
+            "mean",
+            "VP: an unconstrained additive frame on the full-size normalised image; "
+            "template logits.",
+        ),
+        Recipe(
+            "ar",
+            "padding",
+            "template",
+            "single",
+            "mean",
+            "AR: one padding prompt (image shrunk, sigmoid frame around it), template logits.",
+        ),
+        Recipe(
+            "attrvr",
+            "padding",
+            "attribute-pair",
+            "single",
+            "mean-top-k",
+            "AttrVR: one padding prompt; alpha * mean-top-k descriptive + (1 - alpha) * "
+            "mean-top-k distinctive attribute scores.",
+        ),
+        Recipe(
+            "dvp-cse",
+            "padding",
+            "causes",
+            "by-file",
+            "prm",
+            "DVP-cse: one padding prompt per cause, each scored against its cause's "
+            "descriptions, combined by the PRM.",
+        ),
+        Recipe(
+            "dvp-cls",
+            "padding",
+            "attributes",
+            "kmeans",
+            "prm",
+            "DVP-cls: attribute descriptions k-means clustered into v groups, one padding "
+            "prompt per cluster, combined by the PRM.",
+        ),
     )
 }
 
@@ -164,7 +206,11 @@ class Reprogrammer(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The learned state: prompt parameters and aggregator buffers (PRM)."""
-        return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+        return {
+            k: v.detach().clone()
+            for k, v in self.state_dict().items()
+            if not k.startswith("backbone.")
+        }
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         own = self.state_dict()
@@ -175,16 +221,6 @@ class Reprogrammer(nn.Module):
 
     def prompt_parameters(self) -> list[nn.Parameter]:
         return [self.prompts.theta] if self.recipe.trainable else []
-
-
-@dataclass
-class DescriptionSources:
-    """Description files for a method: ``files`` in order (causes, or descriptive then distinctive)."""
-
-    files: list[str] = field(default_factory=list)
-
-    def read(self) -> list[tuple[str, dict[str, list[str]]]]:
-        return [(path, read_description_file(path)) for path in self.files]
 
 
 def build_text_bank(
@@ -199,20 +235,25 @@ def build_text_bank(
         return single_group_bank(template_texts(classnames, options.template), "template")
     expected = {"attributes": 1, "attribute-pair": 2}.get(recipe.texts)
     if not descriptions:
-        raise ReprogramError(f"method '{recipe.name}' needs description files (--descriptions FILE …)")
+        raise ReprogramError(
+            f"method '{recipe.name}' needs description files (--descriptions FILE …)"
+        )
     if expected is not None and len(descriptions) != expected:
         what = "a descriptive and a distinctive file" if expected == 2 else "one attribute file"
         raise ReprogramError(f"method '{recipe.name}' needs {what}, got {len(descriptions)} files")
     sampled = [
-        sample_descriptions(data, classnames, options.m, seed, source=str(path)) for path, data in descriptions
+        sample_descriptions(data, classnames, options.m, seed, source=str(path))
+        for path, data in descriptions
     ]
     names = [Path(path).stem for path, _ in descriptions]
     if recipe.texts == "causes":
         return concatenated_bank(sampled, names)
     if recipe.texts == "attribute-pair":
         return concatenated_bank(sampled, names, as_sets=True)
-    return single_group_bank(sampled[0] if len(sampled) == 1 else concatenated_bank(sampled, names).texts,
-                             "+".join(names))
+    return single_group_bank(
+        sampled[0] if len(sampled) == 1 else concatenated_bank(sampled, names).texts,
+        "+".join(names),
+    )
 
 
 def build_aggregator(recipe: Recipe, bank: TextBank, options: MethodOptions) -> Aggregator:
@@ -245,8 +286,12 @@ def build_reprogrammer(
         bank.group_names = [f"cluster {i + 1}" for i in range(clusters)]
     count = len(bank.group_names)
     prompts = PromptBank(
-        recipe.prompt, count if recipe.prompt != "none" else 1, backbone.input_size,
-        backbone.mean, backbone.std, options.frame,
+        recipe.prompt,
+        count if recipe.prompt != "none" else 1,
+        backbone.input_size,
+        backbone.mean,
+        backbone.std,
+        options.frame,
     ).to(features.device)
     aggregator = build_aggregator(recipe, bank, options).to(features.device)
     return Reprogrammer(recipe, backbone, prompts, bank, aggregator, features)

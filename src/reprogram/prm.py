@@ -31,7 +31,9 @@ class PRM(nn.Module):
         own = scores[torch.arange(len(labels), device=scores.device), labels]  # B×M
         top = own.float().topk(self.top_k, dim=-1).indices  # B×k
         rows = labels.unsqueeze(1).expand_as(top)
-        self.counts.index_put_((rows, top), torch.ones_like(top, dtype=self.counts.dtype), accumulate=True)
+        self.counts.index_put_(
+            (rows, top), torch.ones_like(top, dtype=self.counts.dtype), accumulate=True
+        )
 
     @torch.no_grad()
     def update(self) -> None:

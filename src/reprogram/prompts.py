@@ -66,10 +66,14 @@ class PromptBank(nn.Module):
         else:
             self.frame = 0
         if self.kind == "padding" and input_size - 2 * self.frame <= 0:
-            raise ValueError(f"padding frame {self.frame} leaves no room in a {input_size}-px input")
+            raise ValueError(
+                f"padding frame {self.frame} leaves no room in a {input_size}-px input"
+            )
         shape = (count, 3, input_size, input_size) if kind != "none" else (0,)
         self.theta = nn.Parameter(torch.zeros(shape), requires_grad=kind != "none")
-        self.register_buffer("mask", frame_mask(input_size, self.frame) if kind != "none" else torch.zeros(0))
+        self.register_buffer(
+            "mask", frame_mask(input_size, self.frame) if kind != "none" else torch.zeros(0)
+        )
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 

@@ -20,6 +20,7 @@ The maths is the same as :class:`reprogram.methods.Reprogrammer` (that is checke
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -287,6 +288,17 @@ class LogitCheck:
         return dict(self.__dict__)
 
 
+@contextlib.contextmanager
+def strict_fp32():
+    """No TF32 in matmuls and convolutions (GPUs): fp32 means fp32 for the comparison."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 def compare_logits(
     model: Reprogrammer,
     reference: ReferenceModel,
@@ -303,11 +315,12 @@ def compare_logits(
     checks = []
     model.zero_grad(set_to_none=True)
     reference.zero_grad(set_to_none=True)
-    ours = model(images).logits.float()
-    F.cross_entropy(ours, labels, reduction="sum").backward()
-    theirs, _ = reference(images)
-    theirs = theirs.float()
-    F.cross_entropy(theirs, labels, reduction="sum").backward()
+    with strict_fp32():
+        ours = model(images).logits.float()
+        F.cross_entropy(ours, labels, reduction="sum").backward()
+        theirs, _ = reference(images)
+        theirs = theirs.float()
+        F.cross_entropy(theirs, labels, reduction="sum").backward()
     grad_ours = model.prompts.theta.grad
     grad_ref = torch.stack([p.grad for p in reference.theta])
     grad_rel = float((grad_ours - grad_ref).abs().max() / grad_ref.abs().max().clamp_min(1e-30))

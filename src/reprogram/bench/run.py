@@ -7,8 +7,8 @@ Phases (all on the same device, random backbone weights, a fresh cache folder):
    training throughput per epoch comes from the run's metrics.
 2. **the same batch through both**: logits (and fp32 prompt gradients) of our model and of the
    reference model built from it must agree; FLOPs of one training step of each
-   (``FlopCounterMode``); training-step throughput of each on an in-memory batch (ours through
-   the engine's own ``train_one_epoch``, augmentation included); our evaluation throughput.
+   (``FlopCounterMode``); training-step throughput of each on in-memory tensors (ours through
+   the engine's own ``train_one_epoch``, without augmentation); our evaluation throughput.
 3. **reference, end to end**: the official-structure loop (:mod:`reprogram.bench.reference`)
    for ``reference_epochs`` epochs, then projected to ``epochs`` (set-up + PRM epoch + the mean
    training epoch for the remaining ones), since the full reference run takes an hour on an H100.
@@ -206,7 +206,8 @@ def _randomise(model, seed: int) -> None:
 def _ours_step_throughput(
     model, options: BenchOptions, config, device, dtype
 ) -> measure.Throughput:
-    """The engine's own ``train_one_epoch`` on in-memory uint8 images (augmented on the device)."""
+    """The engine's own ``train_one_epoch`` on in-memory uint8 images of the final size, without
+    augmentation, like the reference's step on ready tensors (the epochs as run include it)."""
     from reprogram.engine.train import TrainData, cosine_schedule, train_one_epoch
     from reprogram.precision import needs_grad_scaler
 
@@ -219,7 +220,7 @@ def _ours_step_throughput(
         )
         labels = torch.arange(count) % model.bank.num_classes
         return TrainData(
-            pixels.to(device), torch.full((count, 2), size), labels.to(device), True, size, []
+            pixels.to(device), torch.full((count, 2), size), labels.to(device), False, size, []
         )
 
     optimizer = torch.optim.SGD(model.prompt_parameters(), lr=config.lr, momentum=config.momentum)
@@ -356,6 +357,7 @@ def _ours_end_to_end(config, run_dir: Path, device, fit) -> dict:
         "epochs": config.epochs,
         "train_epoch_images_per_s": statistics.median(rates) if rates else None,
         "first_train_epoch_s": rows[0]["train_time_s"] if rows else None,
+        "epoch_images_per_s": rates,
         "peak_memory_bytes": memory.peak_bytes,
         "memory_kind": memory.kind,
         "test_accuracy": results.get("test_accuracy"),
@@ -369,9 +371,13 @@ def _same_batch_phase(options, config, splits, device, ours_dtype, ref_dtype, pr
     _randomise(model, options.seed)
     reference = ReferenceModel.from_reprogrammer(model).to(device)
     images, labels = _reference_batch(
-        splits.test, model.image_size, min(options.batch_size, 16), device
+        splits.test, model.image_size, min(options.batch_size, 8), device
     )
     checks = compare_logits(model, reference, images, labels, device, ours_dtype)
+    if (
+        options.grad_checkpointing
+    ):  # FLOPs without recomputation; the official scripts do not checkpoint
+        backbone.set_grad_checkpointing(False)
 
     batch = options.batch_size
     generator = torch.Generator().manual_seed(options.seed)
@@ -392,8 +398,6 @@ def _same_batch_phase(options, config, splits, device, ours_dtype, ref_dtype, pr
         loss.backward()
 
     ref_flops = measure.count_flops(reference_flop_step)
-    if options.grad_checkpointing:  # the official scripts do not checkpoint
-        backbone.set_grad_checkpointing(False)
     optimiser = ReferenceOptimiser.build(reference, config.lr, config.momentum, 10 * options.steps)
     ref_step = measure.time_steps(
         lambda: train_step(reference, optimiser, step_images, step_labels, device, ref_dtype),

@@ -4,4 +4,13 @@ from reprogram.engine.config import TrainConfig, load_config
 from reprogram.engine.runs import comparison_table, evaluate_split, load_run, predict_images
 from reprogram.engine.train import fit, fit_seeds
 
-__all__ = ["TrainConfig", "comparison_table", "evaluate_split", "fit", "fit_seeds", "load_config", "load_run", "predict_images"]
+__all__ = [
+    "TrainConfig",
+    "comparison_table",
+    "evaluate_split",
+    "fit",
+    "fit_seeds",
+    "load_config",
+    "load_run",
+    "predict_images",
+]

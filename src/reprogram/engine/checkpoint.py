@@ -45,7 +45,9 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir)
     path = path / CHECKPOINT if path.is_dir() else path
     if not path.is_file():
-        raise ReprogramError(f"no checkpoint at {path} (expected a run folder made by 'reprogram train')")
+        raise ReprogramError(
+            f"no checkpoint at {path} (expected a run folder made by 'reprogram train')"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:

@@ -112,7 +112,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ValueError(value)
         return hint(value)
     except (TypeError, ValueError) as err:
-        raise ReprogramError(f"config key '{name}': cannot read {value!r} as {hint.__name__}") from err
+        raise ReprogramError(
+            f"config key '{name}': cannot read {value!r} as {hint.__name__}"
+        ) from err
 
 
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str) -> TrainConfig:
@@ -127,7 +129,9 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str)
     return config
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
     """Defaults, then a YAML file, then explicit overrides (command line)."""
     config = TrainConfig()
     if path is not None:
@@ -142,7 +146,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ReprogramError(f"{path}: expected a mapping of config keys")
         apply_overrides(config, data, str(path))
     if overrides:
-        apply_overrides(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
+        apply_overrides(
+            config, {k: v for k, v in overrides.items() if v is not None}, "command line"
+        )
     return config
 
 

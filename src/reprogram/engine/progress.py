@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -12,7 +12,14 @@ import torch
 
 from reprogram.backbones import Backbone
 from reprogram.data import load_dataset
-from reprogram.data.images import as_float, center_crop, decode_center, load_rgb, resize_short_side, to_uint8_chw
+from reprogram.data.images import (
+    as_float,
+    center_crop,
+    decode_center,
+    load_rgb,
+    resize_short_side,
+    to_uint8_chw,
+)
 from reprogram.descriptions import TextBank
 from reprogram.engine.checkpoint import load_checkpoint, read_results
 from reprogram.engine.config import TrainConfig
@@ -38,7 +45,9 @@ class LoadedRun:
         return self.model.backbone
 
 
-def load_run(run_dir: str | Path, device: str | None = None, backbone: Backbone | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path, device: str | None = None, backbone: Backbone | None = None
+) -> LoadedRun:
     """Rebuild a run's model with its selected prompts, PRM and exact description texts."""
     checkpoint = load_checkpoint(run_dir)
     config = TrainConfig(**checkpoint["config"])
@@ -48,7 +57,8 @@ def load_run(run_dir: str | Path, device: str | None = None, backbone: Backbone 
     if backbone.fingerprint != checkpoint["backbone"]["fingerprint"]:
         raise ReprogramError(
             f"{run_dir}: trained with backbone {checkpoint['backbone']['arch']} "
-            f"(fingerprint {checkpoint['backbone']['fingerprint']}), got fingerprint {backbone.fingerprint}"
+            f"(fingerprint {checkpoint['backbone']['fingerprint']}), "
+            f"got fingerprint {backbone.fingerprint}"
         )
     classnames = checkpoint["classnames"]
     model = build_model(config, backbone, classnames, TextBank.from_dict(checkpoint["text_bank"]))
@@ -78,7 +88,9 @@ def evaluate_split(
     reporter = reporter or Reporter(config.quiet)
     images = decode_center(splits.split(split), model.image_size, skip_bad=config.skip_bad_images)
     if images.skipped:
-        reporter.line(f"skipped {len(images.skipped)} undecodable images (e.g. {images.skipped[0]})")
+        reporter.line(
+            f"skipped {len(images.skipped)} undecodable images (e.g. {images.skipped[0]})"
+        )
     dtype = resolve_precision(config.precision, model.text_features.device)
     with reporter.bar(f"eval {split}", len(images)) as advance:
         return evaluate(model, images, config.eval_batch_size, dtype, advance)
@@ -94,14 +106,21 @@ class Prediction:
 
 
 def predict_images(
-    model: Reprogrammer, classnames: list[str], paths: list[str], top_k: int = 5, precision: str = "auto"
+    model: Reprogrammer,
+    classnames: list[str],
+    paths: list[str],
+    top_k: int = 5,
+    precision: str = "auto",
 ) -> list[Prediction]:
     """Top-k classes for image files, with the prompt and description that drove the top class."""
     device = model.text_features.device
     dtype = resolve_precision(precision, device)
     size = model.image_size
     pixels = torch.stack(
-        [torch.from_numpy(to_uint8_chw(center_crop(resize_short_side(load_rgb(p), size), size))) for p in paths]
+        [
+            torch.from_numpy(to_uint8_chw(center_crop(resize_short_side(load_rgb(p), size), size)))
+            for p in paths
+        ]
     )
     with torch.no_grad(), autocast(device, dtype):
         output = model(as_float(pixels.to(device)))
@@ -110,7 +129,10 @@ def predict_images(
     predictions = []
     for i, path in enumerate(paths):
         values, indices = probabilities[i].topk(min(top_k, probabilities.shape[1]))
-        top = [(classnames[j], float(v)) for v, j in zip(values.tolist(), indices.tolist(), strict=True)]
+        top = [
+            (classnames[j], float(v))
+            for v, j in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
         driver = drivers[i]
         prediction = Prediction(path, top, driver.prompt, driver.description, driver.prompt_shares)
         predictions.append(prediction)
@@ -144,7 +166,10 @@ def comparison_table(run_dirs: list[Path]) -> dict[str, Any]:
     for run in run_dirs:
         results = read_results(run)
         cells.setdefault((results["method"], results["dataset"]), []).append(results)
-    methods = sorted({m for m, _ in cells}, key=lambda m: list(_METHOD_ORDER).index(m) if m in _METHOD_ORDER else 99)
+    methods = sorted(
+        {m for m, _ in cells},
+        key=lambda m: list(_METHOD_ORDER).index(m) if m in _METHOD_ORDER else 99,
+    )
     datasets = sorted({d for _, d in cells})
     rows = []
     for method in methods:
@@ -155,7 +180,10 @@ def comparison_table(run_dirs: list[Path]) -> dict[str, Any]:
                 mean, std = mean_std([100 * r["test_accuracy"] for r in runs])
                 time_mean, _ = mean_std([r["wall_time_s"] for r in runs])
                 row["cells"][dataset] = {
-                    "mean": mean, "std": std, "seeds": sorted(r["seed"] for r in runs), "wall_time_s": time_mean
+                    "mean": mean,
+                    "std": std,
+                    "seeds": sorted(r["seed"] for r in runs),
+                    "wall_time_s": time_mean,
                 }
         rows.append(row)
     return {"datasets": datasets, "rows": rows}
@@ -175,8 +203,10 @@ def table_markdown(table: dict[str, Any]) -> str:
         for dataset in datasets:
             cell = row["cells"].get(dataset)
             cells.append(
-                f"{cell['mean']:.1f} ± {cell['std']:.1f} (n={len(cell['seeds'])}, {cell['wall_time_s']:.0f} s)"
-                if cell else "—"
+                f"{cell['mean']:.1f} ± {cell['std']:.1f} "
+                f"(n={len(cell['seeds'])}, {cell['wall_time_s']:.0f} s)"
+                if cell
+                else "—"
             )
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -185,13 +215,9 @@ def table_markdown(table: dict[str, Any]) -> str:
 def write_summary(out_dir: Path, run_dirs: list[Path]) -> dict[str, Any]:
     """Write summary.md and summary.json (test accuracy in %, mean ± std over seeds)."""
     table = comparison_table(run_dirs)
-    write_results_table(out_dir, table)
-    return table
-
-
-def write_results_table(out_dir: Path, table: dict[str, Any]) -> None:
     atomic_write_text(out_dir / "summary.md", table_markdown(table))
     atomic_write_text(out_dir / "summary.json", json.dumps(table, indent=2) + "\n")
+    return table
 
 
 __all__ = [

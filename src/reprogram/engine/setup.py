@@ -19,14 +19,18 @@ DESCRIPTIONS_ENV = "REPROGRAM_DESCRIPTIONS"
 
 
 def _published_key(dataset: str) -> str | None:
-    name = dataset_info(dataset).name if dataset in DATASETS or dataset in ("fgvc", "flowers102") else None
+    name = (
+        dataset_info(dataset).name
+        if dataset in DATASETS or dataset in ("fgvc", "flowers102")
+        else None
+    )
     return dataset_info(name).description_key if name else None
 
 
 def default_description_files(recipe: Recipe, dataset: str) -> list[str]:
     """Description files a method uses when none are given.
 
-    * ``folder:PATH`` datasets: ``PATH/descriptions/`` with ``cse_N.json``, ``des.json``, ``dist.json``.
+    * ``folder:PATH``: ``PATH/descriptions/`` (``cse_N.json``, ``des.json``, ``dist.json``).
     * published datasets: ``$REPROGRAM_DESCRIPTIONS/{causes,attributes}/`` in the published naming.
     """
     if not recipe.needs_descriptions:
@@ -44,7 +48,11 @@ def default_description_files(recipe: Recipe, dataset: str) -> list[str]:
 
     def find(*names: str) -> Path:
         for name in names:
-            for candidate in (folder / name, folder / "causes" / name, folder / "attributes" / name):
+            for candidate in (
+                folder / name,
+                folder / "causes" / name,
+                folder / "attributes" / name,
+            ):
                 if candidate.is_file():
                     return candidate
         raise ReprogramError(f"{folder}: no {names[0]} for method '{recipe.name}'")
@@ -59,7 +67,11 @@ def default_description_files(recipe: Recipe, dataset: str) -> list[str]:
 def default_clusters(config: TrainConfig) -> int:
     if config.clusters:
         return config.clusters
-    key = _published_key(config.dataset) if not config.dataset.startswith(("folder:", "csv:")) else None
+    key = (
+        _published_key(config.dataset)
+        if not config.dataset.startswith(("folder:", "csv:"))
+        else None
+    )
     return dataset_info(config.dataset).clusters if key else 3
 
 
@@ -78,7 +90,10 @@ def load_data(config: TrainConfig) -> Splits:
 
 def build_backbone(config: TrainConfig) -> Backbone:
     return load_backbone(
-        config.backbone, config.weights, device=resolve_device(config.device), quick_gelu=config.quick_gelu
+        config.backbone,
+        config.weights,
+        device=resolve_device(config.device),
+        quick_gelu=config.quick_gelu,
     )
 
 
@@ -93,7 +108,9 @@ def build_model(
         descriptions = [(str(f), read_description_file(f)) for f in files]
     options = config.method_options()
     options.clusters = default_clusters(config)
-    model = build_reprogrammer(config.method, backbone, classnames, descriptions, options, config.seed, bank)
+    model = build_reprogrammer(
+        config.method, backbone, classnames, descriptions, options, config.seed, bank
+    )
     if config.grad_checkpointing and hasattr(backbone, "set_grad_checkpointing"):
         backbone.set_grad_checkpointing(True)
     return model
