@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Tiny models on 2 cores: one thread per process is faster than two competing ones, and the
+# subprocesses that tests start (CLI, torchrun) inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -47,43 +47,59 @@ def dataset(tmp_path_factory):
 
 def test_bench_runs_end_to_end_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_bench(BenchOptions(**TINY), json_path=out, command="reprogram bench (test)")
+    options = BenchOptions(**{**TINY, "epochs": 3})  # the reference runs 2 epochs, projected to 3
+    result = run_bench(options, json_path=out, command="reprogram bench (test)")
     assert json.loads(out.read_text())["schema"] == "reprogram-bench/1"
     assert result["equivalence_passed"], result["equivalence"]
-    assert result["equivalence"][0]["precision"] == "fp32"
-    assert (
-        result["equivalence"][0]["max_abs_diff"] <= 1e-4 * result["equivalence"][0]["max_abs_logit"]
-    )
+    check = result["equivalence"][0]
+    assert check["precision"] == "fp32" and check["max_abs_diff"] <= 1e-4 * check["max_abs_logit"]
     assert result["dataset"]["train_images"] == 6 and result["dataset"]["test_images"] == 4
     ours, ref = result["ours"], result["reference"]
     for value in (
         ours["end_to_end_s"],
         ours["train_step_images_per_s"],
         ours["eval_images_per_s"],
+        ours["train_epoch_images_per_s"],
         ref["end_to_end_s"],
         ref["train_step_images_per_s"],
         ref["eval_images_per_s"],
+        ref["train_epoch_images_per_s"],
     ):
         assert value > 0
-    assert ref["epochs_measured"] == 2 and not ref["projected"]
-    assert result["flops"]["ours_per_image"] > 0
-    assert result["flops"]["ours_per_image"] == pytest.approx(
-        result["flops"]["reference_per_image"], rel=1e-6
+    assert ref["epochs_measured"] == 2 and ref["projected"]
+    assert ref["end_to_end_s"] == pytest.approx(
+        ref["setup_s"] + ref["prm_epoch_s"] + 2 * ref["train_epoch_s"]
     )
+    flops = result["flops"]
+    assert flops["ours_per_image"] > 0
+    assert flops["ours_per_image"] == pytest.approx(flops["reference_per_image"], rel=1e-6)
     assert ours["mfu"] > 0 and result["matmul_peak"]["flops_per_s"] > 0
     assert ours["peak_memory_bytes"] > 0
     assert result["frozen_backbone"]["parameters_with_gradients"] == []
     assert result["ratios"]["end_to_end_speedup"] > 0
     table = format_table(result)
-    assert "training images/s" in table and "PASS" in table
+    assert "training images/s" in table and "PASS" in table and "(projected)" in table
 
 
-def test_bench_projects_the_reference_and_can_skip_it():
-    result = run_bench(BenchOptions(**{**TINY, "epochs": 3, "skip_reference": True}))
+def test_bench_command_without_the_reference_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from reprogram.cli import app, register_subcommands
+
+    register_subcommands(app)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--json", str(out), "--quiet", "--skip-reference"]
+    for key, value in TINY.items():
+        if key != "eval_batch_size":
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "training images/s" in done.output and "PASS" in done.output
+    result = json.loads(out.read_text())
     assert "end_to_end_s" not in result["reference"]
     assert result["ratios"]["end_to_end_speedup"] is None
     assert result["ratios"]["train_step"] > 0  # the step comparison still runs
-    assert "-" in format_table(result)
+    assert result["command"].startswith("reprogram ")
     with pytest.raises(ReprogramError):
         BenchOptions(**{**TINY, "method": "zero-shot"}).validate()
     with pytest.raises(ReprogramError):
@@ -182,3 +198,16 @@ def test_bench_command_is_registered():
         "--skip-reference",
     ):
         assert option in result.output, option
+
+
+def test_mixed_precision_check_is_within_bf16_tolerance(dataset):
+    parts = prepare(quick_config(dataset, "dvp-cse", device="cpu"))
+    reference = ReferenceModel.from_reprogrammer(parts.model)
+    size = parts.model.image_size
+    images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+    checks = compare_logits(
+        parts.model, reference, images, torch.tensor([0, 1]), torch.device("cpu"), torch.bfloat16
+    )
+    assert [c.precision for c in checks] == ["fp32", "ours bfloat16 vs reference float32"]
+    assert all(c.passed for c in checks), checks
+    assert 0 < checks[1].relative < checks[1].tolerance

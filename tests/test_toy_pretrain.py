@@ -39,8 +39,8 @@ def test_tiny_pretraining_run_is_loadable(tiny_run):
     out = tiny_run.path
     assert out.is_file() and tiny_run.file_bytes <= 10_000_000 and tiny_run.steps == 1
     with safe_open(str(out), framework="pt") as handle:
-        dtypes = {handle.get_tensor(k).dtype for k in handle.keys()}  # noqa: SIM118
-        assert dtypes == {torch.float16}
+        tensors = [handle.get_tensor(k) for k in handle.keys()]  # noqa: SIM118
+        assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float16}
         assert "reprogram_toy_pretrain" in handle.metadata()
     backbone = load_backbone("toy", weights=out)
     assert backbone.input_size == 64

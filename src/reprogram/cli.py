@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -139,6 +140,8 @@ def train(
 
 
 def _print_results(results: dict) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, the main process speaks
+        return
     typer.echo(
         f"{results['method']}  val_accuracy {results['val_accuracy']:.4f}  "
         f"test_accuracy {results['test_accuracy']:.4f}"

@@ -46,7 +46,9 @@ from reprogram.methods import Reprogrammer
 from reprogram.precision import autocast, needs_grad_scaler, resolve_precision
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Cosine annealing per step from the base lr to 0 over ``total_steps``."""
     total = max(1, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
@@ -80,8 +82,10 @@ class TrainData:
                 images = torch.zeros(0, 3, self.image_size, self.image_size, device=device)
             else:
                 images = crop_resize(
-                    self.pixels.index_select(0, local), boxes[part].to(device, non_blocking=True),
-                    self.image_size, flips[part].to(device, non_blocking=True),
+                    self.pixels.index_select(0, local),
+                    boxes[part].to(device, non_blocking=True),
+                    self.image_size,
+                    flips[part].to(device, non_blocking=True),
                 )
         else:
             images = as_float(self.pixels.index_select(0, local))
@@ -98,8 +102,12 @@ def load_train_data(parts: RunParts, device: torch.device) -> TrainData:
         else decode_center(samples, size, skip_bad=skip)
     )
     return TrainData(
-        decoded.pixels.to(device), decoded.sizes, decoded.labels.to(device),
-        parts.config.augment, size, decoded.skipped,
+        decoded.pixels.to(device),
+        decoded.sizes,
+        decoded.labels.to(device),
+        parts.config.augment,
+        size,
+        decoded.skipped,
     )
 
 
@@ -219,10 +227,14 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
         splits = load_data(config)
         backbone = build_backbone(config)
         if backbone.fingerprint != checkpoint["backbone"]["fingerprint"]:
-            raise ReprogramError(f"{run_dir}: checkpoint was made with another backbone ({checkpoint['backbone']})")
+            raise ReprogramError(
+                f"{run_dir}: checkpoint was made with another backbone ({checkpoint['backbone']})"
+            )
         from reprogram.descriptions import TextBank
 
-        model = build_model(config, backbone, splits.classnames, TextBank.from_dict(checkpoint["text_bank"]))
+        model = build_model(
+            config, backbone, splits.classnames, TextBank.from_dict(checkpoint["text_bank"])
+        )
         parts = RunParts(config, splits, backbone, model)
     model, device = parts.model, parts.backbone.device
     if config.compile:
@@ -234,7 +246,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
 
     val_images = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
     trainable = model.recipe.trainable and config.epochs > 0
-    warmup = min(config.prm_warmup_epochs, config.epochs) if model.recipe.aggregation == "prm" else 0
+    warmup = (
+        min(config.prm_warmup_epochs, config.epochs) if model.recipe.aggregation == "prm" else 0
+    )
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "score": -1.0, "state": model.trainable_state()}
     start_epoch = 0
@@ -246,7 +260,10 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
         skipped += data.skipped
         steps_per_epoch = math.ceil(len(data.labels) / config.batch_size)
         optimizer = torch.optim.SGD(
-            model.prompt_parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            model.prompt_parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
         scheduler = cosine_schedule(optimizer, (config.epochs - warmup) * steps_per_epoch)
         scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(device, dtype) else None
@@ -255,21 +272,37 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             set_rng_state(checkpoint["rng"])
-            history, best, start_epoch = checkpoint["history"], checkpoint["best"], checkpoint["epoch"]
+            history, best, start_epoch = (
+                checkpoint["history"],
+                checkpoint["best"],
+                checkpoint["epoch"],
+            )
             write_metrics(run_dir, history)
             reporter.line(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
         test_images = None
         if config.select_on == "test":
-            test_images = decode_center(parts.splits.test, model.image_size, skip_bad=config.skip_bad_images)
+            test_images = decode_center(
+                parts.splits.test, model.image_size, skip_bad=config.skip_bad_images
+            )
         eval_every = config.resolved_eval_every()
         for epoch in range(start_epoch, config.epochs):
             estimate_only = epoch < warmup
             model.prompts.train()
             label = "estimate PRM" if estimate_only else "train"
-            with reporter.bar(f"epoch {epoch + 1}/{config.epochs} {label}", len(data.labels)) as advance:
+            with reporter.bar(
+                f"epoch {epoch + 1}/{config.epochs} {label}", len(data.labels)
+            ) as advance:
                 row = train_one_epoch(
-                    model, data, None if estimate_only else optimizer, scheduler, scaler,
-                    config, epoch, dtype, advance, world,
+                    model,
+                    data,
+                    None if estimate_only else optimizer,
+                    scheduler,
+                    scaler,
+                    config,
+                    epoch,
+                    dtype,
+                    advance,
+                    world,
                 )
             lr = 0.0 if estimate_only else optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, **row, "lr": lr, "estimate_only": estimate_only}
@@ -281,7 +314,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
                 row["val_acc"] = val.accuracy
                 score = val.accuracy
                 if test_images is not None:
-                    row["test_acc"] = score = evaluate(model, test_images, config.eval_batch_size, dtype).accuracy
+                    row["test_acc"] = score = evaluate(
+                        model, test_images, config.eval_batch_size, dtype
+                    ).accuracy
                 if score >= best["score"]:
                     best = {"epoch": epoch + 1, "score": score, "state": model.trainable_state()}
             row["time_s"] = time.perf_counter() - wall_start
@@ -289,11 +324,25 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
             reporter.line(_epoch_line(row))
             write_metrics(run_dir, history)
             if (epoch + 1) % config.checkpoint_every == 0 or last:
-                save_checkpoint(run_dir, _checkpoint(parts, optimizer, scheduler, history, best, epoch + 1, False))
+                save_checkpoint(
+                    run_dir,
+                    _checkpoint(parts, optimizer, scheduler, history, best, epoch + 1, False),
+                )
         model.load_trainable_state(best["state"])
 
     results = (
-        _finish(parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler)
+        _finish(
+            parts,
+            run_dir,
+            history,
+            best,
+            dtype,
+            skipped,
+            reporter,
+            wall_start,
+            optimizer,
+            scheduler,
+        )
         if world.is_main
         else {}
     )
@@ -301,7 +350,11 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
-    parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}", f"train acc {row['train_acc']:.3f}"]
+    parts = [
+        f"epoch {row['epoch']}",
+        f"loss {row['loss']:.4f}",
+        f"train acc {row['train_acc']:.3f}",
+    ]
     if "val_acc" in row:
         parts.append(f"val acc {row['val_acc']:.3f}")
     if "test_acc" in row:
@@ -310,7 +363,9 @@ def _epoch_line(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _checkpoint(parts: RunParts, optimizer, scheduler, history, best, epoch: int, finished: bool) -> dict:
+def _checkpoint(
+    parts: RunParts, optimizer, scheduler, history, best, epoch: int, finished: bool
+) -> dict:
     model = parts.model
     return {
         "config": parts.config.to_dict(),
@@ -329,9 +384,13 @@ def _checkpoint(parts: RunParts, optimizer, scheduler, history, best, epoch: int
     }
 
 
-def _finish(parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler):
+def _finish(
+    parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler
+):
     config, model = parts.config, parts.model
-    test_images = decode_center(parts.splits.test, model.image_size, skip_bad=config.skip_bad_images)
+    test_images = decode_center(
+        parts.splits.test, model.image_size, skip_bad=config.skip_bad_images
+    )
     val_images = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
     skipped = sorted(set(skipped) | set(test_images.skipped))
     with reporter.bar("test", len(test_images)) as advance:
@@ -362,16 +421,21 @@ def _finish(parts, run_dir, history, best, dtype, skipped, reporter, wall_start,
     }
     if skipped:
         reporter.line(f"skipped {len(skipped)} undecodable images (e.g. {skipped[0]})")
-    save_checkpoint(run_dir, _checkpoint(parts, optimizer, scheduler, history, best, config.epochs, True))
+    save_checkpoint(
+        run_dir, _checkpoint(parts, optimizer, scheduler, history, best, config.epochs, True)
+    )
     write_results(run_dir, results)
     reporter.line(
-        f"{config.method} on {config.dataset}: val acc {val.accuracy:.4f}  test acc {test.accuracy:.4f}"
+        f"{config.method} on {config.dataset}: "
+        f"val acc {val.accuracy:.4f}  test acc {test.accuracy:.4f}"
         + (f"  (selected epoch {best['epoch']} on {config.select_on})" if best["epoch"] > 0 else "")
     )
     return results
 
 
-def fit_seeds(config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def fit_seeds(
+    config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False
+) -> dict[str, Any]:
     """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table."""
     from dataclasses import replace
 
@@ -383,6 +447,10 @@ def fit_seeds(config: TrainConfig, seeds: list[int], out_dir: str | Path, resume
         run_dir = out_dir / f"seed-{seed}"
         finished = (run_dir / RESULTS).is_file()
         if not finished:
-            fit(replace(config, seed=seed), run_dir, resume=resume and (run_dir / CHECKPOINT).is_file())
+            fit(
+                replace(config, seed=seed),
+                run_dir,
+                resume=resume and (run_dir / CHECKPOINT).is_file(),
+            )
         run_dirs.append(run_dir)
     return write_summary(out_dir, run_dirs)

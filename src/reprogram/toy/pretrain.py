@@ -122,8 +122,9 @@ def save_fp16_safetensors(
 ) -> Path:
     from safetensors.torch import save_file
 
-    state = {
-        k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()
+    state = {  # floating tensors in fp16; integer buffers (BatchNorm counters) as they are
+        k: (v.to(torch.float16) if v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
     }
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
