@@ -62,3 +62,14 @@ def quick_config(dataset: Path, method: str, **overrides):
     )
     values.update(overrides)
     return load_config(None, values)
+
+
+def cli(*args: str) -> int:
+    """Run the ``reprogram`` command in this process; return its exit code."""
+    from reprogram.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

@@ -10,19 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_folder_dataset
+from helpers import cli, make_folder_dataset
 
-from reprogram.cli import expand_multi_value_options, main
+from reprogram.cli import expand_multi_value_options
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_folder_dataset, quick_config
+from helpers import cli, make_folder_dataset, quick_config
 
-from reprogram.cli import main
 from reprogram.engine.runs import load_run
 from reprogram.engine.train import fit
 from reprogram.report import attribution as attr
@@ -59,14 +58,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             fit(quick_config(data, method, epochs=2, shots=2, batch_size=10, m=4), root / method)
             made[method] = root / method
         yield made
-
-
-def cli(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

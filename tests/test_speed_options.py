@@ -14,16 +14,6 @@ from helpers import make_folder_dataset, quick_config
 from reprogram.engine.setup import prepare
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small shared machine, OpenMP threads that wait for each other
-    make these tiny models many times slower than one thread does."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_folder_dataset(tmp_path_factory.mktemp("speed") / "data")

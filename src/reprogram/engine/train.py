@@ -155,12 +155,7 @@ def train_one_epoch(
             (scaler.scale(loss) if scaler is not None else loss).backward()
             for parameter in model.prompt_parameters():
                 world.all_reduce_sum(parameter.grad)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
+            _optimizer_step(optimizer, scheduler, scaler)
         model.aggregator.observe(output.scores.detach(), labels)
         loss_sum += loss.detach() * len(index)
         correct += (output.logits.detach().argmax(dim=1) == labels).sum()
@@ -185,6 +180,10 @@ def _step_without_samples(model: Reprogrammer, optimizer, scheduler, scaler, wor
     optimizer.zero_grad(set_to_none=True)
     for parameter in model.prompt_parameters():
         parameter.grad = world.all_reduce_sum(torch.zeros_like(parameter))
+    _optimizer_step(optimizer, scheduler, scaler)
+
+
+def _optimizer_step(optimizer, scheduler, scaler) -> None:
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
