@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo's task uses Debian's Fashion-MNIST images; without them it falls back to scikit-learn's digits.
 demo: $(STAMP)
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist (real images for the demo)"; \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || \
+	    echo "could not install dataset-fashion-mnist: the demo uses scikit-learn's digits instead"; \
+	fi
 	$(BIN)/reprogram demo
 
 test: $(STAMP)

@@ -36,6 +36,9 @@ def pretrain_command(
         250, help="Held-out zero-shot check every N steps (0: at the end)."
     ),
     eval_per_class: int = typer.Option(20, help="Images per class of that check."),
+    frame_prob: float = typer.Option(
+        0.0, help="Share of images shrunk and framed by a random border (augmentation)."
+    ),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)."),
     arch: str = typer.Option(
         "toy", help="Architecture config (packaged model_configs/<arch>.json)."
@@ -54,6 +57,7 @@ def pretrain_command(
         arch=arch,
         eval_every=eval_every,
         eval_per_class=eval_per_class,
+        frame_prob=frame_prob,
         threads=threads or None,
     )
     result = pretrain(out, config, log=typer.echo)
