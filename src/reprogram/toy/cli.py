@@ -25,15 +25,15 @@ def pretrain_command(
     out: Path = typer.Option(
         ..., "--out", help="Output .safetensors file (fp16 open_clip state dict)."
     ),
-    steps: int = typer.Option(1000, help="Optimisation steps."),
+    steps: int = typer.Option(2000, help="Optimisation steps."),
     seed: int = typer.Option(
         0, help="Seed of the world sampler, the initialisation and augmentation."
     ),
-    batch_size: int = typer.Option(256, help="Images (and captions) per step."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    batch_size: int = typer.Option(128, help="Images (and captions) per step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, warm-up, cosine)."),
     warmup: int = typer.Option(100, help="Warm-up steps."),
     eval_every: int = typer.Option(
-        250, help="Held-out zero-shot check every N steps (0: at the end)."
+        200, help="Held-out zero-shot check every N steps (0: at the end)."
     ),
     eval_per_class: int = typer.Option(20, help="Images per class of that check."),
     frame_prob: float = typer.Option(

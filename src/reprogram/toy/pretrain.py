@@ -6,10 +6,10 @@ random subset of its factors, and minimises a symmetric multi-positive InfoNCE: 
 positive for every image in the batch it truthfully describes ("a red shape" matches all red
 objects), so partial captions are not punished as negatives for look-alike images.
 
-A quarter of the images are shrunk to 80–95 % and framed by a random border (a flat grey or colour,
-or noise), as a padding visual prompt does, so that the model is not thrown by a frame around
-the picture. The result is saved as an fp16 ``.safetensors`` open_clip state dict that
-``load_backbone("toy", weights=PATH)`` reads.
+With ``frame_prob > 0`` that share of the images is shrunk to 80–95 % and framed by a random
+border (a flat grey or colour, or noise), as a padding visual prompt does; the committed model
+was made with ``frame_prob = 0`` (no frames). The result is saved as an fp16 ``.safetensors``
+open_clip state dict that ``load_backbone("toy", weights=PATH)`` reads.
 """
 
 from __future__ import annotations
@@ -33,16 +33,18 @@ from reprogram.toy.zeroshot import TrainingEncoder, heldout_accuracy
 
 @dataclass
 class PretrainConfig:
+    """Defaults: the recipe of the committed toy CLIP."""
+
     steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
+    batch_size: int = 128
+    lr: float = 2e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.1
     warmup: int = 100
     seed: int = 0
     arch: str = "toy"
-    frame_prob: float = 0.25
-    eval_every: int = 250  # 0: only at the end
+    frame_prob: float = 0.0
+    eval_every: int = 200  # 0: only at the end
     eval_per_class: int = 20
     threads: int | None = None
 
