@@ -1,6 +1,7 @@
 """Downstream tasks are written in the folder layout the `folder:` reader expects."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,12 @@ from PIL import Image
 from reprogram.descriptions import read_description_file
 from reprogram.errors import ReprogramError
 from reprogram.toy import tasks
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _layout_ok(folder, task, counts, size):
@@ -38,6 +45,8 @@ def test_world_task_layout_and_determinism(tmp_path):
         "invert", tmp_path / "a", image_size=32, shots=2, val_shots=1, test_per_class=2
     )
     _layout_ok(a, task, counts, 32)
+    assert (a.stat().st_mode & 0o777) == (0o777 & ~_umask())
+    assert ((a / "task.json").stat().st_mode & 0o777) == (0o666 & ~_umask())
     b = tasks.make_task(
         "invert", tmp_path / "b", image_size=32, shots=2, val_shots=1, test_per_class=2
     )

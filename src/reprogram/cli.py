@@ -308,18 +308,12 @@ def benchmark_toy(
 
 def register_subcommands(target: typer.Typer) -> None:
     """Add the command groups that live in their own modules (explicitly, not by import)."""
-    for module_name in (
-        "reprogram.describe.cli",
-        "reprogram.toy.cli",
-        "reprogram.report.cli",
-        "reprogram.bench.cli",
-    ):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                continue
-            raise
+    from reprogram.bench import cli as bench_cli
+    from reprogram.describe import cli as describe_cli
+    from reprogram.report import cli as report_cli
+    from reprogram.toy import cli as toy_cli
+
+    for module in (describe_cli, toy_cli, report_cli, bench_cli):
         module.register(target)
 
 

@@ -114,33 +114,6 @@ def _clutter(scenes: world.Scenes, size: int, rng: np.random.Generator, count: i
     return np.clip(image, 0, 1)
 
 
-def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of N×S×S×3 float images (reflecting edges)."""
-    radius = max(1, int(3 * sigma))
-    x = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    pad = np.pad(image, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="reflect")
-    size = image.shape[1]
-    rows = sum(kernel[k] * pad[:, k : k + size, :, :] for k in range(len(kernel)))
-    return sum(kernel[k] * rows[:, :, k : k + size, :] for k in range(len(kernel)))
-
-
-def _striped_background(scenes: world.Scenes, size: int, rng) -> np.ndarray:
-    """Replace the plain background by bold stripes of two random colours."""
-    n = len(scenes)
-    alpha, colour = world.object_layer(scenes, size)
-    grid = np.arange(size, dtype=np.float32) / size
-    angle = rng.uniform(0, np.pi, n)[:, None, None]
-    period = rng.uniform(0.15, 0.3, n)[:, None, None]
-    t = grid[None, None, :] * np.cos(angle) + grid[None, :, None] * np.sin(angle)
-    band = (np.sin(2 * np.pi * t / period) > 0).astype(np.float32)[..., None]
-    a, b = rng.uniform(0, 1, (n, 1, 1, 3)), rng.uniform(0, 1, (n, 1, 1, 3))
-    background = a * band + b * (1 - band)
-    out = background * (1 - alpha[..., None]) + colour * alpha[..., None]
-    return out
-
-
 def _world_sampler(task: TaskDef) -> Sampler:
     opts = task.options
     shift = opts.get("shift", "none")
@@ -163,14 +136,6 @@ def _world_sampler(task: TaskDef) -> Sampler:
             image = 1.0 - image
         elif shift == "channels":
             image = image[..., list(opts.get("order", (2, 0, 1)))]
-        elif shift == "contrast":
-            image = 0.5 + (image - 0.5) * float(opts.get("contrast", 0.3))
-        elif shift == "tint":
-            image = image * np.asarray(opts.get("tint", (1.0, 0.75, 0.35)), dtype=np.float32)
-        elif shift == "blur":
-            image = _blur(image, float(opts.get("sigma", 2.0)) * size / 64)
-        elif shift == "stripes":
-            image = _striped_background(scenes, size, rng)
         return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
     return sample
@@ -682,6 +647,7 @@ def make_task(
         atomic_write_json(
             tmp / "task.json", task_metadata(task, image_size=image_size, seed=seed, shots=counts)
         )
+        _usual_permissions(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -689,6 +655,15 @@ def make_task(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Give the task the modes of ordinary files (mkdtemp/mkstemp make them private: 0700/0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def task_metadata(task: TaskDef, *, image_size: int, seed: int, shots: dict[str, int]) -> dict:
