@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from reprogram.backbones import load_backbone
 from reprogram.backbones.openclip import architecture_config
 from reprogram.toy.cli import register
-from reprogram.toy.pretrain import PretrainConfig, multi_positive_loss, pretrain
+from reprogram.toy.pretrain import PretrainConfig, multi_positive_loss, pretrain, read_info
 
 TINY = PretrainConfig(steps=1, batch_size=8, warmup=1, eval_every=0, eval_per_class=1)
 
@@ -41,7 +41,8 @@ def test_tiny_pretraining_run_is_loadable(tiny_run):
     with safe_open(str(out), framework="pt") as handle:
         tensors = [handle.get_tensor(k) for k in handle.keys()]  # noqa: SIM118
         assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float16}
-        assert "reprogram_toy_pretrain" in handle.metadata()
+    info = read_info(out)
+    assert info["arch"] == "toy" and info["pretrain"]["steps"] == 1 and "heldout_accuracy" in info
     backbone = load_backbone("toy", weights=out)
     assert backbone.input_size == 64
     pixels = torch.zeros(2, 3, 64, 64, requires_grad=True)
@@ -56,6 +57,7 @@ def test_same_seed_same_weights(tiny_run, tmp_path):
     again = pretrain(tmp_path / "again.safetensors", TINY, log=lambda _: None)
     a, b = load_file(str(tiny_run.path)), load_file(str(again.path))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert tiny_run.path.read_bytes() == again.path.read_bytes()  # the very same file
 
 
 def test_multi_positive_loss_prefers_true_matches():

@@ -14,6 +14,7 @@ open_clip state dict that ``load_backbone("toy", weights=PATH)`` reads.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -119,16 +120,35 @@ def multi_positive_loss(logits: torch.Tensor, match: torch.Tensor) -> torch.Tens
     return (image_to_text + text_to_image) / 2
 
 
+METADATA_KEY = "reprogram_toy"
+
+
 def save_fp16_safetensors(
-    model: torch.nn.Module, path: str | Path, metadata: dict[str, str]
+    weights: torch.nn.Module | dict[str, torch.Tensor], path: str | Path, info: dict
 ) -> Path:
+    """Save a model (or state dict) as fp16 safetensors with ``info`` as JSON metadata.
+
+    The metadata is a single key holding JSON with sorted keys: safetensors writes several
+    metadata keys in a random order, so the same weights would otherwise give different files.
+    """
     from safetensors.torch import save_file
 
+    state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
     state = {  # floating tensors in fp16; integer buffers (BatchNorm counters) as they are
         k: (v.to(torch.float16) if v.is_floating_point() else v).detach().contiguous().cpu()
-        for k, v in model.state_dict().items()
+        for k, v in state.items()
     }
+    metadata = {METADATA_KEY: json.dumps(info, sort_keys=True)}
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_info(path: str | Path) -> dict:
+    """The ``info`` saved by :func:`save_fp16_safetensors` (empty for other files)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
 
 
 def pretrain(
@@ -215,13 +235,12 @@ def pretrain(
                 f"{time.process_time() - cpu_start:.0f}s CPU"
             )
     wall, cpu = time.time() - start, time.process_time() - cpu_start
-    metadata = {
-        "format": "pt",
-        "reprogram_arch": config.arch,
-        "reprogram_toy_pretrain": str({**asdict(config), "threads": torch.get_num_threads()}),
-        "heldout_accuracy": f"{accuracy:.4f}",
+    info = {
+        "arch": config.arch,
+        "pretrain": {**asdict(config), "threads": torch.get_num_threads()},
+        "heldout_accuracy": round(accuracy, 4),
     }
-    path = save_fp16_safetensors(model.eval(), out, metadata)
+    path = save_fp16_safetensors(model.eval(), out, info)
     log(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {wall:.0f}s wall, {cpu:.0f}s CPU")
     return PretrainResult(
         path=Path(path),

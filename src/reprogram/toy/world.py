@@ -730,13 +730,3 @@ def caption_match(factors: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     same = factors[:, None, :] == factors[None, :, :]  # [i, j, f]
     return np.all(same | ~mask[None, :, :], axis=2)
-
-
-def to_tensor_batch(images: np.ndarray, mean: Sequence[float], std: Sequence[float]):
-    """uint8 N×S×S×3 → normalised float32 torch N×3×S×S."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
-    return (x - m) / s
