@@ -131,13 +131,17 @@ def benchmark_markdown(table: dict[str, Any]) -> str:
     datasets = table["datasets"]
     methods = [row["method"] for row in table["rows"]]
     cells = {(row["method"], d): row["cells"].get(d) for row in table["rows"] for d in datasets}
+    seeds = len(table.get("settings", {}).get("seeds", [])) or max(
+        (len(cell["seeds"]) for cell in cells.values() if cell), default=0
+    )
     lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for dataset in datasets:
         name = dataset.rstrip("/").split("/")[-1]
         row = []
         for method in methods:
             cell = cells[(method, dataset)]
-            row.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}" if cell else "—")
+            partial = f" (n={len(cell['seeds'])})" if cell and len(cell["seeds"]) < seeds else ""
+            row.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{partial}" if cell else "—")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     lines.append(
         "| mean wall time per run (s) | "
