@@ -336,6 +336,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
             history,
             best,
             dtype,
+            val_images,
             skipped,
             reporter,
             wall_start,
@@ -384,13 +385,22 @@ def _checkpoint(
 
 
 def _finish(
-    parts, run_dir, history, best, dtype, skipped, reporter, wall_start, optimizer, scheduler
+    parts,
+    run_dir,
+    history,
+    best,
+    dtype,
+    val_images,
+    skipped,
+    reporter,
+    wall_start,
+    optimizer,
+    scheduler,
 ):
     config, model = parts.config, parts.model
     test_images = decode_center(
         parts.splits.test, model.image_size, skip_bad=config.skip_bad_images
     )
-    val_images = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
     skipped = sorted(set(skipped) | set(test_images.skipped))
     with reporter.bar("test", len(test_images)) as advance:
         test: Evaluation = evaluate(model, test_images, config.eval_batch_size, dtype, advance)
