@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean gpu-check wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
+# never deletes runs/: those are the user's results
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The GPU check of docs/benchmarks.md (on a CUDA machine; OUT=folder for the record).
+# `make wheels` first, where there is network: .whl/ lets the check install without it.
+gpu-check:
+	bash scripts/gpu-check.sh
+
+wheels: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/gpu-check.sh --build-wheels

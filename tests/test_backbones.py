@@ -502,3 +502,63 @@ def test_text_cache_defaults_to_reprogram_cache(tmp_path, monkeypatch):
     backbone.text_cache = TextFeatureCache()
     backbone.encode_text(["a cat"])
     assert list((tmp_path / "text-features").rglob("*.pt"))
+
+
+# -- local-dir preprocess_cfg and OpenAI markers stored as ints -----------------------------------
+def _local_dir(tmp_path: Path, tiny, preprocess: dict | None, state=None) -> Path:
+    folder = tmp_path / "local"
+    folder.mkdir(exist_ok=True)
+    config = {"model_cfg": tiny["config"]}
+    if preprocess is not None:
+        config["preprocess_cfg"] = preprocess
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    torch.save(state if state is not None else tiny["model"].state_dict(), folder / "model.pt")
+    return folder
+
+
+def test_local_dir_honours_supported_preprocess(tiny, tmp_path):
+    size = tiny["config"]["vision_cfg"]["image_size"]
+    preprocess = {
+        "size": size,
+        "mode": "RGB",
+        "mean": [0.1, 0.2, 0.3],
+        "std": [0.4, 0.5, 0.6],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    backbone = load_backbone(f"local-dir:{_local_dir(tmp_path, tiny, preprocess)}")
+    assert backbone.mean == (0.1, 0.2, 0.3) and backbone.std == (0.4, 0.5, 0.6)
+    assert backbone.describe()["mean"] == [0.1, 0.2, 0.3]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("resize_mode", "squash"),
+        ("resize_mode", "longest"),
+        ("interpolation", "bilinear"),
+        ("mode", "L"),
+        ("size", 999),
+        ("mean", [0.5, 0.5]),
+        ("std", [0.5, 0.0, 0.5]),
+    ],
+)
+def test_local_dir_refuses_unsupported_preprocess(tiny, tmp_path, key, value):
+    folder = _local_dir(tmp_path, tiny, {key: value})
+    with pytest.raises(ReprogramError, match=f"preprocess_cfg {key}"):
+        load_backbone(f"local-dir:{folder}")
+
+
+def test_openai_markers_as_python_ints_are_recognised(tiny, tmp_path):
+    state = {k: v.clone() for k, v in tiny["model"].state_dict().items()}
+    size = tiny["config"]["vision_cfg"]["image_size"]
+    state.update({"input_resolution": size, "context_length": 77, "vocab_size": 49408})
+    torch.save(state, tmp_path / "openai_ints.pt")
+    for backbone in (
+        load_backbone("tiny", tmp_path / "openai_ints.pt"),
+        load_backbone(f"local-dir:{_local_dir(tmp_path, tiny, None, state)}"),
+    ):
+        assert backbone.quick_gelu
+        image, text = features(backbone, tiny["pixels"], tmp_path / "cache")
+        torch.testing.assert_close(image, tiny["quick_ref"][0])
+        torch.testing.assert_close(text, tiny["quick_ref"][1])

@@ -201,3 +201,63 @@ def test_mixed_precision_check_is_within_bf16_tolerance(dataset):
     assert [c.precision for c in checks] == ["fp32", "ours bfloat16 vs reference float32"]
     assert all(c.passed for c in checks), checks
     assert 0 < checks[1].relative < checks[1].tolerance
+
+
+# -- bench --scale and the GPU check's dry run --------------------------------------------------
+def test_scale_bench_times_each_step_and_bounds_the_training_pixels(tmp_path):
+    from reprogram.bench.scale import ScaleOptions, format_scale, run_scale
+
+    options = ScaleOptions(
+        backbone="random:tiny",
+        classes=4,
+        train_per_class=3,
+        test_images=10,
+        image_size=40,
+        descriptions_per_class=2,
+        batch_size=4,
+    )
+    out = tmp_path / "scale.json"
+    result = run_scale(options, json_path=out, quiet=True)
+    assert json.loads(out.read_text())["schema"] == "reprogram-bench-scale/1"
+    data = result["dataset"]
+    assert (data["classes"], data["train_images"], data["test_images"]) == (4, 12, 10)
+    assert data["texts"] == 4 * 3 * 2 and data["texts_per_class"] == 6  # 3 cause files × m
+    steps = {row["step"]: row for row in result["steps"]}
+    for name in ("encode texts", "decode training images", "decode test images"):
+        assert steps[name]["items"] > 0 and steps[name]["seconds"] > 0
+    assert steps["one training epoch"]["items"] == 12
+    assert all(row["host_peak_bytes"] > 0 for row in result["steps"])
+    assert result["host_peak_bytes"] >= max(row["host_peak_bytes"] for row in result["steps"])
+    assert result["device_peak_bytes"] is None  # no device on a CPU
+    assert result["train_pixels"]["ratio"] <= 1.2
+    assert result["test_pixels_bytes"] == 10 * 3 * data["model_image_size"] ** 2
+    assert "encode texts" in format_scale(result)
+
+
+def test_gpu_check_dry_run_writes_one_record(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check.sh"
+    done = subprocess.run(
+        ["bash", str(script), "--dry-run", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert record["schema"] == "reprogram-gpu-check/1" and record["dry_run"]
+    bench = record["bench"]["no_compile"]
+    assert bench["equivalence_passed"] and bench["end_to_end_s"] > 0 and bench["speedup"] > 0
+    assert record["bench"]["eval_vs_forward"]["ratio"] > 0
+    assert record["memory"]["peak_bytes"] > 0 and record["memory"]["grad_checkpointing"]
+    pair = record["precision"]
+    assert 0 <= pair["prm_top_k_agreement"] <= 1 and pair["top_k"] == 3
+    assert pair["accuracy_difference"] == pytest.approx(
+        pair["bf16_test_accuracy"] - pair["fp32_test_accuracy"]
+    )
+    assert set(record["verdicts"]) == {
+        "end_to_end", "speedup", "mfu", "eval_vs_forward", "vitl336_memory"
+    }  # fmt: skip
+    assert (tmp_path / "out" / "gpu-check.md").read_text().startswith("### CPU dry run")

@@ -194,6 +194,8 @@ def test_bad_input_is_one_line_without_traceback(dataset, tmp_path):
         "random:tiny",
         "--descriptions",
         str(tmp_path / "nope.json"),
+        "--shots",
+        "4",
         "--out",
         str(tmp_path / "y"),
     )
@@ -256,3 +258,91 @@ def test_checkpoint_from_another_backbone_is_refused(tmp_path, dataset):
         and "fingerprint" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+# -- moved runs, ignored options, Ctrl-C -----------------------------------------------------
+def _tiny_weights(path: Path, seed: int) -> Path:
+    import torch
+
+    from reprogram.backbones.openclip import architecture_config, build_open_clip_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_open_clip_model(architecture_config("tiny"), False)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_moved_run_is_pointed_at_its_weights(tmp_path, dataset, capsys):
+    from reprogram.engine.runs import load_run
+
+    weights = _tiny_weights(tmp_path / "w1.pt", seed=0)
+    other = _tiny_weights(tmp_path / "w2.pt", seed=1)
+    run = tmp_path / "run"
+    args = ["train", "--method", "ar", "--dataset", f"folder:{dataset}", "--backbone", "tiny"]
+    args += ["--weights", str(weights), "--epochs", "1", "--shots", "2", "--out", str(run)]
+    assert cli(*args, "--quiet") == 0
+    moved = weights.rename(tmp_path / "moved.pt")
+    capsys.readouterr()
+    assert cli("eval", "--checkpoint", str(run), "--quiet") == 2
+    assert "--weights" in capsys.readouterr().err
+    assert cli("eval", "--checkpoint", str(run), "--weights", str(moved), "--quiet") == 0
+    assert "accuracy" in capsys.readouterr().out
+    image = str(next((dataset / "test").glob("*/0.png")))
+    assert cli("predict", image, "--checkpoint", str(run), "--weights", str(moved)) == 0
+    assert cli("eval", "--checkpoint", str(run), "--weights", str(other)) == 2
+    err = capsys.readouterr().err
+    assert "fingerprint" in err and str(weights) in err  # names the file the run expects
+    ignored = ["--method", "vp", "--shots", "3", "--weights", str(moved), "--quiet"]
+    assert cli("eval", "--checkpoint", str(run), *ignored) == 0
+    [warning] = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert "--method, --shots ignored with --checkpoint" in warning
+    for extra, rebuilt in (([], False), (["--weights", str(moved)], True)):
+        report = tmp_path / f"report-{rebuilt}"
+        assert cli("explain", str(run), "--out", str(report), "--quiet", *extra) == 0
+        html = (report / "index.html").read_text()
+        assert ("could not be rebuilt" not in html) == rebuilt
+    loaded = load_run(run, weights=str(moved), root=str(tmp_path / "elsewhere"))
+    assert loaded.config.weights == str(moved) and loaded.config.root == str(tmp_path / "elsewhere")
+
+
+def test_options_ignored_by_resume_are_named(tmp_path, capsys):
+    args = ["train", "--resume", "--out", str(tmp_path / "none"), "--lr", "3", "--shots", "1"]
+    assert cli(*args) == 2  # no checkpoint there; the warning comes first
+    assert "--shots, --lr ignored with --resume" in capsys.readouterr().err
+
+
+def test_class_difference_names_the_classes():
+    from reprogram.engine.runs import class_difference
+
+    text = class_difference(["a", "b", "typo"], ["a", "b", "c"])
+    assert "not in the dataset: 'c'" in text and "not in the run: 'typo'" in text
+    assert "another order" in class_difference(["b", "a"], ["a", "b"])
+
+
+def test_ctrl_c_during_train_says_rerun_with_resume(tmp_path, dataset):
+    import signal
+
+    run = tmp_path / "run"
+    args = ["train", "--method", "ar", "--dataset", f"folder:{dataset}", "--backbone"]
+    args += ["random:tiny", "--epochs", "100000", "--shots", "2", "--out", str(run), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reprogram", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (run / "checkpoint.pt").exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "interrupted; rerun with --resume" in err
+    assert "Traceback" not in err and "Aborted" not in err

@@ -23,8 +23,7 @@ from reprogram.data import (
     load_dataset,
 )
 from reprogram.errors import ReprogramError
-
-DESCRIPTIONS = Path(__file__).resolve().parents[2] / "shared" / "descriptions"
+from reprogram.packaged import packaged_bytes
 
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (12, 16)) -> Path:
@@ -189,16 +188,15 @@ def test_fgvc_aircraft_layout(tmp_path):
     assert load_dataset("fgvc", tmp_path / "fgvc_aircraft").num_classes == 100
 
 
-@pytest.mark.skipif(not DESCRIPTIONS.is_dir(), reason="published descriptions not present")
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_classnames_match_published_descriptions(name):
     key = dataset_info(name).description_key
-    files = [DESCRIPTIONS / "causes" / f"{key}_cse_{n}.json" for n in (1, 2, 3)]
-    files += [DESCRIPTIONS / "attributes" / f"{key}_{kind}.json" for kind in ("des", "dist")]
+    files = [f"causes/{key}_cse_{n}.json" for n in (1, 2, 3)]
+    files += [f"attributes/{key}_{kind}.json" for kind in ("des", "dist")]
     for file in files:
-        published = json.loads(file.read_text(encoding="utf-8"))
+        published = json.loads(packaged_bytes(file))  # the packaged copies of the releases
         missing = [c for c in dataset_classnames(name) if c not in published]
-        assert not missing, f"{file.name}: {missing[:5]}"
+        assert not missing, f"{file}: {missing[:5]}"
 
 
 # -- bad input in the published layouts ---------------------------------------------------------
@@ -211,8 +209,8 @@ def test_missing_split_file_names_it(tmp_path):
         load_dataset("fgvc_aircraft", tmp_path)
     with pytest.raises(ReprogramError, match="needs --root"):
         load_dataset("dtd")
-    with pytest.raises(ReprogramError, match="unknown dataset 'imagenet'"):
-        load_dataset("imagenet", tmp_path)
+    with pytest.raises(ReprogramError, match="unknown dataset 'imagenet21k'"):
+        load_dataset("imagenet21k", tmp_path)
 
 
 def edit_split(folder: Path, name: str, edit) -> None:
@@ -416,3 +414,15 @@ def test_csv_label_outside_classnames_file(tmp_path):
         load_dataset(f"csv:{tmp_path / 'd.csv'}")
     with pytest.raises(ReprogramError, match="CSV file not found"):
         load_dataset(f"csv:{tmp_path / 'missing.csv'}")
+
+
+def test_published_split_file_missing_classes_is_noted(tmp_path):
+    make_published(tmp_path, "eurosat")
+    splits = load_dataset("eurosat", tmp_path)
+    present = {s.label for s in splits.train}
+    missing = len(splits.classnames) - len(present)
+    assert missing > 0
+    assert any(f"{missing} class(es) with no training image" in note for note in splits.notes)
+    make_fgvc(tmp_path)
+    fgvc = load_dataset("fgvc_aircraft", tmp_path)
+    assert any("images_variant_train.txt" in note for note in fgvc.notes)

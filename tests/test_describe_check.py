@@ -14,9 +14,8 @@ from reprogram.describe.check import check_descriptions, check_file, infer_datas
 from reprogram.describe.classes import read_class_list
 from reprogram.describe.cli import register
 from reprogram.errors import ReprogramError
+from reprogram.packaged import materialize, packaged_files
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "descriptions"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/descriptions not present")
 CLASSES = ["banded", "dotted", "zigzagged"]
 
 
@@ -142,17 +141,15 @@ def test_cli_check_exit_codes_and_json(tmp_path: Path) -> None:
     assert isinstance(unknown.exception, ReprogramError)
 
 
-@needs_shared
 def test_cli_check_passes_on_published_dtd_file() -> None:
-    path = SHARED / "causes" / "dtd_cse_1.json"
+    path = materialize("packaged:causes/dtd_cse_1.json")
     result = CliRunner().invoke(cli(), ["descriptions", "check", str(path), "--dataset", "dtd"])
     assert result.exit_code == 0, result.output
 
 
-@needs_shared
 def test_every_published_file_passes() -> None:
     by_key = {info.description_key: name for name, info in DATASETS.items()}
-    paths = sorted(SHARED.glob("*/*.json"))
+    paths = sorted(materialize(f.spec) for f in packaged_files() if not f.source)
     assert len(paths) >= 66
     for key, name in by_key.items():
         mine = [p for p in paths if infer_dataset([p]) == name]

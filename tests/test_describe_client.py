@@ -154,7 +154,7 @@ def test_404_is_not_retried_and_hints_at_v1(chat_server: FakeChatServer) -> None
     assert client.usage.requests == 1
 
 
-def test_connection_refused_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_refused_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -162,9 +162,9 @@ def test_connection_refused_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     client = ChatClient(
         "m", f"http://127.0.0.1:{port}/v1", "k", max_retries=1, sleep=lambda _s: None
     )
-    with pytest.raises(EndpointError, match="cannot reach"):
+    with pytest.raises(EndpointError, match="connection refused"):
         client.complete("x")
-    assert client.usage.requests == 2
+    assert client.usage.requests == 1  # nothing listens there: no retry
 
 
 def test_backoff_is_exponential_capped_and_uses_retry_after() -> None:
@@ -181,3 +181,91 @@ def test_parse_completion_accepts_text_choices_and_rejects_garbage() -> None:
     for bad in ({}, {"choices": "x"}, {"choices": [1]}, [1]):
         with pytest.raises(ValueError):
             parse_completion(bad)
+
+
+def test_dripping_answer_stops_at_the_deadline(chat_server: FakeChatServer) -> None:
+    chat_server.faults = ["drip"]
+    chat_server.drip_seconds = 0.05  # a few hundred bytes: ~15 s without a deadline
+    client = make_client(chat_server, timeout=2.0, deadline=0.4, max_retries=0)
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match="0.4 s deadline"):
+        client.complete("x")
+    assert time.monotonic() - start < 2.0
+
+
+def test_dripping_answer_is_retried_after_the_deadline(chat_server: FakeChatServer) -> None:
+    chat_server.faults = ["drip"]
+    chat_server.drip_seconds = 0.05
+    client = make_client(chat_server, deadline=0.3)
+    assert client.complete("x").texts
+    assert (client.usage.requests, client.usage.retries) == (2, 1)
+
+
+def test_retry_after_beyond_the_cap_stops_at_once(chat_server: FakeChatServer) -> None:
+    chat_server.faults = ["wait"]
+    sleeps: list[float] = []
+    client = make_client(chat_server, sleeps, max_backoff=5.0)
+    with pytest.raises(EndpointError, match="3600 s.*Retry-After.*5 s cap.*nothing was lost"):
+        client.complete("x")
+    assert client.usage.requests == 1 and sleeps == []
+
+
+def test_one_line_per_retry_and_giving_up_says_nothing_was_lost(
+    chat_server: FakeChatServer,
+) -> None:
+    chat_server.faults = ["500"] * 5
+    lines: list[str] = []
+    client = make_client(chat_server, max_retries=2, on_retry=lines.append)
+    with pytest.raises(EndpointError, match="3 attempts.*nothing was lost; rerun later"):
+        client.complete("x")
+    assert len(lines) == 2
+    assert lines[0].startswith("retry 1/2") and "HTTP 500" in lines[0]
+
+
+def test_refused_after_an_answer_is_retried(chat_server: FakeChatServer) -> None:
+    client = make_client(chat_server, max_retries=1)
+    assert client.complete("x").texts
+    chat_server.close()  # the server went away after answering: maybe a restart
+    with pytest.raises(EndpointError, match="2 attempts"):
+        client.complete("x")
+    assert client.usage.requests == 3
+
+
+def test_deadline_must_be_positive(chat_server: FakeChatServer) -> None:
+    with pytest.raises(ReprogramError, match="deadline"):
+        make_client(chat_server, deadline=0)
+
+
+def test_all_answers_too_short_says_why_nothing_was_kept(
+    chat_server: FakeChatServer, tmp_path
+) -> None:
+    from reprogram.describe.generate import Sampling, generate_descriptions
+
+    chat_server.rule = lambda _index, _payload: "short"
+    result = generate_descriptions(
+        ["red disc"], "shape", ["colour"], tmp_path, client=make_client(chat_server),
+        key="toy", samples=2, sampling=Sampling(max_failed_requests=2),
+    )  # fmt: skip
+    assert not result.ok and result.incomplete == {"toy_cse_1.json": {"red disc": 0}}
+    [warning] = result.warnings
+    assert "shorter than 20 characters" in warning and "--max-tokens" in warning
+
+
+def test_dead_endpoint_leaves_nothing_behind(tmp_path, monkeypatch, capsys) -> None:
+    from helpers import cli
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    classes = tmp_path / "classes.txt"
+    classes.write_text("red disc\ngreen square\n")
+    out = tmp_path / "new" / "descriptions"
+    args = ["describe", "--classes", str(classes), "--task", "shape", "--causes", "colour"]
+    args += ["--out", str(out), "--base-url", f"http://127.0.0.1:{port}/v1", "--no-progress"]
+    start = time.monotonic()
+    assert cli(*args) == 2
+    assert time.monotonic() - start < 5
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "connection refused" in line
+    assert list(tmp_path.iterdir()) == [classes]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-FAULTS = ("ok", "429", "500", "hang", "badjson", "401", "404", "short")
+FAULTS = ("ok", "429", "500", "hang", "badjson", "401", "404", "short", "drip", "wait")
 
 
 class FakeChatServer:
@@ -27,7 +27,8 @@ class FakeChatServer:
     sleeps ``hang_seconds`` before answering. ``max_choices`` caps the choices returned (servers
     that ignore ``n``); ``short_first`` makes that many choices of each prompt's first answer too
     short; ``single_choice_only`` refuses ``n > 1`` with HTTP 400 (llama.cpp); ``block_after``
-    holds every request from that index on until ``release()``.
+    holds every request from that index on until ``release()``. ``drip`` sends a good answer one
+    byte every ``drip_seconds``; ``wait`` is a 429 asking to wait ``retry_after`` seconds.
     """
 
     def __init__(self) -> None:
@@ -35,6 +36,8 @@ class FakeChatServer:
         self.rule: Callable[[int, dict[str, Any]], str | None] | None = None
         self.log: list[dict[str, Any]] = []
         self.hang_seconds = 1.0
+        self.drip_seconds = 0.1
+        self.retry_after = "3600"
         self.max_choices: int | None = None
         self.short_first = 0
         self.ignore_stop = False
@@ -132,6 +135,20 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out, kill)
             pass
 
+    def _drip(self, body: bytes, seconds: float) -> None:
+        """Headers at once, then the body one byte at a time (a server that never quite stops)."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(seconds)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps({"error": {"message": message}}).encode(), headers)
 
@@ -145,6 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
         action, first = fake.next_action(payload, dict(self.headers))
         if action == "429":
             self._error(429, "Rate limit reached", {"Retry-After": "0"})
+        elif action == "wait":
+            self._error(429, "Rate limit reached", {"Retry-After": fake.retry_after})
+        elif action == "drip":
+            answer = fake.answer(payload, first, short=False)
+            self._drip(json.dumps(answer).encode(), fake.drip_seconds)
         elif action == "500":
             self._error(500, "The server had an error")
         elif action == "401":
@@ -205,3 +227,16 @@ def test_fake_server_faults_are_consumed_in_order(chat_server: FakeChatServer) -
     url = f"{chat_server.base_url}/chat/completions"
     assert [_post(url, payload)[0] for _ in range(3)] == [429, 401, 200]
     assert len(chat_server.log) == 3
+
+
+def test_fake_server_drips_and_asks_to_wait(chat_server: FakeChatServer) -> None:
+    chat_server.faults = ["drip", "wait"]
+    chat_server.drip_seconds = 0.001
+    payload = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    url = f"{chat_server.base_url}/chat/completions"
+    status, body = _post(url, payload)
+    assert status == 200 and json.loads(body)["choices"]
+    request = urllib.request.Request(url, data=json.dumps(payload).encode())
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=5)
+    assert err.value.code == 429 and err.value.headers["Retry-After"] == "3600"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -98,7 +99,7 @@ def test_yaml_config_then_command_line_overrides(tmp_path):
     path.write_text("epochs: 7\nlr: 1.5\nmethod: ar\n")
     config = load_config(path, {"lr": "2.5", "descriptions": "a.json,b.json"})
     assert (config.epochs, config.lr, config.method) == (7, 2.5, "ar")
-    assert config.descriptions == ["a.json", "b.json"]
+    assert config.descriptions == [os.path.abspath("a.json"), os.path.abspath("b.json")]
     path.write_text("epoch: 7\n")
     with pytest.raises(ReprogramError, match="unknown config key 'epoch'"):
         load_config(path)
@@ -206,3 +207,108 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, dataset)
         torch.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0)
     rows = (killed / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 11))
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_select_on_test_evaluates_every_training_epoch_and_keeps_the_earliest_best(
+    tmp_path, dataset
+):
+    config = quick_config(dataset, "dvp-cse", epochs=5, eval_every=3, select_on="test")
+    results = fit(config, tmp_path / "run")
+    rows = _rows(tmp_path / "run")
+    assert [("test_acc" in r) for r in rows] == [False, True, True, True, True]  # not eval_every
+    assert [("val_acc" in r) for r in rows] == [False, False, True, False, True]
+    scores = [r.get("test_acc", -1.0) for r in rows]
+    assert results["selected_epoch"] == scores.index(max(scores)) + 1  # the earliest of a tie
+
+
+def test_the_published_schedule_ends_above_zero_and_its_option_at_zero(tmp_path, dataset):
+    """4 epochs of 3 steps, the first only estimating the PRM: 9 training steps of 12."""
+    lrs = {}
+    for span in ("all-epochs", "training-steps"):
+        fit(quick_config(dataset, "dvp-cse", epochs=4, lr_schedule_span=span), tmp_path / span)
+        lrs[span] = [r["lr"] for r in _rows(tmp_path / span)]
+    expected = [40.0 * 0.5 * (1 + math.cos(math.pi * s / 12)) for s in (3, 6, 9)]
+    assert lrs["all-epochs"] == pytest.approx([0.0, *expected])
+    assert lrs["all-epochs"][-1] == pytest.approx(5.8579, abs=1e-4)
+    assert lrs["training-steps"][-1] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ReprogramError, match="lr_schedule_span"):
+        fit(quick_config(dataset, "ar", lr_schedule_span="cosine"), tmp_path / "bad")
+
+
+def test_a_run_of_only_prm_estimation_keeps_the_estimated_prm(tmp_path, dataset):
+    from reprogram.engine.runs import load_run
+
+    results = fit(quick_config(dataset, "dvp-cse", epochs=1), tmp_path / "run")
+    assert results["selected_epoch"] is None
+    weights = load_checkpoint(tmp_path / "run")["state"]["aggregator.prm.weights"]
+    uniform = torch.full_like(weights, 1.0 / weights.shape[1])
+    assert not torch.allclose(weights, uniform)  # estimated, not the initial 1/M
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(weights)))
+    torch.testing.assert_close(load_run(tmp_path / "run").model.aggregator.prm.weights, weights)
+
+
+@pytest.mark.parametrize(
+    ("method", "setting", "epoch"),
+    [
+        ("ar", {"lr": float("nan")}, 1),
+        ("dvp-cse", {"lr": float("inf")}, 2),  # epoch 1 only estimates the PRM, and is kept
+        ("attrvr", {"attr_top_k": 0}, 1),
+    ],
+)
+def test_non_finite_training_stops_and_keeps_the_last_finite_checkpoint(
+    tmp_path, dataset, monkeypatch, method, setting, epoch
+):
+    from reprogram.engine.config import TrainConfig
+
+    monkeypatch.setattr(TrainConfig, "validate", lambda self: self)  # as if a check were missed
+    run = tmp_path / "run"
+    with pytest.raises(ReprogramError, match=f"^epoch {epoch}: .*(lr|attr_top_k)") as error:
+        fit(quick_config(dataset, method, epochs=3, **setting), run)
+    assert "\n" not in str(error.value)
+    assert not (run / "results.json").exists()
+    if epoch == 1:
+        assert not (run / "checkpoint.pt").exists()
+    else:
+        checkpoint = load_checkpoint(run)
+        assert checkpoint["epoch"] == epoch - 1
+        assert all(torch.isfinite(v).all() for v in checkpoint["state"].values())
+        assert [r["epoch"] for r in _rows(run)] == [1]
+
+
+def test_resume_takes_the_identity_from_the_checkpoint_and_execution_from_the_caller(
+    tmp_path, dataset, monkeypatch
+):
+    import reprogram.engine.train as train_module
+    from reprogram.engine.config import TrainConfig
+
+    monkeypatch.setattr(train_module, "local_device_name", lambda name: "cpu")  # 'auto' -> cpu
+    original = train_module.train_one_epoch
+
+    def interrupted(model, data, optimizer, scheduler, scaler, config, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(model, data, optimizer, scheduler, scaler, config, epoch, *args)
+
+    settings = dict(epochs=4, device="auto", eval_every=1)
+    monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(quick_config(dataset, "dvp-cse", **settings), tmp_path / "resumed")
+    monkeypatch.setattr(train_module, "train_one_epoch", original)
+    saved = load_checkpoint(tmp_path / "resumed")
+    assert saved["epoch"] == 2 and saved["config"]["device"] == "auto"  # never the resolved one
+
+    caller = TrainConfig(method="ar", lr=1.0, epochs=9, eval_batch_size=5, quiet=True)
+    resumed = fit(caller, tmp_path / "resumed", resume=True)
+    straight = fit(quick_config(dataset, "dvp-cse", **settings), tmp_path / "straight")
+    stored = yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())
+    assert (stored["method"], stored["lr"], stored["epochs"]) == ("dvp-cse", 40.0, 4)
+    assert (stored["eval_batch_size"], stored["device"]) == (5, "auto")
+    for key in ("test_accuracy", "val_accuracy", "selected_epoch"):
+        assert resumed[key] == straight[key], key
+    a, b = (load_checkpoint(tmp_path / d)["state"] for d in ("resumed", "straight"))
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)

@@ -46,17 +46,14 @@ def test_flip_mirrors():
 
 def test_crop_is_the_box_resized_bicubic():
     canvas = random_uint8(1, 3, 20, 30, seed=2)
-    # a box at integer pixels, resized x2: the same as cropping then bicubic interpolation
-    out = crop_resize(canvas, torch.tensor([[4.0, 6.0, 12.0, 12.0]]), 24)
-    crop = as_float(canvas[:, :, 4:16, 6:18])
-    expected = F.interpolate(crop, size=24, mode="bicubic", align_corners=False).clamp(0, 1)
-    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # away from the box's edges
-    torch.testing.assert_close(out[inner], expected[inner], atol=1e-5, rtol=0)
-    whole = crop_resize(canvas[:, :, :, :20], torch.tensor([[0.0, 0.0, 20.0, 20.0]]), 40)
-    expected = F.interpolate(
-        as_float(canvas[:, :, :, :20]), size=40, mode="bicubic", align_corners=False
-    ).clamp(0, 1)
-    torch.testing.assert_close(whole, expected, atol=1e-5, rtol=0)
+    # the box cut out, then PyTorch's antialiased bicubic resize (up and down)
+    for box, size in (([4.0, 6.0, 12.0, 12.0], 24), ([1.0, 3.0, 18.0, 25.0], 7)):
+        out = crop_resize(canvas, torch.tensor([box]), size)
+        top, left, h, w = (int(v) for v in box)
+        crop = as_float(canvas[:, :, top : top + h, left : left + w])
+        wide = F.interpolate(crop, size=(h, size), mode="bicubic", antialias=True).clamp(0, 1)
+        expected = F.interpolate(wide, size=(size, size), mode="bicubic", antialias=True)
+        torch.testing.assert_close(out, expected.clamp(0, 1), atol=1e-6, rtol=0)
 
 
 def test_padding_does_not_leak_into_crops(tmp_path):
@@ -156,3 +153,67 @@ def test_load_rgb_converts_and_names_bad_files(tmp_path):
 def test_as_float_range():
     pixels = torch.tensor([[0, 255, 51]], dtype=torch.uint8)
     assert as_float(pixels).flatten().tolist() == pytest.approx([0.0, 1.0, 0.2])
+
+
+# -- crop_resize against torchvision ------------------------------------------------------------
+def _edge_boxes(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    return [
+        (0, 0, height, width),  # the whole image
+        (0, 0, 1, 1),  # one pixel
+        (height - 1, width - 1, 1, 1),  # the last pixel
+        (0, width - 5, height, 5),  # a strip at the right edge
+        (height - 3, 0, 3, width),  # a strip at the bottom edge
+    ]
+
+
+def test_crop_resize_matches_torchvision_resized_crop():
+    v2 = pytest.importorskip("torchvision.transforms.v2.functional")
+    from torchvision.transforms import InterpolationMode
+
+    height, width, size = 48, 61, 32
+    canvas = random_uint8(40, 3, height, width, seed=7)
+    sizes = torch.tensor([[height, width]] * 34)
+    boxes = random_resized_crop_params(sizes, torch.Generator().manual_seed(3)).long().tolist()
+    boxes += _edge_boxes(height, width)
+    boxes += [(2, 3, 48 - 2, 61 - 3)]  # larger than the output: a downscale
+    flip = torch.arange(len(boxes)) % 3 == 0
+    out = crop_resize(canvas, torch.tensor(boxes, dtype=torch.float32), size, flip)
+    worst = 0.0
+    for i, (top, left, h, w) in enumerate(boxes):
+        expected = v2.resized_crop(
+            canvas[i], top, left, h, w, [size, size], InterpolationMode.BICUBIC, antialias=True
+        )
+        if flip[i]:
+            expected = v2.horizontal_flip(expected)
+        worst = max(worst, (out[i] - as_float(expected)).abs().max().item())
+    assert worst <= 2 / 255
+
+
+def test_pixels_outside_the_box_do_not_matter():
+    canvas = random_uint8(6, 3, 30, 40, seed=8)
+    boxes = torch.tensor(
+        [
+            [0, 0, 30, 40],
+            [5, 7, 11, 13],
+            [0, 0, 4, 40],
+            [29, 39, 1, 1],
+            [10, 0, 20, 9],
+            [3, 30, 27, 10],
+        ],
+        dtype=torch.float32,
+    )
+    flip = torch.tensor([False, True, False, True, False, True])
+    out = crop_resize(canvas, boxes, 16, flip)
+    changed = random_uint8(6, 3, 30, 40, seed=9)
+    for i, (top, left, h, w) in enumerate(boxes.long().tolist()):
+        changed[i, :, top : top + h, left : left + w] = canvas[i, :, top : top + h, left : left + w]
+    assert not torch.equal(changed[1], canvas[1])
+    torch.testing.assert_close(crop_resize(changed, boxes, 16, flip), out, atol=0, rtol=0)
+
+
+def test_flip_of_a_crop_mirrors_the_crop():
+    canvas = random_uint8(2, 3, 20, 30, seed=10)
+    boxes = torch.tensor([[2.0, 5.0, 15.0, 21.0]] * 2)
+    out = crop_resize(canvas, boxes, 12, flip=torch.tensor([True, False]))
+    torch.testing.assert_close(out[0:1], crop_resize(canvas[0:1], boxes[:1], 12).flip(-1))
+    torch.testing.assert_close(out[1:2], crop_resize(canvas[1:2], boxes[:1], 12))

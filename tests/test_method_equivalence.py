@@ -3,7 +3,8 @@
 The reference below is written from ../shared/reference/dvp.md, one sample, one prompt and one
 description at a time: pad, add sigmoid(theta) on the frame, normalise, encode; score each
 description with its own prompt; class logit = sum_j omega[c, j] z[c, j]; cross-entropy; SGD with
-momentum under a per-step cosine schedule; omega re-estimated from each epoch's top-3 counts.
+momentum under a per-step cosine schedule over all epochs' steps (advanced only by training
+steps, as published); omega re-estimated from each epoch's top-3 counts.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def reference_training(
     omega = torch.full((num_classes, per_class), 1.0 / per_class)
     momentum = torch.zeros_like(theta)
     steps_per_epoch = math.ceil(count / BATCH)
-    total_steps = (EPOCHS - 1) * steps_per_epoch
+    total_steps = EPOCHS * steps_per_epoch  # published: all epochs, stepped only in training
     step = 0
     for epoch in range(EPOCHS):
         order = torch.randperm(count, generator=epoch_generator(seed, epoch))
@@ -124,7 +125,7 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
         from sklearn.cluster import KMeans
 
         flat = F.normalize(model.text_features.reshape(-1, model.text_features.shape[-1]), dim=-1)
-        expected = KMeans(n_clusters=2, random_state=0, n_init=10).fit_predict(
+        expected = KMeans(n_clusters=2, random_state=0).fit_predict(  # the published call
             flat.double().numpy()
         )
         assert torch.equal(model.bank.groups.flatten(), torch.from_numpy(expected).long())
@@ -168,3 +169,64 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
             )
             ref.append((omega_ref * z).sum(dim=1))
     torch.testing.assert_close(ours, torch.stack(ref), atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_runs_only_the_image_encoder_in_bf16(tmp_path):
+    """Scores, logits and PRM counts are fp32 maths on the encoder's (bf16) features, even
+    inside a caller's autocast."""
+    from reprogram.aggregation import ReweightingMatrix
+    from reprogram.engine.setup import prepare
+    from reprogram.precision import Precision
+
+    data = make_folder_dataset(tmp_path / "data")
+    config = quick_config(data, "dvp-cse", precision="bf16", device="cpu")
+    model = prepare(config).model
+    with torch.no_grad():
+        model.prompts.theta.normal_()
+    precision = Precision.resolve(config.precision, torch.device("cpu"))
+    assert precision.dtype == torch.bfloat16
+    images = torch.rand(6, 3, model.image_size, model.image_size, generator=torch.Generator())
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        output = model(images, precision)
+        with precision.encoder():
+            features = model.image_features(images)
+        assert features.dtype == torch.bfloat16  # the encoder did run in bf16
+        expected = model.scores_from_features(features.float())  # fp32, outside any autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast changes nothing
+            inside = model(images, precision)
+    for out in (output, inside):
+        assert out.scores.dtype == out.logits.dtype == torch.float32
+        torch.testing.assert_close(out.scores, expected, rtol=0, atol=0)
+        torch.testing.assert_close(out.logits, model.aggregator(expected), rtol=0, atol=0)
+    counts = []
+    for scores in (output.scores, expected):
+        prm = ReweightingMatrix(*model.bank.groups.shape)
+        prm.observe(scores, labels)
+        counts.append(prm.prm.counts)
+    assert torch.equal(counts[0], counts[1])
+
+
+def test_a_bf16_run_counts_fp32_scores_and_reaches_fp32_accuracy(tmp_path, monkeypatch):
+    from reprogram.prm import PRM
+
+    observed = []
+    original = PRM.observe
+
+    def observe(self, scores, labels):
+        observed.append(scores.dtype)
+        return original(self, scores, labels)
+
+    monkeypatch.setattr(PRM, "observe", observe)
+    data = make_folder_dataset(tmp_path / "data", counts=(("train", 8), ("val", 4), ("test", 10)))
+    results = {}
+    for precision in ("bf16", "fp32"):
+        config = quick_config(
+            data, "dvp-cse", precision=precision, device="cpu", epochs=4, shots=8, lr=10.0
+        )
+        results[precision] = fit(config, tmp_path / precision)
+    assert observed and set(observed) == {torch.float32}
+    # 30 test images: within noise means at most 2 predictions apart
+    assert abs(results["bf16"]["test_accuracy"] - results["fp32"]["test_accuracy"]) <= 2 / 30
+    a, b = (load_run(tmp_path / p).model.aggregator.prm.weights for p in ("bf16", "fp32"))
+    assert (a - b).abs().max() < 0.2

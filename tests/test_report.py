@@ -1,9 +1,10 @@
-"""`reprogram explain`: attribution maths, the report for every method, the page in Chromium.
+"""`reprogram explain`: attribution maths, the numbers of each section, the page in Chromium.
 
 One module fixture trains every method briefly on a tiny folder dataset (random tiny backbone,
-56-px input); the report is made once through the real CLI and checked as HTML and in a headless
-Chromium (skipped when Chromium is not installed). The browser screenshot and a copy of the report
-are saved under ``tests/artifacts/`` (``ARTIFACTS`` below).
+56-px input). Each section's ``compute_x`` is checked against the run's own numbers (results.json,
+the model's logits); the report is made once through the real CLI and checked as HTML and in a
+headless Chromium (skipped when Chromium is not installed). The browser screenshot and a copy of
+the report are saved under ``tests/artifacts/`` (``ARTIFACTS`` below).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import base64
 import fcntl
 import json
 import os
-import re
 import select
 import shutil
 import subprocess
@@ -20,14 +20,25 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import cli, make_folder_dataset, quick_config
 
+from reprogram import attribution as attr
 from reprogram.engine.runs import load_run
 from reprogram.engine.train import fit
-from reprogram.report import attribution as attr
-from reprogram.report.explain import explain, select_rows
+from reprogram.report.common import select_rows
+from reprogram.report.explain import explain
+from reprogram.report.load import BackboneCache, Options, RunData, load_run_data, summarise
+from reprogram.report.sections.accuracy import compute_accuracy, compute_confusion
+from reprogram.report.sections.compare import compute_comparison
+from reprogram.report.sections.contributions import SHARE_DEFINITION, compute_contributions
+from reprogram.report.sections.curves import compute_curves
+from reprogram.report.sections.files import compute_files
+from reprogram.report.sections.overview import compute_overview
+from reprogram.report.sections.prm import compute_prm
+from reprogram.report.sections.prompts import compute_prompts
 
 METHODS = ["zero-shot", "zero-shot-desc", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls"]
 # Class names that need escaping in HTML, and one long name.
@@ -213,7 +224,198 @@ def test_long_class_lists_are_summarised_not_squeezed(tmp_path):
     assert height < 2000 and width < 1600  # 41 labelled rows, not 400
 
 
-# ----------------------------------------------------------------------------- the report
+# ------------------------------------------------------------------------ each section's numbers
+
+
+@pytest.fixture(scope="module")
+def loaded(runs, tmp_path_factory) -> dict[str, RunData]:
+    """Every run as the report's sections see it (model, test images, attribution)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REPROGRAM_CACHE", str(tmp_path_factory.getbasetemp() / "reprogram-cache"))
+        backbones = BackboneCache()
+        return {
+            method: load_run_data(
+                summarise(run_dir, f"run{i}"), Options(device="cpu"), backbones, lambda _: None
+            )
+            for i, (method, run_dir) in enumerate(runs.items(), start=1)
+        }
+
+
+def test_every_run_loads_with_its_test_images(loaded):
+    for method, data in loaded.items():
+        assert data.run is not None and data.images is not None, method
+        assert data.summary.notes == [], method
+        assert len(data.images) == len(CLASSES) * 2  # the whole test split
+        assert data.classnames == sorted(CLASSES)  # a folder dataset's classes
+
+
+def test_accuracy_sections_equal_results_json(loaded):
+    for method, data in loaded.items():
+        results = data.summary.results
+        view = compute_accuracy(data)
+        assert view.skipped is None
+        assert view.accuracy == [results["per_class_accuracy"][c] for c in data.classnames], method
+        assert view.counts == [2] * len(CLASSES) and view.overall == results["test_accuracy"]
+        assert [view.accuracy[c] for c in view.worst_first] == sorted(view.accuracy)
+        # the attribution pass re-runs the model on the same test images: the same predictions
+        overview = compute_overview(data)
+        assert overview.recomputed_count == results["test_count"] == 10
+        assert overview.recomputed_accuracy == pytest.approx(results["test_accuracy"], abs=1e-6)
+        per_class = [
+            float((data.attribution.predictions[data.attribution.labels == c] == c).float().mean())
+            for c in range(len(CLASSES))
+        ]
+        assert per_class == pytest.approx(view.accuracy, abs=1e-6), method
+        files = compute_files(data)
+        assert [float(row[2]) for row in files.class_rows] == pytest.approx(view.accuracy)
+        assert [row[1] for row in files.class_rows] == view.counts
+
+
+def test_confusion_section_counts_every_test_image(loaded):
+    data = loaded["dvp-cse"]
+    matrix = data.summary.results["test_confusion"]
+    view = compute_confusion(data)
+    assert view.full and view.row_names == view.col_names == data.classnames
+    assert view.counts.tolist() == matrix and view.totals.tolist() == [2] * len(CLASSES)
+    off_diagonal = sum(matrix[t][p] for t in range(5) for p in range(5) if t != p)
+    assert sum(n for _, _, n, _ in view.pairs) == off_diagonal
+    assert all(f == pytest.approx(n / 2) for _, _, n, f in view.pairs)
+    data.options.max_classes = 4  # 5 classes > 4: the worst classes' rows only
+    try:
+        few = compute_confusion(data, worst=2, columns=3)
+    finally:
+        data.options.max_classes = Options().max_classes
+    assert not few.full and len(few.row_names) == 2 and len(few.col_names) <= 4
+    assert few.counts.sum(axis=1).tolist() == few.totals.tolist()  # "(other classes)" sums the rest
+
+
+def test_prm_section_rows_sum_to_one(loaded):
+    for method in ("dvp-cse", "dvp-cls"):
+        data = loaded[method]
+        view = compute_prm(data)
+        assert view.skipped is None and view.no_prm_reason is None
+        matrix = view.matrix
+        omega = data.model.aggregator.prm.weights.detach().float().cpu().numpy()
+        assert matrix.rows == list(range(len(CLASSES))) and matrix.selection is None
+        assert matrix.weights.sum(axis=1) == pytest.approx([1.0] * len(CLASSES), abs=1e-5)
+        assert matrix.mass.sum(axis=1) == pytest.approx([1.0] * len(CLASSES), abs=1e-5)
+        assert matrix.weights.tolist() == omega.tolist()
+        # sorted per row by group, then by weight (highest first), as the hover table shows it
+        assert sorted(matrix.sorted_weights[0].tolist()) == sorted(omega[0].tolist())
+        assert (matrix.sorted_groups[:, 1:] >= matrix.sorted_groups[:, :-1]).all()
+        hovered = "\n".join(t for row in matrix.hover for t in row)
+        assert all(text in hovered for row in data.model.bank.texts for text in row)
+        table = view.descriptions
+        assert [name for name, _ in table.ranks] == data.classnames and not table.folded
+        for c, (_, ranks) in enumerate(table.ranks):
+            assert len(ranks) == min(data.options.top_descriptions, data.model.bank.per_class)
+            assert [r.weight for r in ranks] == sorted((r.weight for r in ranks), reverse=True)
+            assert ranks[0].weight == pytest.approx(float(omega[c].max()))
+    assert compute_prm(loaded["dvp-cse"]).matrix.group_names == ["cse_1", "cse_2", "cse_3"]
+    assert compute_prm(loaded["dvp-cls"]).matrix.group_names[0] == "cluster 1"
+
+
+def test_methods_without_a_prm_rank_descriptions_by_contribution(loaded):
+    for method in ("zero-shot", "vp", "ar"):
+        view = compute_prm(loaded[method])
+        assert view.matrix is None and view.no_prm_reason and not view.has_descriptions, method
+        assert view.descriptions is None
+    for method in ("zero-shot-desc", "attrvr"):
+        data = loaded[method]
+        view = compute_prm(data)
+        assert view.matrix is None and view.no_prm_reason and view.has_descriptions, method
+        means = data.attribution.description_means
+        for c, (_, ranks) in enumerate(view.descriptions.ranks):
+            assert all(r.weight is None for r in ranks)
+            values = [r.contribution for r in ranks]
+            assert values == sorted(values, reverse=True)
+            assert values[0] == pytest.approx(float(means[c].max()))
+
+
+def test_contribution_shares_split_each_class_logit(loaded):
+    for method in ("zero-shot", "zero-shot-desc", "vp", "ar", "attrvr"):
+        assert compute_contributions(loaded[method]).skipped, method  # one prompt or none
+    for method in ("dvp-cse", "dvp-cls"):
+        data = loaded[method]
+        view = compute_contributions(data)
+        attribution = data.attribution
+        assert view.skipped is None and len(view.group_names) == 3
+        image_shares = attribution.image_shares
+        assert image_shares.abs().sum(1).tolist() == pytest.approx([1.0] * 10, abs=1e-5)
+        for c in range(len(CLASSES)):
+            mine = attribution.labels == c
+            torch.testing.assert_close(
+                torch.as_tensor(view.shares[c]), image_shares[mine].mean(0), atol=1e-6, rtol=0
+            )
+        # a share is the prompt's part of the true-class logit over the sum of absolute parts
+        model = data.model
+        with torch.no_grad():
+            from reprogram.data.images import as_float
+
+            output = model(as_float(data.images.pixels))
+        own = attr.description_contributions(model, output.scores)[
+            torch.arange(10), attribution.labels
+        ]
+        parts = attr.prompt_parts(model, own, attribution.labels)
+        torch.testing.assert_close(image_shares, attr.shares(parts), atol=1e-5, rtol=0)
+        assert sorted(view.rows) == view.present == list(range(len(CLASSES)))
+        assert [d.class_index for d in view.ranking] == sorted(
+            range(5), key=lambda c: (-float(view.shares[c].max()), c)
+        )
+        assert all(d.dominated == (d.share >= view.threshold) for d in view.ranking)
+        assert sum(view.dominated_per_prompt().values()) == len(view.dominated)
+        files = compute_files(data)
+        assert files.has_shares and len(files.class_header) == 3 + 3
+        written = [[float(v) for v in row[3:]] for row in files.class_rows]
+        np.testing.assert_allclose(written, view.shares, atol=1e-6)
+
+
+def test_prompt_section_shows_frames_and_the_drivers_of_examples(loaded):
+    zero = compute_prompts(loaded["zero-shot"])
+    assert zero.kind == "none" and zero.frames == [] and len(zero.examples) == 4
+    for method, count in (("vp", 1), ("ar", 1), ("dvp-cse", 3), ("dvp-cls", 3)):
+        data = loaded[method]
+        view = compute_prompts(data)
+        assert view.skipped is None and len(view.frames) == count, method
+        for frame in view.frames:
+            assert float(frame.frame.min()) >= 0 and float(frame.frame.max()) <= 1
+            assert frame.stretched.shape == frame.frame.shape
+        assert len(view.examples) == 4
+        truths = [e.truth for e in view.examples]
+        assert len(set(truths)) == 4  # one image per class first
+        for example in view.examples:
+            assert len(example.prompted) == count
+            assert 0 < example.probability <= 1
+            assert example.predicted == data.classnames[example.driver.class_index]
+
+
+def test_curves_follow_metrics_jsonl(loaded):
+    assert compute_curves(loaded["zero-shot"]).skipped  # nothing trained
+    data = loaded["dvp-cse"]
+    view = compute_curves(data)
+    assert view.skipped is None and len(view.history) == 2
+    assert view.selected_epoch == data.summary.results["selected_epoch"]
+    speeds = [r["images_per_s"] for r in view.history if not r.get("estimate_only")]
+    assert view.images_per_s == pytest.approx(speeds[0]) and len(speeds) == 1
+
+
+def test_comparison_subtracts_the_reference_per_class(loaded):
+    summaries = [data.summary for data in loaded.values()]
+    view = compute_comparison(summaries, Options())
+    assert view.seed_table is None  # one seed per method
+    assert [d.method for d in view.differences] == METHODS[1:]
+    base = loaded["zero-shot"].accuracy
+    for d in view.differences:
+        assert d.reference == "zero-shot" and d.seeds == (1, 1)
+        mine = loaded[d.method].accuracy
+        assert d.diff.tolist() == pytest.approx([a - b for a, b in zip(mine, base, strict=True)])
+        assert d.better + d.worse <= len(CLASSES)
+    other = compute_comparison(summaries, Options(reference="vp"))
+    assert {d.reference for d in other.differences} == {"vp"}
+    assert "vp" not in [d.method for d in other.differences]
+
+
+# ----------------------------------------------------------------------------- the page
 
 
 def test_report_is_self_contained_and_covers_every_run(report, runs):
@@ -231,53 +433,21 @@ def test_report_is_self_contained_and_covers_every_run(report, runs):
             assert (report.parent / href).is_file(), f"missing file {href}"
     assert not page.scripts_with_src and not page.stylesheets
     assert "@import" not in html and "url(" not in html
-    text = page.plain
-    for method in METHODS:
-        assert f"{method} · folder:data · seed 1" in text
+    assert {"compare", "definitions"} | {f"run{i}" for i in range(1, 8)} <= page.ids
+    for number in range(1, 8):
+        for part in ("prompts", "prm", "contributions", "accuracy", "confusion", "curves"):
+            assert f"run{number}-{part}" in page.ids
     # escaped class names survive as text
-    assert "green & square" in text and "blue <stripes>" in text
     assert "blue <stripes>" not in html and "blue &lt;stripes&gt;" in html
-    # the share definition is on the page
-    assert "divided by the sum over prompts of the absolute values" in text
-    # the comparison of several runs
-    assert "Comparison" in text and "Per-class differences between methods" in text
-    assert "dvp-cse − zero-shot" not in text  # the reference is the first run's method
-
-
-def _run_section(report: Path, number: int) -> Page:
-    html = report.read_text(encoding="utf-8")
-    start = html.index(f'<section id="run{number}">')
-    following = re.search(r'<section id="(run\d+|definitions)">', html[start + 10 :])
-    return Page(html[start : start + 10 + following.start()] if following else html[start:])
-
-
-def test_sections_that_do_not_apply_say_why(report, runs):
-    sections = {method: _run_section(report, i) for i, method in enumerate(runs, start=1)}
-    zero = sections["zero-shot"].plain
-    assert "has no visual prompt" in zero
-    assert "nothing is trained for this method" in zero
-    assert "no PRM and no descriptions" in zero
-    vp = sections["vp"].plain
-    assert "uses a single prompt" in vp and "no PRM" in vp
-    assert "stretched" in vp  # the watermark frame is shown
-    attrvr = sections["attrvr"].plain
-    assert (
-        "mean of the top-k descriptive" in attrvr and "ranked by their mean contribution" in attrvr
+    assert SHARE_DEFINITION in page.plain
+    # one difference figure per method against the first run's
+    assert sorted(p.name for p in report.parent.glob("diff-*.png")) == sorted(
+        f"diff-{i}-{m}-vs-zero-shot.png" for i, m in enumerate(METHODS[1:], start=1)
     )
-    for method in ("dvp-cse", "dvp-cls"):
-        section = sections[method]
-        assert "Probabilistic reweighting matrix (PRM)" in section.plain
-        assert "Per-prompt contribution per class" in section.plain
-        assert "Not shown" not in section.plain, method
-        assert any(src.endswith("/prm.png") for src in section.images)
-        assert any(src.endswith("/shares.png") for src in section.images)
-        # every description can be read on hover
+    for method in ("dvp-cse", "dvp-cls"):  # every description can be read on hover
         model = load_run(runs[method]).model
-        hovered = "\n".join(section.titles)
+        hovered = "\n".join(page.titles)
         assert all(text in hovered for row in model.bank.texts for text in row)
-    cse = sections["dvp-cse"].plain
-    assert "cse_1" in cse and "cse_3" in cse
-    assert "cluster 1" in sections["dvp-cls"].plain
 
 
 def test_report_survives_a_missing_dataset_and_summarises_many_classes(runs, tmp_path):
@@ -286,15 +456,23 @@ def test_report_survives_a_missing_dataset_and_summarises_many_classes(runs, tmp
     checkpoint = torch.load(moved / "checkpoint.pt", weights_only=False)
     checkpoint["config"]["dataset"] = f"folder:{tmp_path / 'gone'}"
     torch.save(checkpoint, moved / "checkpoint.pt")
+    options = Options(device="cpu", max_classes=4, examples=2)
+    data = load_run_data(summarise(moved, "run1"), options, BackboneCache(), lambda _: None)
+    assert data.run is not None and data.images is None and data.attribution is None
+    assert data.image_reason and data.summary.notes == [data.image_reason]
+    prompts = compute_prompts(data)
+    assert len(prompts.frames) == 3 and prompts.examples is None  # frames need no test images
+    assert compute_contributions(data).skipped == data.image_reason
+    prm = compute_prm(data)  # the PRM needs no images either: 2 worst and 2 best classes
+    assert len(prm.matrix.rows) == 4 and prm.matrix.selection.startswith("showing 4 of 5")
+    assert all(r.contribution is None for _, ranks in prm.descriptions.ranks for r in ranks)
     path = explain([moved, runs["dvp-cls"]], tmp_path / "out", max_classes=4, examples=2)
     page = Page(path.read_text(encoding="utf-8"))
-    text = page.plain
-    assert "could not be read" in text  # the moved run: no test images
-    assert "showing 4 of 5 classes" in text  # the dvp-cls run: a selection of classes
-    assert "'(other classes)'" in text or "they are most often mistaken for" in text
     for src in page.images:
         assert (path.parent / src).is_file()
-    assert (path.parent / "run1-dvp-cse" / "prompt-1.png").is_file()  # frames need no test images
+    assert (path.parent / "run1-dvp-cse" / "prompt-1.png").is_file()
+    assert not (path.parent / "run1-dvp-cse" / "shares.png").exists()
+    assert (path.parent / "run2-dvp-cls" / "shares.png").is_file()
 
 
 # ----------------------------------------------------------------------------- in a real browser

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from reprogram.engine.config import load_config
+from reprogram.engine.config import RUNTIME_FIELDS, TrainConfig, load_config
 from reprogram.engine.progress import Reporter
-from reprogram.engine.runs import comparison_table
+from reprogram.engine.runs import comparison_table, format_cell, row_name
 from reprogram.engine.train import fit
+from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write_json, atomic_write_text
 
 ALL_METHODS = ("zero-shot", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls")
@@ -84,6 +86,35 @@ def run_config(task_dir: Path, method: str, seed: int, settings: BenchmarkSettin
     return load_config(None, values)
 
 
+# Filled in by the run when left empty (the task folder's description files).
+DERIVED_FIELDS = ("descriptions",)
+
+
+def config_differences(stored: dict[str, Any], wanted: TrainConfig) -> list[str]:
+    """The training settings in which a stored run's config differs from ``wanted``
+    (execution settings such as the device do not count)."""
+    differ = []
+    for key, value in wanted.to_dict().items():
+        if key in RUNTIME_FIELDS or (key in DERIVED_FIELDS and not value):
+            continue
+        if key not in stored or stored[key] != value:
+            differ.append(f"{key} {stored.get(key, '(missing)')!r} vs {value!r}")
+    return differ
+
+
+def check_reusable(run_dir: Path, wanted: TrainConfig) -> None:
+    """Refuse to reuse (or resume) a run folder made with other settings than ``wanted``."""
+    path = run_dir / "config.yaml"
+    stored = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    differ = config_differences(stored, wanted) if stored else ["no config.yaml"]
+    if differ:
+        shown = "; ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
+        raise ReprogramError(
+            f"{run_dir} holds a run made with other settings ({shown}): "
+            "choose another --out, or delete that folder to train it again"
+        )
+
+
 def run_benchmark(
     out: str | Path, settings: BenchmarkSettings, quiet: bool = False
 ) -> dict[str, Any]:
@@ -101,14 +132,14 @@ def run_benchmark(
             for seed in settings.seeds:
                 run_dir = out / "runs" / task / method / f"seed-{seed}"
                 run_dirs.append(run_dir)
+                config = run_config(task_dir, method, seed, settings, True)
+                started_before = (run_dir / "checkpoint.pt").is_file()
+                if started_before or (run_dir / "results.json").is_file():
+                    check_reusable(run_dir, config)
                 if (run_dir / "results.json").is_file():
                     continue
                 reporter.line(f"[{task}] {method} seed {seed}")
-                fit(
-                    run_config(task_dir, method, seed, settings, True),
-                    run_dir,
-                    resume=(run_dir / "checkpoint.pt").is_file(),
-                )
+                fit(config, run_dir, resume=started_before)
     table = comparison_table(run_dirs)
     table["settings"] = settings.__dict__
     table["environment"] = {
@@ -129,26 +160,16 @@ def run_benchmark(
 def benchmark_markdown(table: dict[str, Any]) -> str:
     """Tasks as rows, methods as columns: test accuracy (%) mean ± std, then mean wall time."""
     datasets = table["datasets"]
-    methods = [row["method"] for row in table["rows"]]
-    cells = {(row["method"], d): row["cells"].get(d) for row in table["rows"] for d in datasets}
-    seeds = len(table.get("settings", {}).get("seeds", [])) or max(
-        (len(cell["seeds"]) for cell in cells.values() if cell), default=0
-    )
+    methods = [row_name(row) for row in table["rows"]]
+    cells = {(row_name(row), d): row["cells"].get(d) for row in table["rows"] for d in datasets}
     lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for dataset in datasets:
         name = dataset.rstrip("/").split("/")[-1]
-        row = []
-        for method in methods:
-            cell = cells[(method, dataset)]
-            partial = f" (n={len(cell['seeds'])})" if cell and len(cell["seeds"]) < seeds else ""
-            row.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{partial}" if cell else "—")
+        row = [format_cell(cells[(method, dataset)], wall_time=False) for method in methods]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     lines.append(
         "| mean wall time per run (s) | "
-        + " | ".join(
-            f"{_mean_wall_time([cells[(m, d)] for d in datasets]):.0f}"
-            for m in methods
-        )
+        + " | ".join(f"{_mean_wall_time([cells[(m, d)] for d in datasets]):.0f}" for m in methods)
         + " |"
     )
     settings = table.get("settings", {})

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -70,6 +70,17 @@ def train(
     backbone: BackboneOpt = None,
     weights: WeightsOpt = None,
     descriptions: DescriptionsOpt = None,
+    causes: Annotated[
+        str | None,
+        typer.Option(help="dvp-cse on a published dataset: packaged causes, e.g. 4,5,6,7"),
+    ] = None,
+    description_source: Annotated[
+        str | None,
+        typer.Option(
+            "--description-source",
+            help="packaged AttrVR attributes from: gpt4omini_llm, gpt4omini_mllm, llama, phi3",
+        ),
+    ] = None,
     shots: Annotated[int | None, typer.Option(help="shots per class (0 = all)")] = None,
     seed: Annotated[
         int | None, typer.Option(help="random seed (few-shot draw, order, init)")
@@ -92,6 +103,9 @@ def train(
     ] = None,
     device: DeviceOpt = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16, fp16")] = None,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="also write TensorBoard events (RUN/tensorboard)")
+    ] = False,
     config_file: ConfigOpt = None,
     sets: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/run"),
@@ -101,35 +115,48 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a method's prompts (or evaluate a zero-shot method) and write a run folder."""
+    try:
+        _train(dict(locals()))
+    except KeyboardInterrupt:
+        # typer would print "Aborted!" and exit 1: say what to do instead
+        typer.echo(
+            f"interrupted; rerun with --resume to continue (finished epochs are saved in {out})",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+def _ignored(command: str, because: str, **given) -> None:
+    """Warn about options that have no effect (``--checkpoint`` or ``--resume`` decides)."""
+    names = [f"--{k.replace('_', '-')}" for k, v in given.items() if v not in (None, [], False)]
+    if names:
+        typer.echo(
+            f"warning: {command}: {', '.join(names)} ignored with {because} "
+            "(the run's own settings are used)",
+            err=True,
+        )
+
+
+def _train(options: dict[str, Any]) -> None:
     from reprogram.engine.train import fit, fit_seeds
 
+    out, resume, seeds = options.pop("out"), options.pop("resume"), options.pop("seeds")
+    config_file, sets = options.pop("config_file"), options.pop("sets")
     if resume and not seeds:
-        from reprogram.engine.config import TrainConfig
+        from reprogram.engine.config import RUNTIME_FIELDS
 
-        results = fit(TrainConfig(), out, resume=True)
+        # execution settings (device, quiet, --set compile=…) apply; the run's identity is kept
+        runtime = [s for s in sets or [] if s.partition("=")[0].strip() in RUNTIME_FIELDS]
+        given = {k: v for k, v in options.items() if k not in ("quiet", "device")}
+        others = [s for s in sets or [] if s not in runtime]
+        _ignored("train", "--resume", **given, config=config_file, set=others)
+        execution = _config(None, runtime, device=options["device"], quiet=options["quiet"] or None)
+        results = fit(execution, out, resume=True)
         _print_results(results)
         return
-    config = _config(
-        config_file,
-        sets,
-        method=method,
-        dataset=dataset,
-        root=root,
-        backbone=backbone,
-        weights=weights,
-        descriptions=descriptions or None,
-        shots=shots,
-        seed=seed,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        eval_every=eval_every,
-        select_on=select_on,
-        clusters=clusters,
-        device=device,
-        precision=precision,
-        quiet=quiet or None,
-    )
+    options.update(descriptions=options["descriptions"] or None, quiet=options["quiet"] or None)
+    options.update(tensorboard=options["tensorboard"] or None)
+    config = _config(config_file, sets, **options)
     if seeds:
         from reprogram.engine.runs import table_markdown
 
@@ -167,18 +194,57 @@ def eval_command(
     device: DeviceOpt = None,
     config_file: ConfigOpt = None,
     sets: SetOpt = None,
+    targets: Annotated[
+        str | None,
+        typer.Option(
+            "--targets", help="with --checkpoint: several target datasets, a,b,c (one table)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="transfer results file (default: RUN/eval-TARGET.json and .md)"),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Evaluate a trained run, or a zero-shot method, on a dataset split; print the accuracy."""
+    """Evaluate a trained run, or a zero-shot method, on a dataset split; print the accuracy.
+
+    With --checkpoint and another --dataset (or --targets): cross-dataset transfer or domain
+    generalisation (see docs/protocols.md); a results JSON and a table are written.
+    """
     from reprogram.engine.config import apply_overrides
     from reprogram.engine.runs import evaluate_split, load_run
     from reprogram.engine.setup import build_backbone, build_model
     from reprogram.methods import get_recipe
 
+    if checkpoint is not None and (targets or dataset):
+        from reprogram.protocols import transfer
+
+        names = [t.strip() for t in (targets or "").split(",") if t.strip()] or [dataset]
+        if targets or transfer.is_other_dataset(checkpoint, dataset):
+            given = dict(method=method, backbone=backbone, shots=shots, seed=seed)
+            _ignored("eval", "--checkpoint", **given, config=config_file, set=sets)
+            result = transfer.evaluate_transfer(
+                checkpoint, names, root, descriptions or None, split, device, quiet, weights
+            )
+            target = out or transfer.default_output(checkpoint, names)
+            written = transfer.write_transfer(result, target)
+            typer.echo(transfer.transfer_markdown(result) + f"\nwritten: {written}")
+            return
     if checkpoint is not None:
-        run = load_run(checkpoint, device=device)
+        _ignored(
+            "eval",
+            "--checkpoint",
+            method=method,
+            backbone=backbone,
+            descriptions=descriptions,
+            shots=shots,
+            seed=seed,
+            config=config_file,
+            set=sets,
+        )
+        run = load_run(checkpoint, device=device, weights=weights, root=root)
         config = apply_overrides(
-            run.config, _overrides(dataset=dataset, root=root, quiet=quiet or None), "command line"
+            run.config, _overrides(dataset=dataset, quiet=quiet or None), "command line"
         )
         model, classnames = run.model, run.classnames
     else:
@@ -211,18 +277,78 @@ def eval_command(
     )
 
 
+@app.command("base2novel")
+def base2novel_command(
+    method: MethodOpt = None,
+    dataset: DatasetOpt = None,
+    root: RootOpt = None,
+    backbone: BackboneOpt = None,
+    weights: WeightsOpt = None,
+    descriptions: DescriptionsOpt = None,
+    shots: Annotated[int | None, typer.Option(help="shots per class (0 = all)")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seeds", help="several seeds: mean ± std")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    device: DeviceOpt = None,
+    config_file: ConfigOpt = None,
+    sets: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/base2novel"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue in --out")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Base-to-novel (CoCoOp's protocol): train on the first half of the classes, test on base
+    and novel classes, report their harmonic mean (OUT/base2novel.json and .md)."""
+    from reprogram.protocols.base_to_novel import (
+        base_to_novel_markdown,
+        run_base_to_novel,
+        run_base_to_novel_seeds,
+    )
+
+    config = _config(
+        config_file,
+        sets,
+        method=method,
+        dataset=dataset,
+        root=root,
+        backbone=backbone,
+        weights=weights,
+        descriptions=descriptions or None,
+        shots=shots,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        quiet=quiet or None,
+    )
+    if seeds:
+        summary = run_base_to_novel_seeds(config, list(seeds), out, resume=resume)
+        typer.echo(base_to_novel_markdown(summary["runs"]))
+        return
+    typer.echo(base_to_novel_markdown([run_base_to_novel(config, out, resume=resume)]))
+
+
 @app.command()
 def predict(
     images: Annotated[list[Path], typer.Argument(help="image files")],
     checkpoint: Annotated[Path, typer.Option(help="a run folder")],
     top_k: Annotated[int, typer.Option("--top-k")] = 5,
     device: DeviceOpt = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="the run's weights file, if it moved")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Top-k classes for images; for description methods, the prompt and description behind it."""
     from reprogram.engine.runs import load_run, predict_images
 
-    run = load_run(checkpoint, device=device)
+    if top_k < 1:
+        raise ReprogramError(f"--top-k must be at least 1, got {top_k}")
+    run = load_run(checkpoint, device=device, weights=weights)
     predictions = predict_images(
         run.model, run.classnames, [str(p) for p in images], top_k, run.config.precision
     )
@@ -256,12 +382,14 @@ def compare(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs/demo"),
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="default: 1 2 3")] = None,
+    epochs: Annotated[int | None, typer.Option(help="default: 30")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """The main job on an embedded default (see README)."""
-    from reprogram.demo import run_demo
+    """The main job on an embedded default, three seeds, mean ± std (see README)."""
+    from reprogram.demo import DEMO_EPOCHS, DEMO_SEEDS, run_demo
 
-    run_demo(out, quiet=quiet)
+    run_demo(out, quiet=quiet, epochs=epochs or DEMO_EPOCHS, seeds=tuple(seeds or DEMO_SEEDS))
 
 
 benchmark_app = typer.Typer(help="Benchmark suites: every method on every task for several seeds.")
@@ -335,8 +463,55 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
     return result
 
 
+# defaults that TrainConfig leaves to the data (None / empty), as --help should say them
+SHOWN_DEFAULTS = {
+    "clusters": "the dataset's published v, else 3",
+    "causes": "1,2,3",
+    "description_source": "the papers' own sets",
+    "descriptions": "packaged for published datasets; DIR/descriptions/ for folder:DIR",
+}
+
+
+def show_config_defaults(command: Any) -> Any:
+    """Show TrainConfig's defaults in ``--help`` for options left ``None`` (the config decides)."""
+    import copy
+    import dataclasses
+    import inspect
+
+    from reprogram.engine.config import TrainConfig
+
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        for f in dataclasses.fields(TrainConfig)
+    }
+    signature = inspect.signature(command, eval_str=True)
+    params = []
+    for param in signature.parameters.values():
+        meta = getattr(param.annotation, "__metadata__", ())
+        if param.name in defaults and param.default is None and meta:
+            value = defaults[param.name]
+            info = copy.copy(meta[0])
+            info.show_default = SHOWN_DEFAULTS.get(param.name) or (
+                "none"
+                if value in (None, [], "")
+                else ",".join(map(str, value))
+                if isinstance(value, list)
+                else str(value)
+            )
+            param = param.replace(annotation=Annotated[param.annotation.__origin__, info])
+        params.append(param)
+    command.__signature__ = signature.replace(parameters=params)
+    return command
+
+
 def main(argv: list[str] | None = None) -> None:
     register_subcommands(app)
+    show_config_defaults(train)
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        from typer import rich_utils
+
+        # not a terminal: no width to fit, so do not wrap help at rich's default 80 columns
+        rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or 160
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="reprogram", standalone_mode=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from reprogram.errors import ReprogramError
@@ -16,7 +19,11 @@ MIN_DESCRIPTION_CHARS = 20  # the paper keeps sentences of at least this many ch
 
 
 def read_description_file(path: str | Path) -> dict[str, list[str]]:
-    """Read a ``{class: [sentence, ...]}`` JSON file, checking its shape."""
+    """Read a ``{class: [sentences]}`` JSON file (or a ``packaged:NAME``), checking its shape."""
+    if str(path).startswith("packaged:"):
+        from reprogram.packaged import materialize
+
+        path = materialize(path)
     data = read_json(path)
     if not isinstance(data, dict):
         raise ReprogramError(
@@ -46,21 +53,53 @@ def template_texts(classnames: Sequence[str], template: str = TEMPLATE) -> list[
     return [[template.format(readable(name))] for name in classnames]
 
 
+SAMPLING_MODES = ("published", "distinct")
+
+
+def content_digest(descriptions: dict[str, list[str]]) -> str:
+    """A hash of a description file's content (classes and sentences), independent of its path."""
+    canonical = json.dumps(descriptions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sample_sentences(kept: Sequence[str], m: int, rng: random.Random, mode: str) -> list[str]:
+    """``m`` of a class's valid sentences.
+
+    ``published``: the authors' code — without replacement if more than ``m``, otherwise with
+    replacement (so a class with exactly ``m`` uses about 13 distinct of 20).
+    ``distinct``: without replacement whenever possible — exactly ``m`` uses each once; fewer than
+    ``m`` repeats whole shuffled passes so that counts differ by at most one.
+    """
+    if mode == "published":
+        return rng.sample(kept, m) if len(kept) > m else rng.choices(kept, k=m)
+    picked: list[str] = []
+    while len(picked) < m:
+        picked += rng.sample(kept, min(len(kept), m - len(picked)))
+    return picked
+
+
 def sample_descriptions(
     descriptions: dict[str, list[str]],
     classnames: Sequence[str],
     m: int,
     seed: int,
     source: str = "descriptions",
+    mode: str = "published",
 ) -> list[list[str]]:
-    """The paper's per-class sampling: keep sentences of >= 20 characters; if more than ``m``
-    remain sample ``m`` without replacement, otherwise ``m`` with replacement (seeded)."""
+    """The paper's per-class sampling: keep sentences of >= 20 characters, then draw ``m`` per
+    class (see :func:`sample_sentences`). Each class's draw is seeded by ``seed``, the class name
+    and the file's content, so the same file at any path gives the same texts."""
+    if mode not in SAMPLING_MODES:
+        raise ReprogramError(
+            f"config key 'description_sampling': expected one of {', '.join(SAMPLING_MODES)}, "
+            f"got '{mode}'"
+        )
     missing = [name for name in classnames if name not in descriptions]
     if missing:
         shown = ", ".join(repr(n) for n in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise ReprogramError(f"{source}: no descriptions for {len(missing)} classes: {shown}{more}")
-    rng = random.Random(f"descriptions:{seed}:{source}")
+    digest = content_digest(descriptions)
     sampled = []
     for name in classnames:
         kept = valid_sentences(descriptions[name])
@@ -69,7 +108,8 @@ def sample_descriptions(
                 f"{source}: class '{name}' has no sentence of at least "
                 f"{MIN_DESCRIPTION_CHARS} characters"
             )
-        sampled.append(rng.sample(kept, m) if len(kept) > m else rng.choices(kept, k=m))
+        rng = random.Random(f"descriptions:{seed}:{digest}:{name}")
+        sampled.append(sample_sentences(kept, m, rng, mode))
     return sampled
 
 
@@ -85,6 +125,8 @@ class TextBank:
     groups: torch.Tensor
     sets: torch.Tensor
     group_names: list[str]
+    sampling: str | None = None  # how descriptions were drawn (SAMPLING_MODES); None: templates
+    template: bool = False  # descriptions made by `reprogram describe`'s template fallback
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +145,8 @@ class TextBank:
             "groups": self.groups.tolist(),
             "sets": self.sets.tolist(),
             "group_names": self.group_names,
+            "sampling": self.sampling,
+            "template": self.template,
         }
 
     @classmethod
@@ -112,6 +156,8 @@ class TextBank:
             groups=torch.tensor(data["groups"], dtype=torch.long),
             sets=torch.tensor(data["sets"], dtype=torch.long),
             group_names=list(data["group_names"]),
+            sampling=data.get("sampling"),
+            template=bool(data.get("template", False)),
         )
 
 
@@ -145,14 +191,29 @@ def concatenated_bank(
     return TextBank(texts, block, zeros, names)
 
 
-def cluster_groups(features: torch.Tensor, clusters: int, random_state: int = 0) -> torch.Tensor:
-    """DVP-cls: k-means over all C·M L2-normalised text features; returns C×M cluster indices."""
+def cluster_features(features: torch.Tensor) -> np.ndarray:
+    """The C·M×d L2-normalised text features DVP-cls clusters (float64 NumPy)."""
+    dim = features.shape[-1]
+    flat = torch.nn.functional.normalize(features.reshape(-1, dim).float(), dim=-1)
+    return flat.cpu().numpy().astype("float64")
+
+
+def cluster_groups(
+    features: torch.Tensor, clusters: int, random_state: int = 0, n_init: int | None = None
+) -> torch.Tensor:
+    """DVP-cls: k-means over all C·M L2-normalised text features; returns C×M cluster indices.
+
+    The default is the published call ``KMeans(n_clusters=v, random_state=0)`` with the installed
+    scikit-learn's default ``n_init``; pass ``n_init`` to restart k-means that many times.
+    """
     from sklearn.cluster import KMeans
 
-    num_classes, per_class, dim = features.shape
-    flat = torch.nn.functional.normalize(features.reshape(-1, dim).float(), dim=-1).cpu().numpy()
+    num_classes, per_class, _ = features.shape
     if clusters <= 1:
         return torch.zeros(num_classes, per_class, dtype=torch.long)
-    kmeans = KMeans(n_clusters=clusters, random_state=random_state, n_init=10)
-    labels = kmeans.fit_predict(flat.astype("float64"))
+    if n_init is not None and n_init < 1:
+        raise ReprogramError(f"config key 'kmeans_n_init' must be at least 1, got {n_init}")
+    extra = {} if n_init is None else {"n_init": n_init}
+    kmeans = KMeans(n_clusters=clusters, random_state=random_state, **extra)
+    labels = kmeans.fit_predict(cluster_features(features))
     return torch.from_numpy(labels).long().view(num_classes, per_class)

@@ -26,6 +26,7 @@ from reprogram.descriptions import (
     template_texts,
 )
 from reprogram.errors import ReprogramError
+from reprogram.precision import Precision
 from reprogram.prompts import PromptBank
 
 
@@ -132,6 +133,8 @@ class MethodOptions:
     alpha: float = 0.5
     clusters: int | None = None  # DVP-cls v; None: the dataset's published value, else 3
     kmeans_seed: int = 0
+    kmeans_n_init: int | None = None  # None: scikit-learn's default (the published call)
+    description_sampling: str = "published"  # or "distinct" (see descriptions.sample_sentences)
     template: str = TEMPLATE
     frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)
 
@@ -162,6 +165,10 @@ class Reprogrammer(nn.Module):
         self.aggregator = aggregator
         self.register_buffer("text_features", text_features.float(), persistent=False)
         self.register_buffer("groups", bank.groups.clone(), persistent=False)
+        order, self._group_sizes = group_order(self.groups)
+        # Texts sorted by group (each prompt's texts contiguous) and the way back to class order.
+        self.register_buffer("_grouped_texts", self.text_features.flatten(0, 1)[order], False)
+        self.register_buffer("_ungroup", torch.argsort(order), persistent=False)
         self.logit_scale = backbone.logit_scale
 
     @property
@@ -195,14 +202,30 @@ class Reprogrammer(nn.Module):
         self._compiled = True
 
     def scores_from_features(self, features: torch.Tensor) -> torch.Tensor:
-        """z (B×C×M): each text scored by its own prompt's image features (fp32)."""
-        similarities = torch.einsum("vbd,cmd->vbcm", features.float(), self.text_features)
-        index = self.groups.unsqueeze(0).unsqueeze(0).expand(1, features.shape[1], -1, -1)
-        return self.logit_scale * similarities.gather(0, index).squeeze(0)
+        """z (B×C×M): each text scored by its own prompt's image features only (fp32)."""
+        features = features.float()
+        classes, per_class = self.groups.shape
+        parts, start = [], 0
+        for prompt, size in enumerate(self._group_sizes):
+            texts = self._grouped_texts[start : start + size]
+            parts.append(features[prompt] @ texts.t())
+            start += size
+        grouped = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if len(parts) > 1:
+            grouped = grouped.index_select(1, self._ungroup)
+        return self.logit_scale * grouped.view(-1, classes, per_class)
 
-    def forward(self, images: torch.Tensor) -> ReprogramOutput:
-        scores = self.scores_from_features(self.image_features(images))
-        return ReprogramOutput(self.aggregator(scores), scores)
+    def forward(
+        self, images: torch.Tensor, precision: Precision | None = None
+    ) -> ReprogramOutput:
+        """Logits and scores; only the image encoder runs in ``precision``'s dtype (default
+        fp32), everything after it in fp32 even inside a caller's autocast."""
+        precision = precision or Precision(self.text_features.device.type)
+        with precision.encoder():
+            features = self.image_features(images)
+        with precision.fp32():
+            scores = self.scores_from_features(features)
+            return ReprogramOutput(self.aggregator(scores), scores)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The learned state: prompt parameters and aggregator buffers (PRM)."""
@@ -221,6 +244,15 @@ class Reprogrammer(nn.Module):
 
     def prompt_parameters(self) -> list[nn.Parameter]:
         return [self.prompts.theta] if self.recipe.trainable else []
+
+
+def group_order(groups: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The flat text indices sorted by group (stable) and the number of texts of each group
+    (groups numbered 0..v-1; a group without texts counts 0)."""
+    flat = groups.flatten()
+    order = torch.argsort(flat, stable=True)
+    count = int(flat.max()) + 1 if flat.numel() else 1
+    return order, torch.bincount(flat, minlength=count).tolist()
 
 
 def build_text_bank(
@@ -242,18 +274,23 @@ def build_text_bank(
         what = "a descriptive and a distinctive file" if expected == 2 else "one attribute file"
         raise ReprogramError(f"method '{recipe.name}' needs {what}, got {len(descriptions)} files")
     sampled = [
-        sample_descriptions(data, classnames, options.m, seed, source=str(path))
+        sample_descriptions(
+            data, classnames, options.m, seed, source=str(path), mode=options.description_sampling
+        )
         for path, data in descriptions
     ]
     names = [Path(path).stem for path, _ in descriptions]
     if recipe.texts == "causes":
-        return concatenated_bank(sampled, names)
-    if recipe.texts == "attribute-pair":
-        return concatenated_bank(sampled, names, as_sets=True)
-    return single_group_bank(
-        sampled[0] if len(sampled) == 1 else concatenated_bank(sampled, names).texts,
-        "+".join(names),
-    )
+        bank = concatenated_bank(sampled, names)
+    elif recipe.texts == "attribute-pair":
+        bank = concatenated_bank(sampled, names, as_sets=True)
+    else:
+        bank = single_group_bank(
+            sampled[0] if len(sampled) == 1 else concatenated_bank(sampled, names).texts,
+            "+".join(names),
+        )
+    bank.sampling = options.description_sampling
+    return bank
 
 
 def build_aggregator(recipe: Recipe, bank: TextBank, options: MethodOptions) -> Aggregator:
@@ -282,7 +319,14 @@ def build_reprogrammer(
     features = backbone.encode_text(bank.flat()).view(bank.num_classes, bank.per_class, -1)
     if fresh and recipe.grouping == "kmeans":
         clusters = options.clusters or 3
-        bank.groups = cluster_groups(features, clusters, options.kmeans_seed)
+        if clusters > bank.num_classes * bank.per_class:
+            raise ReprogramError(
+                f"clusters {clusters} is more than the {bank.num_classes * bank.per_class} "
+                "descriptions to cluster (classes x m): lower clusters or raise m"
+            )
+        bank.groups = cluster_groups(
+            features, clusters, options.kmeans_seed, options.kmeans_n_init
+        )
         bank.group_names = [f"cluster {i + 1}" for i in range(clusters)]
     count = len(bank.group_names)
     prompts = PromptBank(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
@@ -34,12 +35,47 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed-precision context for the forward pass (a no-op in fp32)."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+@dataclass(frozen=True)
+class Precision:
+    """A run's precision policy, resolved once: only the image encoder runs in ``dtype``
+    (autocast); description scoring, aggregation, PRM counting and the loss run in fp32."""
 
+    device_type: str = "cpu"
+    dtype: torch.dtype = torch.float32
 
-def needs_grad_scaler(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cuda" and dtype == torch.float16
+    @classmethod
+    def resolve(cls, name: str, device: torch.device) -> Precision:
+        """The policy for a config's ``precision`` name on ``device``."""
+        return cls(device.type, resolve_precision(name, device))
+
+    @classmethod
+    def of(cls, value: Precision | torch.dtype | None, device: torch.device) -> Precision:
+        """``value`` as a policy: a dtype means the encoder in that dtype; ``None`` means fp32."""
+        if isinstance(value, Precision):
+            return value
+        return cls(device.type, value or torch.float32)
+
+    @property
+    def reduced(self) -> bool:
+        return self.dtype != torch.float32
+
+    def encoder(self) -> contextlib.AbstractContextManager:
+        """Context for the image encoder: autocast in ``dtype`` (a no-op in fp32)."""
+        if not self.reduced:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def fp32(self) -> contextlib.AbstractContextManager:
+        """Context for the maths that needs full precision: autocast off, a caller's too."""
+        return torch.autocast(device_type=self.device_type, enabled=False)
+
+    def everywhere(self) -> contextlib.AbstractContextManager:
+        """Autocast over a whole region, as the official scripts do (their re-implementation
+        in ``reprogram.bench`` only; the engine uses :meth:`encoder`)."""
+        return self.encoder()
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """A gradient scaler where fp16 needs one (CUDA); ``None`` otherwise."""
+        if self.device_type == "cuda" and self.dtype == torch.float16:
+            return torch.amp.GradScaler(self.device_type)
+        return None

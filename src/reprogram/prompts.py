@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from reprogram.errors import ReprogramError
+
 PROMPT_KINDS = ("padding", "watermark", "none")
 PAPER_INPUT = 224
 PAPER_PAD = 16  # padding prompt: 224 input, 192 inner image
@@ -65,9 +67,10 @@ class PromptBank(nn.Module):
             self.frame = frame if frame is not None else default_watermark(input_size)
         else:
             self.frame = 0
-        if self.kind == "padding" and input_size - 2 * self.frame <= 0:
-            raise ValueError(
-                f"padding frame {self.frame} leaves no room in a {input_size}-px input"
+        if kind != "none" and not 1 <= self.frame < (input_size + 1) // 2:
+            raise ReprogramError(
+                f"frame {self.frame} does not fit the backbone's {input_size}-px input: "
+                f"set frame between 1 and {(input_size - 1) // 2} (or omit it for the default)"
             )
         shape = (count, 3, input_size, input_size) if kind != "none" else (0,)
         self.theta = nn.Parameter(torch.zeros(shape), requires_grad=kind != "none")
@@ -95,18 +98,41 @@ class PromptBank(nn.Module):
             return self.theta * self.mask
         return torch.zeros(1, 3, self.input_size, self.input_size, device=self.mean.device)
 
+    def _normalised_patterns(self) -> torch.Tensor:
+        """``(patterns - mean) / std`` (v×3×S×S), cached while ``theta`` is unchanged (only
+        used without gradients, e.g. in evaluation)."""
+        key = (self.theta._version, self.theta.data_ptr(), self.theta.device)
+        cached = getattr(self, "_pattern_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, (self.patterns() - self.mean).div_(self.std))
+            self._pattern_cache = cached
+        return cached[1]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images B×3×s×s in [0, 1] (s = ``image_size``) -> prompted, normalised v×B×3×S×S."""
+        """Images B×3×s×s in [0, 1] (s = ``image_size``) -> prompted, normalised v×B×3×S×S.
+
+        The same numbers (and gradients, in the same order of operations) as padding with
+        zeros, adding the pattern and normalising, with one full-size v×B tensor instead of
+        three: on the frame the padded image is 0, so the output there is the normalised
+        pattern; inside, the pattern is 0, so it is the normalised image."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(
                 f"prompt bank expects {self.image_size}-px images, got {tuple(images.shape[-2:])}"
             )
+        normalised = (images - self.mean).div_(self.std)
         if self.kind == "padding":
-            f = self.frame
-            padded = nn.functional.pad(images, (f, f, f, f), value=0.0)
-            prompted = padded.unsqueeze(0) + self.patterns().unsqueeze(1).to(padded.dtype)
-            return (prompted - self.mean) / self.std
-        normalised = ((images - self.mean) / self.std).unsqueeze(0)
+            f, size, shape = self.frame, self.input_size, (self.count, images.shape[0], -1, -1, -1)
+            if torch.is_grad_enabled() and self.theta.requires_grad:
+                # normalise the expanded pattern: its gradient is divided by std before the sum
+                # over the batch, as when the padded images are normalised
+                frames = self.patterns().to(normalised.dtype).unsqueeze(1).expand(shape)
+                out = (frames - self.mean).div_(self.std)
+            else:
+                frames = self._normalised_patterns().to(normalised.dtype).unsqueeze(1)
+                out = frames.expand(shape).clone()
+            out[:, :, :, f : size - f, f : size - f] = normalised.unsqueeze(0)
+            return out
+        normalised = normalised.unsqueeze(0)
         if self.kind == "watermark":
             return normalised + self.patterns().unsqueeze(1).to(normalised.dtype)
         return normalised

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -50,31 +51,56 @@ class TextFeatureCache:
     hits: int = field(default=0, init=False)
     misses: int = field(default=0, init=False)
 
-    def _path(self, fingerprint: str, texts: Sequence[str]) -> Path:
-        key = hashlib.sha256((fingerprint + "\0" + json.dumps(list(texts))).encode()).hexdigest()
+    def _path(self, fingerprint: str, texts: Sequence[str]) -> Path | None:
+        """The entry's file, keyed by what produced it; None when there is no usable cache."""
+        produced_by = f"v{TEXT_CACHE_VERSION}|{_library_versions()}"
+        listing = json.dumps(list(texts))
+        key = hashlib.sha256(f"{produced_by}\0{fingerprint}\0{listing}".encode()).hexdigest()
         folder = self.folder or cache_dir("text-features")
-        return Path(folder) / fingerprint / f"{key[:32]}.pt"
+        return Path(folder) / fingerprint / f"{key[:32]}.pt" if folder else None
 
     def load(self, fingerprint: str, texts: Sequence[str]) -> torch.Tensor | None:
         path = self._path(fingerprint, texts)
-        if not path.is_file():
+        if path is None or not path.is_file():
             self.misses += 1
             return None
         try:
             features = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a corrupt cache entry is recomputed, never fatal
+            if not (isinstance(features, torch.Tensor) and features.ndim == 2):
+                raise ValueError("not a feature matrix")
+            if len(features) != len(texts):
+                raise ValueError("another number of texts")
+        except Exception:  # a damaged cache entry is recomputed, never fatal
             self.misses += 1
             return None
         self.hits += 1
         return features
 
     def save(self, fingerprint: str, texts: Sequence[str], features: torch.Tensor) -> None:
+        path = self._path(fingerprint, texts)
+        if path is None:
+            return
         try:
-            atomic_torch_save(
-                features.detach().float().cpu().contiguous(), self._path(fingerprint, texts)
-            )
+            atomic_torch_save(features.detach().float().cpu().contiguous(), path)
         except OSError as err:  # a read-only or full cache only costs a recomputation next time
             warnings.warn(f"text-feature cache not written ({err})", stacklevel=2)
+
+
+TEXT_CACHE_VERSION = 1  # bump when what a cached entry holds changes
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> str:
+    """Versions of what encodes text (tokenizers live in open_clip and transformers)."""
+    from importlib import metadata
+
+    found = []
+    for name in ("open_clip_torch", "transformers"):
+        try:
+            found.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ",".join(found)
 
 
 class Backbone(nn.Module):
@@ -163,16 +189,20 @@ class Backbone(nn.Module):
         return features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised fp32 text features (N×d) on the backbone's device, cached on disk."""
+    def encode_text(
+        self, texts: Sequence[str], batch_size: int = 256, progress=None
+    ) -> torch.Tensor:
+        """L2-normalised fp32 text features (N×d) on the backbone's device, cached on disk;
+        ``progress(n)`` after each batch of ``n`` texts encoded."""
         texts = list(texts)
         key = self.text_cache_key
         cached = self.text_cache.load(key, texts) if texts else None
         if cached is None:
-            chunks = [
-                self._encode_text_batch(texts[i : i + batch_size]).float()
-                for i in range(0, len(texts), batch_size)
-            ]
+            chunks = []
+            for i in range(0, len(texts), batch_size):
+                chunks.append(self._encode_text_batch(texts[i : i + batch_size]).float())
+                if progress is not None:
+                    progress(len(chunks[-1]))
             cached = torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim)
             cached = cached / cached.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             if texts:

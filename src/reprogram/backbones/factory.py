@@ -33,8 +33,6 @@ from reprogram.backbones.openclip import (
 )
 from reprogram.errors import ReprogramError
 
-PAPER_ARCHITECTURES = ("ViT-B-16", "ViT-B-32", "RN50", "RN101", "ViT-L-14", "ViT-L-14-336", "tiny")
-
 
 def _no_download_message(arch: str, weights: str) -> str:
     return (
@@ -80,6 +78,8 @@ def load_backbone(
         arch=arch, weights=str(weights) if weights is not None else None, quick_gelu=quick_gelu
     )
     backbone = _load(spec)
+    if torch.device(device).type != "cpu":
+        _ = backbone.fingerprint  # hashed while on the host: no weights copied back later
     return backbone.to(device)
 
 
@@ -105,6 +105,12 @@ def _load(spec: BackboneSpec) -> Backbone:
         return _wrap(spec, model, config)
 
     name = _normalise_arch(arch)
+    if weights is None and name == "toy":  # the toy CLIP ships with the package
+        from dataclasses import replace
+
+        from reprogram.toy import pretrained_weights_path
+
+        return _load(replace(spec, weights=str(pretrained_weights_path())))
     if weights is None:
         if Path(arch).is_dir():
             return _load_folder(spec, Path(arch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -19,9 +20,86 @@ def is_hf_clip_folder(folder: Path) -> bool:
         return False
     try:
         data = json.loads(config.read_text())
-    except json.JSONDecodeError:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(data, dict):
         return False
     return data.get("model_type") == "clip" or "CLIPModel" in data.get("architectures", [])
+
+
+HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def check_hf_folder(folder: Path) -> None:
+    """A CLIPModel folder's config.json and weights file are there and real (not LFS pointers)."""
+    from reprogram.backbones.openclip import check_weights_file
+
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ReprogramError(
+            f"{folder}: no config.json, so not a Hugging Face model folder "
+            "(save one with CLIPModel.save_pretrained, or copy the whole snapshot folder)"
+        )
+    if not is_hf_clip_folder(folder):
+        raise ReprogramError(
+            f"{config}: not a CLIPModel config (model_type 'clip' expected), or not valid JSON"
+        )
+    weights = [folder / name for name in HF_WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        raise ReprogramError(
+            f"{folder}: no weights file ({' or '.join(HF_WEIGHT_FILES[::2])}) beside config.json"
+        )
+    check_weights_file(weights[0])
+
+
+def check_loading_info(folder: Path, info: dict) -> None:
+    """Refuse missing, unexpected or mismatched keys (transformers would only warn)."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda item: str(item[0]))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if mismatched:
+        shapes = ", ".join(
+            f"{key}: file {tuple(file_shape)} vs model {tuple(model_shape)}"
+            for key, file_shape, model_shape in mismatched[:3]
+        )
+        parts.append(f"{len(mismatched)} keys of another shape ({shapes})")
+    if parts:
+        raise ReprogramError(
+            f"weights in {folder} do not match its config.json: " + "; ".join(parts) + ". "
+            "The folder is incomplete or mixes two models; copy the snapshot again."
+        )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report and progress bars (its findings are checked here)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class HFClipBackbone(Backbone):
@@ -37,11 +115,28 @@ class HFClipBackbone(Backbone):
                 "Hugging Face CLIPModel folders need the optional extra: "
                 "pip install 'reprogram[hf]'"
             ) from err
+        check_hf_folder(folder)
         try:
-            model = CLIPModel.from_pretrained(str(folder), local_files_only=True)
+            with _quiet_transformers():
+                model, info = CLIPModel.from_pretrained(
+                    str(folder),
+                    local_files_only=True,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # reported below, by name, then refused
+                )
+        except Exception as err:
+            raise ReprogramError(
+                f"{folder}: cannot load a Hugging Face CLIPModel ({_first_line(err)})"
+            ) from err
+        check_loading_info(folder, info)
+        try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         except Exception as err:
-            raise ReprogramError(f"{folder}: cannot load a Hugging Face CLIPModel ({err})") from err
+            raise ReprogramError(
+                f"{folder}: cannot load the tokenizer ({_first_line(err)}); the folder needs "
+                "the tokenizer files saved with the model (vocab.json and merges.txt, or "
+                "tokenizer.json)"
+            ) from err
         mean, std = OPENAI_MEAN, OPENAI_STD
         preprocess = folder / "preprocessor_config.json"
         if preprocess.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -70,12 +71,42 @@ def is_torchscript(path: Path) -> bool:
         )
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def check_weights_file(path: Path) -> None:
+    """Refuse, in one line, a weights file that is empty or a git-LFS pointer."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(LFS_POINTER))
+    except OSError as err:
+        raise ReprogramError(f"cannot read weights {path} ({err.strerror or err})") from err
+    if head.startswith(LFS_POINTER):
+        raise ReprogramError(
+            f"{path} is a git-LFS pointer, not the weights: run 'git lfs pull' in its repository "
+            "(or download the file itself)"
+        )
+    if not head:
+        raise ReprogramError(f"{path} is empty, not a weights file (an interrupted download?)")
+
+
+def _load_error_reason(err: Exception) -> str:
+    """Why torch could not read a file, without torch's advice to unpickle it unsafely."""
+    if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
+        return "it is damaged, or holds Python objects besides tensors, which are never loaded"
+    lines = [line for line in str(err).splitlines() if "weights_only" not in line]
+    return f"{type(err).__name__}: {(lines or [''])[0]}"
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     """Read weights in any supported form; return (state dict, came from OpenAI's release).
 
     OpenAI's release is recognised by its TorchScript archive or, in a plain state dict, by the
-    marker entries ``input_resolution``/``context_length``/``vocab_size`` it carries.
+    marker entries ``input_resolution``/``context_length``/``vocab_size`` it carries. Files are
+    read with ``weights_only=True`` (TorchScript archives with ``torch.jit``, which runs no
+    pickled Python code); a git-LFS pointer or a damaged file fails with one line.
     """
+    check_weights_file(path)
     from_openai = False
     try:
         if path.suffix == ".safetensors":
@@ -92,9 +123,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     except ReprogramError:
         raise
     except Exception as err:
-        reason = (str(err).splitlines() or [""])[0]
         raise ReprogramError(
-            f"{path}: cannot read weights ({type(err).__name__}: {reason}); expected an OpenAI "
+            f"{path}: cannot read weights ({_load_error_reason(err)}); expected an OpenAI "
             "TorchScript/state-dict .pt, an open_clip .pt/.bin, or a .safetensors file"
         ) from err
     if isinstance(state, dict):
@@ -106,14 +136,15 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
         raise ReprogramError(
             f"{path}: not a CLIP state dict (expected a mapping of names to tensors)"
         )
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise ReprogramError(f"{path}: not a CLIP state dict (it holds no tensors)")
-    if all(k.startswith("module.") for k in state):
+    if all(str(k).startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
+    # the markers may be tensors or plain Python ints, depending on who saved the file
     if any(key in state for key in OPENAI_MARKER_KEYS):
         from_openai = True
         state = {k: v for k, v in state.items() if k not in OPENAI_MARKER_KEYS}
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ReprogramError(f"{path}: not a CLIP state dict (it holds no tensors)")
     return state, from_openai
 
 
@@ -272,7 +303,58 @@ def local_dir_config(folder: Path) -> tuple[dict, dict]:
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ReprogramError(f"{config_path}: missing key 'model_cfg'")
     check_buildable_offline(config["model_cfg"], str(config_path))
-    return config["model_cfg"], config.get("preprocess_cfg") or {}
+    preprocess = config.get("preprocess_cfg") or {}
+    check_preprocess(preprocess, config["model_cfg"], config_path)
+    return config["model_cfg"], preprocess
+
+
+# open_clip's preprocess_cfg values that reprogram's pipeline (resize the short side, bicubic,
+# centre crop; CLIP's and the published code's) reproduces; mean and std are always honoured.
+SUPPORTED_PREPROCESS = {
+    "resize_mode": ("shortest",),
+    "interpolation": ("bicubic",),
+    "mode": ("RGB",),
+}
+
+
+def _pair(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def check_preprocess(preprocess: dict, model_cfg: dict, config_path: Path) -> None:
+    """Refuse, naming the key, a ``preprocess_cfg`` the image pipeline would not reproduce."""
+    if not isinstance(preprocess, dict):
+        raise ReprogramError(f"{config_path}: 'preprocess_cfg' must be a mapping")
+    for key, supported in SUPPORTED_PREPROCESS.items():
+        value = preprocess.get(key, supported[0])
+        if value not in supported:
+            raise ReprogramError(
+                f"{config_path}: preprocess_cfg {key} '{value}' is not supported (reprogram "
+                "resizes the short side with bicubic interpolation and centre-crops, open_clip's "
+                f"resize_mode 'shortest', interpolation 'bicubic'); set {key} to "
+                f"'{supported[0]}' only if the model was trained that way"
+            )
+    for key in ("mean", "std"):
+        value = preprocess.get(key)
+        if value is not None and not (
+            isinstance(value, (list, tuple))
+            and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            raise ReprogramError(
+                f"{config_path}: preprocess_cfg {key} must be 3 numbers, got {value!r}"
+            )
+    if preprocess.get("std") is not None and any(v <= 0 for v in preprocess["std"]):
+        raise ReprogramError(
+            f"{config_path}: preprocess_cfg std must be > 0, got {preprocess['std']}"
+        )
+    size = preprocess.get("size")
+    model_size = model_cfg.get("vision_cfg", {}).get("image_size")
+    if size is not None and model_size is not None and _pair(size) != _pair(model_size):
+        raise ReprogramError(
+            f"{config_path}: preprocess_cfg size {size} differs from the model's image_size "
+            f"{model_size}; reprogram feeds the model its own image_size"
+        )
 
 
 def find_weights_in_dir(folder: Path) -> Path:

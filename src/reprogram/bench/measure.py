@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from reprogram.methods import Reprogrammer
-from reprogram.precision import autocast
+from reprogram.precision import Precision
 
 
 def synchronize(device: torch.device) -> None:
@@ -117,8 +117,7 @@ def ours_step_fn(
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            output = model(images)
+        output = model(images, Precision.of(dtype, device))
         F.cross_entropy(output.logits.float(), labels, reduction="sum").backward()
 
     return step

@@ -34,7 +34,7 @@ from torch import nn
 
 from reprogram.data.readers import Sample
 from reprogram.methods import Reprogrammer
-from reprogram.precision import autocast
+from reprogram.precision import Precision
 
 
 def reference_dtype(device: torch.device) -> torch.dtype:
@@ -163,7 +163,7 @@ def train_step(
     """One training step in the scripts' structure; returns the loss read back to the host."""
     for optimizer in optimiser.optimizers:
         optimizer.zero_grad()
-    with autocast(device, dtype):
+    with Precision.of(dtype, device).everywhere():
         logits, scores = model(images)
         loss = F.cross_entropy(logits, labels)
     loss.backward()
@@ -182,7 +182,7 @@ def evaluate_files(
     correct, count = 0, 0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
-        with autocast(device, dtype):
+        with Precision.of(dtype, device).everywhere():
             logits, _ = model(images)
         correct += int((logits.argmax(dim=1) == labels).sum().item())
         count += len(labels)
@@ -242,7 +242,7 @@ def reference_fit(
         for images, labels in train_loader:
             images, labels = images.to(device), labels.to(device)
             if epoch == 0:
-                with torch.no_grad(), autocast(device, dtype):
+                with torch.no_grad(), Precision.of(dtype, device).everywhere():
                     _, scores = model(images)
                 model.aggregator.observe(scores, labels)
             else:
@@ -330,9 +330,8 @@ def compare_logits(
     ref_dtype = reference_dtype(device)
     if ours_dtype != torch.float32 or ref_dtype != torch.float32:
         with torch.no_grad():
-            with autocast(device, ours_dtype):
-                ours_low = model(images).logits.float()
-            with autocast(device, ref_dtype):
+            ours_low = model(images, Precision.of(ours_dtype, device)).logits
+            with Precision.of(ref_dtype, device).everywhere():
                 theirs_low = reference(images)[0].float()
         ours_name, ref_name = (str(d).removeprefix("torch.") for d in (ours_dtype, ref_dtype))
         name = f"ours {ours_name} vs reference {ref_name}"

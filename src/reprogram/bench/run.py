@@ -44,6 +44,7 @@ from reprogram.bench.reference import (
 )
 from reprogram.bench.synthetic import SyntheticSpec, description_files, write_dataset
 from reprogram.errors import ReprogramError
+from reprogram.precision import Precision
 
 SCHEMA = "reprogram-bench/1"
 # The issue's targets for the H100 configuration (ViT-B-16, dvp-cse, 47 classes, 752/1,692 images).
@@ -209,7 +210,6 @@ def _ours_step_throughput(
     """The engine's own ``train_one_epoch`` on in-memory uint8 images of the final size, without
     augmentation, like the reference's step on ready tensors (the epochs as run include it)."""
     from reprogram.engine.train import TrainData, cosine_schedule, train_one_epoch
-    from reprogram.precision import needs_grad_scaler
 
     size, batch = model.image_size, options.batch_size
 
@@ -225,7 +225,7 @@ def _ours_step_throughput(
 
     optimizer = torch.optim.SGD(model.prompt_parameters(), lr=config.lr, momentum=config.momentum)
     scheduler = cosine_schedule(optimizer, 10 * options.steps)
-    scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(device, dtype) else None
+    scaler = Precision.of(dtype, device).grad_scaler()
     model.prompts.train()
 
     def epoch(train_data: TrainData, index: int) -> dict:
@@ -392,7 +392,7 @@ def _same_batch_phase(options, config, splits, device, ours_dtype, ref_dtype, pr
 
     def reference_flop_step() -> None:
         reference.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=ref_dtype, enabled=ref_dtype != torch.float32):
+        with Precision.of(ref_dtype, device).everywhere():
             logits, _ = reference(step_images)
             loss = torch.nn.functional.cross_entropy(logits, step_labels)
         loss.backward()

@@ -22,6 +22,10 @@ class DatasetInfo:
     clusters: int  # DVP-cls default v
     aliases: tuple[tuple[str, str], ...] = ()  # raw split-file name -> published class name
     other_split_files: tuple[str, ...] = ()  # other names the split file is found under
+    layout: str = "coop"  # coop | imagenet | imagenet-wnid | imagenet-v2 (see readers)
+    other_folders: tuple[str, ...] = ()  # other sub-folders of --root it is found under
+    eval_only: bool = False  # a test set only (ImageNet's shifted targets)
+    parent: str = ""  # dataset whose classes (and descriptions) it shares
 
     @property
     def split_files(self) -> tuple[str, ...]:
@@ -31,9 +35,8 @@ class DatasetInfo:
     @property
     def classnames(self) -> list[str]:
         """Class names in label order, spelled as in the published description files."""
-        text = (
-            resources.files("reprogram") / "assets" / "classnames" / f"{self.name}.txt"
-        ).read_text(encoding="utf-8")
+        folder = resources.files("reprogram") / "assets" / "classnames"
+        text = (folder / f"{self.parent or self.name}.txt").read_text(encoding="utf-8")
         return [line for line in text.splitlines() if line]
 
 
@@ -101,19 +104,58 @@ DATASETS: dict[str, DatasetInfo] = {
                                        "split_mlai_RESISC45.json")),
     )
 }
+
+# ImageNet (AttrVR's twelfth task) and its shifted test sets, in CoOp's layouts; their class
+# lists come from the user's classnames.txt (``wnid name`` lines), the packaged list is CoOp's.
+IMAGENET_FAMILY: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo("imagenet", "imagenet", "images", None, "imagenet", "object",
+                    (), 3, layout="imagenet"),
+        DatasetInfo("imagenet_v2", "imagenetv2", "imagenetv2-matched-frequency-format-val",
+                    None, "imagenet", "object", (), 3, layout="imagenet-v2", eval_only=True,
+                    parent="imagenet", other_folders=("imagenet_v2", "imagenet-v2")),
+        DatasetInfo("imagenet_sketch", "imagenet-sketch", "images", None, "imagenet",
+                    "object", (), 3, layout="imagenet-wnid", eval_only=True, parent="imagenet",
+                    other_folders=("sketch", "imagenet_sketch")),
+        DatasetInfo("imagenet_a", "imagenet-adversarial", "imagenet-a", None, "imagenet",
+                    "object", (), 3, layout="imagenet-wnid", eval_only=True, parent="imagenet",
+                    other_folders=("imagenet_a", "imagenet-a")),
+        DatasetInfo("imagenet_r", "imagenet-rendition", "imagenet-r", None, "imagenet",
+                    "object", (), 3, layout="imagenet-wnid", eval_only=True, parent="imagenet",
+                    other_folders=("imagenet_r", "imagenet-r")),
+    )
+}
 # fmt: on
+ALIASES = {
+    "fgvc": "fgvc_aircraft",
+    "flowers102": "oxford_flowers",
+    "resisc": "resisc45",
+    "imagenetv2": "imagenet_v2",
+    "imagenet-v2": "imagenet_v2",
+    "imagenet-sketch": "imagenet_sketch",
+    "imagenet-a": "imagenet_a",
+    "imagenet-r": "imagenet_r",
+}
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Look up a published dataset by name (``fgvc`` is accepted for ``fgvc_aircraft``)."""
-    key = {"fgvc": "fgvc_aircraft", "flowers102": "oxford_flowers", "resisc": "resisc45"}.get(
-        name, name
-    )
+    key = ALIASES.get(name, name)
+    if key in IMAGENET_FAMILY:
+        return IMAGENET_FAMILY[key]
     if key not in DATASETS:
+        known = ", ".join([*DATASETS, *IMAGENET_FAMILY])
         raise ReprogramError(
-            f"unknown dataset '{name}' (known: {', '.join(DATASETS)}; or folder:PATH / csv:FILE)"
+            f"unknown dataset '{name}' (known: {known}; or folder:PATH / csv:FILE)"
         )
     return DATASETS[key]
+
+
+def is_published(name: str) -> bool:
+    """Whether ``name`` is a catalogued dataset (the paper's, ImageNet or one of its targets)."""
+    key = ALIASES.get(name, name)
+    return key in DATASETS or key in IMAGENET_FAMILY
 
 
 def dataset_classnames(name: str) -> list[str]:

@@ -7,6 +7,8 @@ import hashlib
 import json
 import operator
 import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from reprogram.data.readers import Sample, Splits
@@ -14,6 +16,7 @@ from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write_json, cache_dir
 
 MAX_VAL_SHOTS = 4
+CACHE_VERSION = 1  # of the draw below: a change of the sampling must bump it
 
 
 def _sample_per_class(samples: list[Sample], k: int, rng: random.Random) -> list[Sample]:
@@ -29,15 +32,48 @@ def _sample_per_class(samples: list[Sample], k: int, rng: random.Random) -> list
 
 def few_shot_key(splits: Splits, shots: int, seed: int) -> str:
     listing = json.dumps([splits.name, [(s.path, s.label) for s in splits.train + splits.val]])
-    return hashlib.sha256(f"{listing}|{shots}|{seed}".encode()).hexdigest()[:24]
+    text = f"v{CACHE_VERSION}|{listing}|{shots}|{seed}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def few_shot(splits: Splits, shots: int | None, seed: int, use_cache: bool = True) -> Splits:
+def shots_per_class(
+    samples: Sequence[Sample], classnames: Sequence[str], skipped: Iterable[str] = ()
+) -> dict[str, int]:
+    """Training images per class actually used (undecodable ``skipped`` paths left out)."""
+    left_out = set(skipped)
+    counts = Counter(s.label for s in samples if s.path not in left_out)
+    return {name: counts[i] for i, name in enumerate(classnames)}
+
+
+def check_enough_shots(splits: Splits, shots: int) -> None:
+    """Refuse classes with fewer training images than ``shots`` (``allow_small_classes``)."""
+    counts = shots_per_class(splits.train, splits.classnames)
+    small = {name: n for name, n in counts.items() if n < shots}
+    if small:
+        listed = ", ".join(f"'{name}' ({n})" for name, n in list(small.items())[:5])
+        raise ReprogramError(
+            f"{splits.source or splits.name}: {len(small)} class(es) have fewer training images "
+            f"than the {shots} shots asked: {listed}"
+            + (" …" if len(small) > 5 else "")
+            + ". Fix the labels, lower --shots, or train anyway with "
+            "--set allow_small_classes=true"
+        )
+
+
+def few_shot(
+    splits: Splits,
+    shots: int | None,
+    seed: int,
+    use_cache: bool = True,
+    allow_small: bool = True,
+) -> Splits:
     """Return a copy of ``splits`` with ``shots`` training and ``min(shots, 4)`` validation
     images per class, drawn with ``seed`` (different seeds give different draws).
 
-    ``shots=None`` (or 0) keeps every image ("full data"). The selection is cached under the
-    user's cache folder (never in the dataset folder), keyed by the file lists, shots and seed.
+    ``shots=None`` (or 0) keeps every image ("full data"). ``allow_small=False`` refuses a class
+    with fewer than ``shots`` training images. The selection is cached under the user's cache
+    folder (never in the dataset folder), keyed by the draw's version, the file lists, shots and
+    seed; a damaged entry is drawn again.
     """
     if not shots:
         return splits
@@ -48,21 +84,23 @@ def few_shot(splits: Splits, shots: int | None, seed: int, use_cache: bool = Tru
     if count < 0:
         raise ReprogramError(f"shots must be a whole number >= 0 (0: all data), not {shots!r}")
     shots = count
-    cache = cache_dir("few-shot") / f"{few_shot_key(splits, shots, seed)}.json"
-    if use_cache and cache.is_file():
+    if not allow_small:
+        check_enough_shots(splits, shots)
+    folder = cache_dir("few-shot") if use_cache else None
+    cache = folder / f"{few_shot_key(splits, shots, seed)}.json" if folder else None
+    if cache is not None and cache.is_file():
         try:
             data = json.loads(cache.read_text())
-            return replace(
-                splits,
-                train=[Sample(str(p), int(label)) for p, label in data["train"]],
-                val=[Sample(str(p), int(label)) for p, label in data["val"]],
-            )
+            train = [Sample(str(p), int(label)) for p, label in data["train"]]
+            val = [Sample(str(p), int(label)) for p, label in data["val"]]
+            if set(train) <= set(splits.train) and set(val) <= set(splits.val):
+                return replace(splits, train=train, val=val)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is drawn again (the draw is deterministic)
     rng = random.Random(f"few-shot:{seed}")
     train = _sample_per_class(splits.train, shots, rng)
     val = _sample_per_class(splits.val, min(shots, MAX_VAL_SHOTS), rng)
-    if use_cache:
+    if cache is not None:
         with contextlib.suppress(OSError):  # an unwritable cache only costs a redraw next time
             atomic_write_json(
                 cache,

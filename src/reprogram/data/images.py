@@ -4,7 +4,7 @@
   cache (keyed by files, their sizes and mtimes, and S), so repeated evaluations only run the model.
 * Training images: Resize(S, bicubic) on the short side, kept whole on a uint8 canvas; then
   RandomResizedCrop(S) and a horizontal flip are applied to a whole batch at once
-  (:func:`random_resized_crop_flip`) on the device the batch lives on.
+  (:func:`random_resized_crop_params`, :func:`crop_resize`) on the device the batch lives on.
 """
 
 from __future__ import annotations
@@ -27,12 +27,51 @@ from reprogram.data.readers import Sample
 from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write, atomic_write_json, cache_dir
 
+# Bump when decoding changes what a file decodes to: decoded-image cache entries are keyed by it
+# (and by Pillow's version, whose resampling may change between releases).
+DECODE_VERSION = 2  # 2: 16-bit, 32-bit integer and float images rescaled to 8 bits
+
+
+def _rescale_to_uint8(values: np.ndarray, floating: bool) -> np.ndarray:
+    """One channel of a high-bit-depth image as uint8, by the range of its type.
+
+    * integers (``I;16*``, ``I``) within 0..65535: 16-bit data, ``v / 257`` (65535 -> 255);
+    * floats within [0, 1]: ``v * 255``; floats within [0, 255]: kept;
+    * anything else (negative, wider, e.g. 32-bit sensor data): stretched from its min to max.
+
+    Non-finite values count as 0. Values are rounded to the nearest integer.
+    """
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if floating and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0
+    elif floating and low >= 0.0 and high <= 255.0:
+        scaled = values
+    elif not floating and low >= 0.0 and high <= 65535.0:
+        scaled = values / 257.0
+    elif high > low:
+        scaled = (values - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(values)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB; 16-bit (``I;16``), 32-bit integer (``I``) and float (``F``)
+    images are rescaled by their type's range (``convert('RGB')`` would clip them to white)."""
+    if image.mode == "F" or image.mode == "I" or image.mode.startswith("I;16"):
+        gray = _rescale_to_uint8(np.asarray(image), floating=image.mode == "F")
+        return Image.fromarray(gray, "L").convert("RGB")
+    return image.convert("RGB")
+
 
 def load_rgb(path: str) -> Image.Image:
-    """Open an image as RGB, naming the file if it cannot be decoded."""
+    """Open an image as 8-bit RGB (see :func:`to_rgb`), naming the file if it cannot be decoded.
+
+    Every decode path (training, evaluation, predict, reports) goes through this function."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError as err:
         raise ReprogramError(f"image not found: {path}") from err
     except Exception as err:
@@ -75,24 +114,43 @@ class DecodedImages:
         return len(self.labels)
 
 
-def _decode_all(paths: list[str], work, skip_bad: bool) -> tuple[list, list[str]]:
-    def safe(path: str):
+def _decode_all(
+    paths: list[str], work, skip_bad: bool, progress=None, into: np.ndarray | None = None
+) -> tuple[list, list[str]]:
+    """``work`` on every path in threads; ``progress(1)`` after each image; with ``into``, each
+    result is written to its row of that array (no list of decoded images held at once)."""
+    if into is not None:
+        decode = work
+
+        def work(item: tuple[int, str]) -> bool:
+            into[item[0]] = decode(item[1])
+            return True
+
+    def safe(path):
         try:
             return work(path)
-        except ReprogramError:
+        except ReprogramError as err:
             if skip_bad:
                 return None
-            raise
+            raise ReprogramError(
+                f"{err} (to skip undecodable images: --set skip_bad_images=true)"
+            ) from err
 
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(safe, paths))
+        results = []
+        for result in pool.map(safe, paths if into is None else list(enumerate(paths))):
+            results.append(result)
+            if progress is not None:
+                progress(1)
     skipped = [p for p, r in zip(paths, results, strict=True) if r is None]
     return results, skipped
 
 
 def _cache_key(samples: list[Sample], size: int, kind: str) -> str:
-    digest = hashlib.sha256(f"{kind}:{size}".encode())
+    import PIL
+
+    digest = hashlib.sha256(f"{kind}:{size}:v{DECODE_VERSION}:pil{PIL.__version__}".encode())
     for sample in samples:
         try:
             stat = os.stat(sample.path)
@@ -129,12 +187,18 @@ def _load_center_cache(array_path: Path, meta_path: Path, size: int) -> DecodedI
 
 
 def decode_center(
-    samples: list[Sample], size: int, *, skip_bad: bool = False, use_cache: bool = True
+    samples: list[Sample],
+    size: int,
+    *,
+    skip_bad: bool = False,
+    use_cache: bool = True,
+    progress=None,
 ) -> DecodedImages:
     """Resize(size) + CenterCrop(size) every image once; cached as a memory-mapped ``.npy``."""
-    folder = cache_dir("images")
+    folder = cache_dir("images") if use_cache else None
+    use_cache = folder is not None
     key = _cache_key(samples, size, "center")
-    array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    array_path, meta_path = Path(folder or ".") / f"{key}.npy", Path(folder or ".") / f"{key}.json"
     if use_cache and array_path.is_file() and meta_path.is_file():
         cached = _load_center_cache(array_path, meta_path, size)
         # A cache made while skipping bad images is only valid for a caller who skips them too;
@@ -145,10 +209,12 @@ def decode_center(
     def work(path: str) -> np.ndarray:
         return to_uint8_chw(center_crop(resize_short_side(load_rgb(path), size), size))
 
-    results, skipped = _decode_all([s.path for s in samples], work, skip_bad)
-    kept = [(r, s.label) for r, s in zip(results, samples, strict=True) if r is not None]
-    array = np.stack([r for r, _ in kept]) if kept else np.zeros((0, 3, size, size), np.uint8)
-    labels = [label for _, label in kept]
+    array = np.empty((len(samples), 3, size, size), np.uint8)  # decoded into, image by image
+    results, skipped = _decode_all([s.path for s in samples], work, skip_bad, progress, array)
+    kept = [r is not None for r in results]
+    if skipped:
+        array = array[np.asarray(kept, dtype=bool)]
+    labels = [s.label for s, ok in zip(samples, kept, strict=True) if ok]
     if use_cache:
         try:
             atomic_write(array_path, lambda tmp: _save_npy(tmp, array))
@@ -163,32 +229,115 @@ def decode_center(
     )
 
 
-def decode_short_side(samples: list[Sample], size: int, *, skip_bad: bool = False) -> DecodedImages:
-    """Resize(size) on the short side, each image kept whole on a shared uint8 canvas."""
+BUCKET_SPREAD = 1.1  # a size bucket's canvas is at most this much larger than its images
 
+
+@dataclass
+class BucketedImages:
+    """Short-side-resized uint8 images on a few canvases ("buckets") of similar shapes, so that
+    memory follows the images' own sizes: image ``i`` is row ``row[i]`` of its bucket."""
+
+    buckets: list[torch.Tensor]  # each K×3×H×W, padded with the images' edges
+    bucket: torch.Tensor  # N
+    row: torch.Tensor  # N
+    labels: torch.Tensor
+    sizes: torch.Tensor  # N×2 (h, w) of each image's content
+    skipped: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buckets)
+
+
+def size_buckets(shapes: list[tuple[int, int]], spread: float = BUCKET_SPREAD) -> list[list[int]]:
+    """Indices of ``shapes`` (h, w) grouped so that each group's max h × max w is at most
+    ``spread`` × the area of its smallest image (orientation first, then the long side)."""
+    order = sorted(range(len(shapes)), key=lambda i: (shapes[i][0] >= shapes[i][1], shapes[i]))
+    groups: list[list[int]] = []
+    low: tuple[int, int] | None = None
+    top = (0, 0)
+    for i in order:
+        h, w = shapes[i]
+        if groups and low is not None:
+            height, width = max(top[0], h), max(top[1], w)
+            if height * width <= spread * min(low[0] * low[1], h * w):
+                groups[-1].append(i)
+                top, low = (height, width), min(low, (h, w), key=lambda s: s[0] * s[1])
+                continue
+        groups.append([i])
+        top = low = (h, w)
+    return groups
+
+
+def _canvas(images: list[np.ndarray]) -> np.ndarray:
+    """Images on one canvas as large as the largest; the last row/column is repeated into the
+    padding, so the bicubic kernel of a crop that ends at an image's edge sees the edge (as when
+    cropping the image alone), not black."""
+    height = max(r.shape[1] for r in images)
+    width = max(r.shape[2] for r in images)
+    canvas = np.empty((len(images), 3, height, width), np.uint8)
+    for i, image in enumerate(images):
+        h, w = image.shape[1:]
+        canvas[i, :, :h, :w] = image
+        canvas[i, :, h:, :w] = image[:, h - 1 : h, :]
+        canvas[i, :, :, w:] = canvas[i, :, :, w - 1 : w]
+    return canvas
+
+
+def _decode_short_side_arrays(
+    samples: list[Sample], size: int, skip_bad: bool, progress=None
+) -> tuple[list[np.ndarray], list[int], list[str]]:
     def work(path: str) -> np.ndarray:
         return to_uint8_chw(resize_short_side(load_rgb(path), size))
 
-    results, skipped = _decode_all([s.path for s in samples], work, skip_bad)
+    results, skipped = _decode_all([s.path for s in samples], work, skip_bad, progress)
     kept = [(r, s.label) for r, s in zip(results, samples, strict=True) if r is not None]
     if not kept:
         raise ReprogramError("no training image could be decoded")
-    height = max(r.shape[1] for r, _ in kept)
-    width = max(r.shape[2] for r, _ in kept)
-    canvas = np.zeros((len(kept), 3, height, width), np.uint8)
-    sizes = []
-    for i, (image, _) in enumerate(kept):
-        h, w = image.shape[1:]
-        canvas[i, :, :h, :w] = image
-        # Repeat the last row/column into the padding: the bicubic kernel of a crop that ends at
-        # the image's edge then sees the edge (as when cropping the image alone), not black.
-        canvas[i, :, h:, :w] = image[:, h - 1 : h, :]
-        canvas[i, :, :, w:] = canvas[i, :, :, w - 1 : w]
-        sizes.append((h, w))
+    return [r for r, _ in kept], [label for _, label in kept], skipped
+
+
+def decode_short_side(samples: list[Sample], size: int, *, skip_bad: bool = False) -> DecodedImages:
+    """Resize(size) on the short side, each image kept whole on one shared uint8 canvas."""
+    images, labels, skipped = _decode_short_side_arrays(samples, size, skip_bad)
+    sizes = [image.shape[1:] for image in images]
     return DecodedImages(
-        torch.from_numpy(canvas),
-        torch.tensor([label for _, label in kept], dtype=torch.long),
+        torch.from_numpy(_canvas(images)),
+        torch.tensor(labels, dtype=torch.long),
         torch.tensor(sizes, dtype=torch.long),
+        skipped,
+    )
+
+
+def decode_short_side_buckets(
+    samples: list[Sample],
+    size: int,
+    *,
+    skip_bad: bool = False,
+    spread: float = BUCKET_SPREAD,
+    progress=None,
+) -> BucketedImages:
+    """Resize(size) on the short side, the images kept whole on canvases of similar shapes
+    (:func:`size_buckets`): at most ``spread`` × the bytes of the images themselves."""
+    images, labels, skipped = _decode_short_side_arrays(samples, size, skip_bad, progress)
+    shapes = [tuple(image.shape[1:]) for image in images]
+    bucket = torch.zeros(len(images), dtype=torch.long)
+    row = torch.zeros(len(images), dtype=torch.long)
+    canvases = []
+    for b, members in enumerate(size_buckets(shapes, spread)):
+        canvases.append(torch.from_numpy(_canvas([images[i] for i in members])))
+        for r, i in enumerate(members):
+            bucket[i], row[i] = b, r
+            images[i] = None  # free each decoded image once it is on its canvas
+    return BucketedImages(
+        canvases,
+        bucket,
+        row,
+        torch.tensor(labels, dtype=torch.long),
+        torch.tensor(shapes, dtype=torch.long),
         skipped,
     )
 
@@ -246,41 +395,45 @@ def random_resized_crop_params(
     return torch.stack([top, left, h_final, w_final], dim=1).float()
 
 
+def _bicubic_aa(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return F.interpolate(
+        images, size=(height, width), mode="bicubic", antialias=True, align_corners=False
+    )
+
+
 def crop_resize(
     canvas: torch.Tensor, boxes: torch.Tensor, out_size: int, flip: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Crop each box (top, left, h, w in canvas pixels) and resize it to ``out_size`` (bicubic),
-    mirroring where ``flip`` is true, in one batched ``grid_sample``. Returns floats in [0, 1]."""
-    n, _, height, width = canvas.shape
-    boxes = boxes.to(canvas.device)
-    top, left, h, w = boxes.unbind(1)
-    theta = torch.zeros(n, 2, 3, device=canvas.device)
-    sign = torch.ones(n, device=canvas.device)
-    if flip is not None:
-        sign = torch.where(flip.to(canvas.device), -1.0, 1.0)
-    theta[:, 0, 0] = sign * w / width
-    theta[:, 0, 2] = (2 * left + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * top + h) / height - 1
-    grid = F.affine_grid(theta, [n, 3, out_size, out_size], align_corners=False)
-    images = canvas.float().div_(255.0)
-    out = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    """Crop each box (top, left, h, w in canvas pixels, integers) and resize it to ``out_size``
+    with antialiased bicubic interpolation, mirroring where ``flip`` is true.
+
+    Each image is torchvision's ``resized_crop(img, top, left, h, w, size, BICUBIC,
+    antialias=True)`` on its uint8 tensor (and PIL's resize, which the published code used),
+    before their rounding: the box is cut out first (nothing outside it is read), then resized
+    horizontally, clamped to [0, 1] as uint8 intermediates are, and resized vertically. Boxes of
+    one size are resized together. Returns floats in [0, 1] on the canvas's device.
+    """
+    boxes = boxes.cpu().round().long().tolist()  # pass CPU boxes: no device synchronisation
+    out = torch.empty(len(boxes), canvas.shape[1], out_size, out_size, device=canvas.device)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, (_, _, h, w) in enumerate(boxes):
+        by_size.setdefault((h, w), []).append(index)
+    for (h, w), indices in by_size.items():
+        crops = torch.stack(
+            [
+                canvas[i, :, boxes[i][0] : boxes[i][0] + h, boxes[i][1] : boxes[i][1] + w]
+                for i in indices
+            ]
+        )
+        wide = _bicubic_aa(crops.float().div_(255.0), h, out_size).clamp_(0.0, 1.0)
+        out[torch.tensor(indices, device=canvas.device)] = _bicubic_aa(wide, out_size, out_size)
+    mirrored = flip.cpu().nonzero().squeeze(1) if flip is not None else torch.zeros(0)
+    if len(mirrored):
+        mirrored = mirrored.to(canvas.device)
+        out[mirrored] = out[mirrored].flip(-1)
     return out.clamp_(0.0, 1.0)
-
-
-def random_resized_crop_flip(
-    canvas: torch.Tensor, sizes: torch.Tensor, out_size: int, generator: torch.Generator
-) -> torch.Tensor:
-    """The paper's training augmentation (RandomResizedCrop + RandomHorizontalFlip) for a batch."""
-    boxes = random_resized_crop_params(sizes.cpu(), generator)
-    flip = torch.rand(len(sizes), generator=generator) < 0.5
-    return crop_resize(canvas, boxes, out_size, flip)
 
 
 def as_float(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 images to floats in [0, 1]."""
     return pixels.float().div_(255.0)
-
-
-def save_png(array: np.ndarray, path: str | Path) -> None:
-    Image.fromarray(array.transpose(1, 2, 0)).save(path)

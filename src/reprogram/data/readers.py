@@ -37,6 +37,8 @@ class Splits:
     val: list[Sample] = field(default_factory=list)
     test: list[Sample] = field(default_factory=list)
     source: str = ""  # where it was read from (for messages and the run record)
+    parent_classes: list[int] | None = None  # label -> class index in the parent (imagenet_a: 200)
+    notes: list[str] = field(default_factory=list)  # what the reader inferred, for the user
 
     def split(self, name: str) -> list[Sample]:
         if name not in SPLITS:
@@ -82,6 +84,10 @@ def read_published(name: str, root: str | Path) -> Splits:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ReprogramError(f"{info.name}: --root folder not found: {root}")
+    if info.layout != "coop":
+        from reprogram.data.imagenet import read_imagenet_family
+
+        return read_imagenet_family(info, root)
     folder, split_path = _resolve_dataset_folder(info, root)
     if info.name == "fgvc_aircraft":
         return _read_fgvc(info, folder)
@@ -118,6 +124,7 @@ def read_published(name: str, root: str | Path) -> Splits:
                 )
             samples.append(Sample(str(folder / info.image_dir / rel), label))
         setattr(splits, split, samples)
+    _note_empty(splits, str(split_path))
     return splits
 
 
@@ -155,6 +162,7 @@ def _read_fgvc(info: DatasetInfo, folder: Path) -> Splits:
                 )
             samples.append(Sample(str(folder / info.image_dir / f"{image_id}.jpg"), label))
         setattr(splits, split, samples)
+    _note_empty(splits, str(folder / "images_variant_train.txt"))
     return splits
 
 
@@ -279,11 +287,13 @@ def read_csv(path: str | Path, split_seed: int = 0) -> Splits:
         else None
     )
     labels = [(row.get("label") or "").strip() for row in rows]
+    notes: list[str] = []
     if declared is None:
         if all(label.isdigit() for label in labels):
             declared = [str(i) for i in range(max(int(label) for label in labels) + 1)]
         else:
             declared = sorted({label for label in labels if label})
+            notes.append(_found_classes_note(csv_path, labels, declared))
     label_of = {name: i for i, name in enumerate(declared)}
     by_split: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     unsplit: list[Sample] = []
@@ -306,7 +316,7 @@ def read_csv(path: str | Path, split_seed: int = 0) -> Splits:
         if split and split not in SPLITS:
             raise ReprogramError(f"{csv_path}:{number}: split '{split}' is not train/val/test")
         (by_split[split] if split else unsplit).append(sample)
-    splits = Splits(f"csv:{csv_path}", declared, source=str(csv_path))
+    splits = Splits(f"csv:{csv_path}", declared, source=str(csv_path), notes=notes)
     if unsplit:
         train, val, test = seeded_split(unsplit, (0.2, 0.2), split_seed)
         by_split["train"] += train
@@ -317,14 +327,41 @@ def read_csv(path: str | Path, split_seed: int = 0) -> Splits:
     return splits
 
 
-def _check_not_empty(splits: Splits, where: str) -> None:
+def _found_classes_note(csv_path: Path, labels: list[str], classes: list[str]) -> str:
+    """The class list read from the label column, with counts (a typo shows as a small class)."""
+    counts = {name: 0 for name in classes}
+    for label in labels:
+        if label in counts:
+            counts[label] += 1
+    listed = ", ".join(f"{name} ({count})" for name, count in counts.items())
+    return (
+        f"{csv_path}: {len(classes)} classes taken from the label column (no classnames.txt "
+        f"beside it): {listed}"
+    )
+
+
+def _empty_classes_message(splits: Splits, where: str) -> str | None:
     present = {s.label for s in splits.train}
     empty = [name for i, name in enumerate(splits.classnames) if i not in present]
-    if empty:
-        raise ReprogramError(
-            f"{where}: {len(empty)} class(es) with no training image: {', '.join(empty[:5])}"
-            + (" …" if len(empty) > 5 else "")
-        )
+    if not empty:
+        return None
+    return f"{where}: {len(empty)} class(es) with no training image: {', '.join(empty[:5])}" + (
+        " …" if len(empty) > 5 else ""
+    )
+
+
+def _check_not_empty(splits: Splits, where: str) -> None:
+    message = _empty_classes_message(splits, where)
+    if message:
+        raise ReprogramError(message)
+
+
+def _note_empty(splits: Splits, where: str) -> None:
+    """A published split file lists every class; one that misses some is noted, not refused
+    (few-shot training refuses such classes unless ``allow_small_classes``)."""
+    message = _empty_classes_message(splits, where)
+    if message:
+        splits.notes.append(message)
 
 
 def load_dataset(spec: str, root: str | Path | None = None, split_seed: int = 0) -> Splits:

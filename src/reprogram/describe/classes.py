@@ -46,6 +46,8 @@ def validate_classes(names: Sequence[str], source: str = "class list") -> list[s
 def dataset_classes(name: str) -> tuple[list[str], str, tuple[str, ...], str]:
     """A published dataset's class names, task noun, causes and description-file key."""
     from reprogram.data import dataset_info
+    from reprogram.data.imagenet import text_classnames
 
     info = dataset_info(name)
-    return info.classnames, info.task, info.causes, info.description_key
+    names = list(dict.fromkeys(text_classnames(info.classnames)))  # ImageNet: one per spelling
+    return names, info.task, info.causes, info.description_key

@@ -19,7 +19,7 @@ from reprogram.describe.check import (
     infer_dataset,
 )
 from reprogram.describe.classes import dataset_classes, read_class_list
-from reprogram.describe.client import DEFAULT_MODEL, ChatClient
+from reprogram.describe.client import DEFAULT_DEADLINE, DEFAULT_MODEL, ChatClient
 from reprogram.describe.generate import (
     MODES,
     GenerationResult,
@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
     app.command("describe")(describe_command)
     group = typer.Typer(help="Inspect class-description files.", no_args_is_help=True)
     group.command("check")(check_command)
+    group.command("list")(list_command)
     app.add_typer(group, name="descriptions")
 
 
@@ -185,7 +186,16 @@ def describe_command(
     max_failed: Annotated[
         int, typer.Option("--max-failed", help="Per class: requests with no valid answer allowed.")
     ] = 3,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per request.")] = 60.0,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the server to send data.")
+    ] = 60.0,
+    deadline: Annotated[
+        float, typer.Option("--deadline", help="Seconds for a whole request, answer included.")
+    ] = DEFAULT_DEADLINE,
+    max_backoff: Annotated[
+        float,
+        typer.Option("--max-backoff", help="Longest wait between retries (and Retry-After)."),
+    ] = 60.0,
     max_retries: Annotated[
         int, typer.Option("--max-retries", help="Retries on 429/5xx/time-outs.")
     ] = 6,
@@ -216,7 +226,16 @@ def describe_command(
         )
         _print_result(result, out)
         return
-    client = ChatClient(model, base_url, api_key, timeout=timeout, max_retries=max_retries)
+    client = ChatClient(
+        model,
+        base_url,
+        api_key,
+        timeout=timeout,
+        max_retries=max_retries,
+        max_backoff=max_backoff,
+        deadline=deadline,
+        on_retry=lambda line: typer.secho(f"  {line}", fg="yellow", err=True),
+    )
     sampling = Sampling(
         temperature=temperature,
         max_tokens=max_tokens,
@@ -339,3 +358,15 @@ def check_command(
         print_check_report(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def list_command(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="One dataset's files (dtd, fgvc, imagenet, …).")
+    ] = None,
+) -> None:
+    """List the description sets packaged with reprogram (DVP and AttrVR releases, MIT)."""
+    from reprogram.packaged import summary_lines
+
+    for line in summary_lines(dataset):
+        typer.echo(line)

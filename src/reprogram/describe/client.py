@@ -24,6 +24,8 @@ from reprogram.errors import ReprogramError
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"  # the model the DVP paper used for its cause descriptions
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+DEFAULT_DEADLINE = 180.0  # seconds for a whole request, however slowly the answer trickles in
+RERUN_HINT = "nothing was lost; rerun later to continue where this stopped"
 
 
 class EndpointError(ReprogramError):
@@ -141,6 +143,9 @@ class ChatClient:
     Retried, with exponential back-off (or the server's ``Retry-After``): HTTP 429, 408/409 and 5xx,
     time-outs, dropped connections and malformed answers, up to ``max_retries`` times. A 401/403
     raises :class:`AuthenticationError` at once; any other 4xx raises :class:`EndpointError`.
+    Also at once: a ``Retry-After`` longer than ``max_backoff``, and a refused connection before
+    the server ever answered (nothing listens there). ``timeout`` bounds each wait for data,
+    ``deadline`` the whole request. ``on_retry`` gets one line per retry.
     ``usage`` counts requests, retries and tokens, and is safe to share between threads.
     """
 
@@ -154,7 +159,9 @@ class ChatClient:
         max_retries: int = 6,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        deadline: float = DEFAULT_DEADLINE,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.model = model
         self.base_url = resolve_base_url(base_url)
@@ -169,9 +176,14 @@ class ChatClient:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        if not deadline > 0:
+            raise ReprogramError(f"the request deadline must be positive, got {deadline}")
+        self.deadline = deadline
         self.sleep = sleep
+        self.on_retry = on_retry
         self.usage = Usage()
         self._lock = threading.Lock()
+        self._answered = False  # the server has sent at least one HTTP answer
 
     @property
     def url(self) -> str:
@@ -211,11 +223,19 @@ class ChatClient:
             except _Transient as err:
                 if attempt == self.max_retries:
                     raise EndpointError(
-                        f"{self.url}: giving up after {attempt + 1} attempts: {err}"
+                        f"{self.url}: giving up after {attempt + 1} attempts: {err}; {RERUN_HINT}"
                     ) from None
+                if err.retry_after is not None and err.retry_after > self.max_backoff:
+                    raise EndpointError(
+                        f"{self.url}: {err}; the server asks to wait {err.retry_after:g} s "
+                        f"(Retry-After), more than the {self.max_backoff:g} s cap: {RERUN_HINT}"
+                    ) from None
+                delay = backoff_delay(attempt, self.backoff, self.max_backoff, err.retry_after)
                 with self._lock:
                     self.usage.retries += 1
-                self.sleep(backoff_delay(attempt, self.backoff, self.max_backoff, err.retry_after))
+                if self.on_retry is not None:
+                    self.on_retry(f"retry {attempt + 1}/{self.max_retries} in {delay:.1f} s: {err}")
+                self.sleep(delay)
                 continue
             with self._lock:
                 self.usage.prompt_tokens += completion.prompt_tokens
@@ -230,16 +250,24 @@ class ChatClient:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         with self._lock:
             self.usage.requests += 1
+        wait = min(self.timeout, self.deadline)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
+            with urllib.request.urlopen(request, timeout=wait) as response:
+                self._answered = True
+                raw = self._read_before_deadline(response, time.monotonic() + self.deadline)
         except urllib.error.HTTPError as err:
+            self._answered = True
             raise self._http_error(err) from None
         except TimeoutError:
-            raise _Transient(f"no answer within {self.timeout:g} s") from None
+            raise _Transient(f"no answer within {wait:g} s") from None
         except urllib.error.URLError as err:
             if isinstance(err.reason, TimeoutError):
-                raise _Transient(f"no answer within {self.timeout:g} s") from None
+                raise _Transient(f"no answer within {wait:g} s") from None
+            if isinstance(err.reason, ConnectionRefusedError) and not self._answered:
+                raise EndpointError(
+                    f"cannot reach {self.url} (connection refused): is the server running and "
+                    "the --base-url right?"
+                ) from None
             raise _Transient(f"cannot reach the server ({err.reason})") from None
         except (http.client.HTTPException, ConnectionError, OSError) as err:
             raise _Transient(f"connection failed ({err.__class__.__name__}: {err})") from None
@@ -247,6 +275,17 @@ class ChatClient:
             return parse_completion(json.loads(raw))
         except ValueError as err:
             raise _Transient(f"malformed answer ({err}): {raw[:120]!r}") from None
+
+    def _read_before_deadline(self, response: Any, deadline: float) -> bytes:
+        """The answer's body, read as it arrives; a server too slow overall is a time-out."""
+        chunks = []
+        while True:
+            chunk = response.read1(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise _Transient(f"no complete answer within the {self.deadline:g} s deadline")
 
     def _http_error(self, err: urllib.error.HTTPError) -> Exception:
         try:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from reprogram.describe.classes import validate_classes
 from reprogram.describe.client import Completion, EndpointError, Usage
-from reprogram.describe.manifest import claim_files
+from reprogram.describe.manifest import MANIFEST_NAME, claim_files
 from reprogram.describe.prompts import (
     ATTRIBUTE_SAMPLES,
     CAUSE_PROMPT,
@@ -29,7 +29,7 @@ from reprogram.describe.prompts import (
 )
 from reprogram.descriptions import MIN_DESCRIPTION_CHARS, read_description_file, valid_sentences
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json
+from reprogram.io import atomic_write_json, ensure_dir
 
 MODES = ("causes", "attributes")
 
@@ -208,11 +208,55 @@ def run_prompt_sets(
     if workers < 1:
         raise ReprogramError("workers must be at least 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    created = _missing_parts(out)
+    ensure_dir(out, "--out")
+    had_manifest = (out / MANIFEST_NAME).exists()
     files = {s.filename: DescriptionFile(out / s.filename, classes) for s in sets}  # reads
     warnings = claim_files(
         out, {s.filename: _manifest_entry(s, task, client, sampling) for s in sets}
     )
+    try:
+        return _run(
+            classes, task, sets, files, out, client, sampling, workers, on_progress, warnings
+        )
+    except BaseException:
+        if not any(f.path.exists() for f in files.values()):  # no answer was written
+            _remove_empty(out, created, had_manifest)
+        raise
+
+
+def _missing_parts(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet (deepest first)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(out: Path, created: list[Path], had_manifest: bool) -> None:
+    """Undo what a run that received nothing wrote: its manifest and the folders it made."""
+    if not had_manifest:
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else is there, keep it
+            return
+
+
+def _run(
+    classes: Sequence[str],
+    task: str,
+    sets: Sequence[PromptSet],
+    files: dict[str, DescriptionFile],
+    out: Path,
+    client: Completer,
+    sampling: Sampling,
+    workers: int,
+    on_progress: Callable[[ProgressInfo], None] | None,
+    warnings: list[str],
+) -> GenerationResult:
     todo = [(s, c) for s in sets for c in classes if files[s.filename].valid_count(c) < s.samples]
     total = len(sets) * len(classes)
     counter = _Counter(total, total - len(todo), client.usage, on_progress)
@@ -230,7 +274,8 @@ def run_prompt_sets(
             job(pset, classname)
     else:
         _run_parallel(job, todo, workers, stop)
-    return _result(sets, files, classes, client.usage, warnings + batching.warnings, out)
+    notes = warnings + batching.warnings + counter.warnings
+    return _result(sets, files, classes, client.usage, notes, out)
 
 
 def _run_parallel(
@@ -282,6 +327,7 @@ def _fill_class(
     """
     prompt = pset.prompt(classname, task)
     failed = 0
+    too_short: list[str] = []  # answers dropped for being under MIN_DESCRIPTION_CHARS
     needed = pset.samples - file.valid_count(classname)
     while needed > 0 and failed < sampling.max_failed_requests:
         if stop.is_set():
@@ -302,6 +348,7 @@ def _fill_class(
             batching.refused(n, err)
             continue
         answers = [clean_answer(t, sampling.stop, pset.suffix) for t in completion.texts]
+        too_short += [a for a in answers if len(a) < MIN_DESCRIPTION_CHARS]
         answers = [a for a in answers if len(a) >= MIN_DESCRIPTION_CHARS][:needed]
         if answers:
             file.add(classname, answers)
@@ -309,6 +356,12 @@ def _fill_class(
         else:
             failed += 1
         counter.report(f"{pset.filename} {classname}")
+    if needed > 0 and too_short:
+        counter.warn(
+            f"{pset.filename} {classname}: {len(too_short)} answers were shorter than "
+            f"{MIN_DESCRIPTION_CHARS} characters (e.g. {too_short[0]!r}) and were not kept; "
+            "raise --max-tokens, or check --stop and the prompt"
+        )
     counter.finish(needed <= 0, f"{pset.filename} {classname}")
 
 
@@ -342,7 +395,12 @@ class _Counter:
         self.total, self.done, self.complete = total, done, done
         self.usage = usage
         self.callback = callback
+        self.warnings: list[str] = []
         self._lock = threading.Lock()
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(message)
 
     def finish(self, complete: bool, current: str) -> None:
         with self._lock:
@@ -363,6 +421,7 @@ def _manifest_entry(
 ) -> dict[str, Any]:
     return {
         "source": "llm",
+        "cause": pset.cause or None,
         "model": getattr(client, "model", None),
         "base_url": getattr(client, "base_url", None),
         "prompt": pset.template.replace("{cause}", pset.cause).replace("{task}", task),

@@ -1,7 +1,9 @@
-"""``describe_manifest.json``: how each description file in a folder was made (LLM or template).
+"""``describe_manifest.yaml``: how each description file in a folder was made (LLM or template).
 
 Description files must keep the published ``{class: [sentences]}`` shape, so their provenance
-lives beside them. The manifest also stops the two sources from being mixed in one file.
+lives beside them; the manifest is YAML so that a glob such as ``out/*.json`` never picks it up
+as a description file (``describe_manifest.json``, its former name, is still read). The manifest
+also stops the two sources from being mixed in one file.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, read_json
+import yaml
 
-MANIFEST_NAME = "describe_manifest.json"
+from reprogram.errors import ReprogramError
+from reprogram.io import atomic_write_text, read_json
+
+MANIFEST_NAME = "describe_manifest.yaml"
+OLD_MANIFEST_NAME = "describe_manifest.json"  # written before 2026-12; still read
 TEMPLATE_NOTE = (
     "TEMPLATE FALLBACK, weaker than LLM descriptions: sentences are built from the class name and "
     "cause words only and carry no visual knowledge (see docs/descriptions.md)"
@@ -22,8 +27,14 @@ SETTINGS_COMPARED = ("model", "prompt", "system", "temperature", "max_tokens", "
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The folder's manifest, or an empty one."""
-    path = Path(folder) / MANIFEST_NAME
-    data = read_json(path) if path.is_file() else {}
+    path, old = Path(folder) / MANIFEST_NAME, Path(folder) / OLD_MANIFEST_NAME
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ReprogramError(f"{path}: cannot read the manifest ({err})") from err
+    else:
+        data = read_json(old) if old.is_file() else {}
     files = data.get("files") if isinstance(data, dict) else None
     return {"files": files if isinstance(files, dict) else {}}
 
@@ -79,5 +90,14 @@ def claim_files(folder: str | Path, entries: dict[str, dict[str, Any]]) -> list[
             elif not changed and "earlier" in old:
                 entry = {**entry, "earlier": old["earlier"]}
         manifest["files"][name] = entry
-    atomic_write_json(folder / MANIFEST_NAME, manifest)
+    atomic_write_text(
+        folder / MANIFEST_NAME, yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True)
+    )
     return warnings
+
+
+def cause_name(path: str | Path) -> str | None:
+    """The cause a description file was generated for, if its folder's manifest says."""
+    entry = manifest_entry(path)
+    cause = entry.get("cause") if entry else None
+    return cause if isinstance(cause, str) and cause else None

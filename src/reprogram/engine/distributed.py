@@ -37,10 +37,6 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
     def broadcast_object(self, obj):
         """The main process's ``obj`` in every process (also a barrier)."""
         if not self.active:

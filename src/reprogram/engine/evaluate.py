@@ -7,23 +7,17 @@ from dataclasses import dataclass
 import torch
 
 from reprogram.data.images import DecodedImages, as_float
+from reprogram.engine.distributed import World
 from reprogram.methods import Reprogrammer
-from reprogram.precision import autocast
+from reprogram.precision import Precision
 
 
 @dataclass
 class Evaluation:
     accuracy: float
-    per_class: list[float]
+    per_class: list[float | None]  # None: no image of that class
     confusion: torch.Tensor  # C×C counts, rows = true class
     count: int
-
-    def to_dict(self, classnames: list[str]) -> dict:
-        return {
-            "accuracy": self.accuracy,
-            "per_class_accuracy": dict(zip(classnames, self.per_class, strict=True)),
-            "count": self.count,
-        }
 
 
 def batches(count: int, size: int):
@@ -36,28 +30,34 @@ def predict_logits(
     model: Reprogrammer,
     images: DecodedImages,
     batch_size: int,
-    dtype: torch.dtype,
+    dtype: Precision | torch.dtype,
     advance=lambda n=1, **_: None,
 ) -> torch.Tensor:
     """Logits (N×C, fp32, on the model's device) for every decoded image."""
     device = model.text_features.device
+    precision = Precision.of(dtype, device)
     outputs = []
     for start, stop in batches(len(images), batch_size):
         pixels = as_float(images.pixels[start:stop].to(device, non_blocking=True))
-        with autocast(device, dtype):
-            outputs.append(model(pixels).logits.float())
+        outputs.append(model(pixels, precision).logits)
         advance(stop - start)
     return torch.cat(outputs) if outputs else torch.zeros(0, model.bank.num_classes, device=device)
 
 
-def summarise(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Evaluation:
+def summarise(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int, world: World = World()
+) -> Evaluation:
+    """Accuracy, per-class accuracy and confusion; under ``world`` the confusion counts of
+    every process's shard are summed first (integers: the same numbers as one process)."""
     labels = labels.to(logits.device)
     predictions = logits.argmax(dim=1)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=logits.device)
     confusion.index_add_(0, labels * num_classes + predictions, torch.ones_like(labels))
-    confusion = confusion.view(num_classes, num_classes).cpu()
+    confusion = world.all_reduce_sum(confusion).view(num_classes, num_classes).cpu()
     totals = confusion.sum(dim=1)
-    per_class = (confusion.diag().double() / totals.clamp_min(1)).tolist()
+    rates = (confusion.diag().double() / totals.clamp_min(1)).tolist()
+    # a class without images has no accuracy (None, null in JSON), not 0.0
+    per_class = [r if n > 0 else None for r, n in zip(rates, totals.tolist(), strict=True)]
     count = int(totals.sum())
     accuracy = float(confusion.diag().sum()) / max(count, 1)
     return Evaluation(accuracy, per_class, confusion, count)
@@ -67,9 +67,27 @@ def evaluate(
     model: Reprogrammer,
     images: DecodedImages,
     batch_size: int,
-    dtype: torch.dtype,
+    dtype: Precision | torch.dtype,
     advance=lambda n=1, **_: None,
+    world: World = World(),
 ) -> Evaluation:
+    """Evaluate ``images``; under ``world`` (torchrun) each process runs its shard of whole
+    batches and the counts are gathered, so every process returns the full evaluation."""
     model.eval()
-    logits = predict_logits(model, images, batch_size, dtype, advance)
-    return summarise(logits, images.labels, model.bank.num_classes)
+    start, stop = shard_range(len(images), batch_size, world)
+    shard = DecodedImages(
+        images.pixels[start:stop], images.labels[start:stop], images.sizes[start:stop], []
+    )
+    logits = predict_logits(model, shard, batch_size, dtype, advance)
+    return summarise(logits, shard.labels, model.bank.num_classes, world)
+
+
+def shard_range(count: int, batch_size: int, world: World) -> tuple[int, int]:
+    """This process's contiguous share of ``count`` images, in whole batches of ``batch_size``
+    (the batches one process would run, so each image's logits are the same); shards may be
+    uneven or empty."""
+    total = -(-count // batch_size)
+    per = -(-total // world.size)
+    first = min(world.rank * per, total)
+    last = min(first + per, total)
+    return min(first * batch_size, count), min(last * batch_size, count)

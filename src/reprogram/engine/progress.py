@@ -17,7 +17,7 @@ class Reporter:
 
     def line(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text)
+            self.console.print(text, soft_wrap=True)  # never wrapped at rich's 80 columns
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int):

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from reprogram.attribution import top_class_drivers
 from reprogram.backbones import Backbone
 from reprogram.data import load_dataset
 from reprogram.data.images import (
@@ -21,16 +23,15 @@ from reprogram.data.images import (
     to_uint8_chw,
 )
 from reprogram.descriptions import TextBank
-from reprogram.engine.checkpoint import load_checkpoint, read_results
-from reprogram.engine.config import TrainConfig
+from reprogram.engine.checkpoint import CONFIG, load_checkpoint, read_results
+from reprogram.engine.config import RUNTIME_FIELDS, TrainConfig
 from reprogram.engine.evaluate import Evaluation, evaluate
 from reprogram.engine.progress import Reporter
 from reprogram.engine.setup import build_backbone, build_model
 from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write_text
 from reprogram.methods import Reprogrammer
-from reprogram.precision import autocast, resolve_precision
-from reprogram.report.attribution import top_class_drivers
+from reprogram.precision import Precision, resolve_precision
 
 
 @dataclass
@@ -46,25 +47,71 @@ class LoadedRun:
 
 
 def load_run(
-    run_dir: str | Path, device: str | None = None, backbone: Backbone | None = None
+    run_dir: str | Path,
+    device: str | None = None,
+    backbone: Backbone | None = None,
+    *,
+    weights: str | None = None,
+    root: str | None = None,
 ) -> LoadedRun:
-    """Rebuild a run's model with its selected prompts, PRM and exact description texts."""
+    """Rebuild a run's model with its selected prompts, PRM and exact description texts.
+
+    ``weights`` and ``root`` point a moved run at its backbone weights and datasets; the
+    backbone fingerprint saved with the run keeps this safe (other weights are refused)."""
     checkpoint = load_checkpoint(run_dir)
     config = TrainConfig(**checkpoint["config"])
     if device is not None:
         config.device = device
-    backbone = backbone or build_backbone(config)
-    if backbone.fingerprint != checkpoint["backbone"]["fingerprint"]:
+    if weights is not None:
+        config.weights = str(weights)
+    if root is not None:
+        config.root = str(root)
+    if backbone is None:
+        try:
+            backbone = build_backbone(config)
+        except ReprogramError as err:
+            if weights is not None or config.weights is None:
+                raise
+            raise ReprogramError(
+                f"{err} (if the run's weights moved, pass --weights FILE)"
+            ) from err
+    expected = checkpoint["backbone"]
+    if backbone.fingerprint != expected["fingerprint"]:
         raise ReprogramError(
-            f"{run_dir}: trained with backbone {checkpoint['backbone']['arch']} "
-            f"(fingerprint {checkpoint['backbone']['fingerprint']}), "
-            f"got fingerprint {backbone.fingerprint}"
+            f"{run_dir}: trained with backbone {expected['arch']} from "
+            f"{expected.get('weights') or 'its built-in weights'} (fingerprint "
+            f"{expected['fingerprint']}), got fingerprint {backbone.fingerprint}"
+            + (f" from {config.weights}" if config.weights else "")
+            + ": pass --weights with the file the run was trained with"
         )
     classnames = checkpoint["classnames"]
     model = build_model(config, backbone, classnames, TextBank.from_dict(checkpoint["text_bank"]))
     state = checkpoint["best"]["state"] if checkpoint["best"]["epoch"] > 0 else checkpoint["state"]
     model.load_trainable_state(state)
     return LoadedRun(config, model.eval(), classnames, checkpoint)
+
+
+def class_difference(found: list[str], expected: list[str], limit: int = 5) -> str:
+    """Which classes differ between a dataset (``found``) and a run (``expected``)."""
+
+    def shown(names: list[str]) -> str:
+        more = f" and {len(names) - limit} more" if len(names) > limit else ""
+        return ", ".join(repr(n) for n in names[:limit]) + more
+
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    parts = []
+    if missing:
+        parts.append(f"not in the dataset: {shown(missing)}")
+    if extra:
+        parts.append(f"not in the run: {shown(extra)}")
+    if not parts:
+        first = next(i for i, (a, b) in enumerate(zip(found, expected, strict=False)) if a != b)
+        parts.append(
+            f"same classes in another order (class {first} is {found[first]!r} in the dataset, "
+            f"{expected[first]!r} in the run)"
+        )
+    return "; ".join(parts)
 
 
 def evaluate_split(
@@ -75,16 +122,19 @@ def evaluate_split(
     reporter: Reporter | None = None,
 ) -> Evaluation:
     """Evaluate a model on a split of the config's dataset (the class lists must agree)."""
+    from reprogram.protocols.classes import subsample_classes
+
     splits = load_dataset(config.dataset, config.root, config.split_seed)
-    if classnames is not None and list(splits.classnames) != list(classnames):
-        raise ReprogramError(
-            f"dataset {config.dataset} has other classes than the checkpoint "
-            f"({len(splits.classnames)} vs {len(classnames)})"
-        )
     if split == "val" and config.shots:
         from reprogram.data import few_shot
 
         splits = few_shot(splits, config.shots, config.seed)
+    splits = subsample_classes(splits, config.subsample_classes)
+    if classnames is not None and list(splits.classnames) != list(classnames):
+        raise ReprogramError(
+            f"dataset {config.dataset} has other classes than the checkpoint: "
+            + class_difference(list(splits.classnames), list(classnames))
+        )
     reporter = reporter or Reporter(config.quiet)
     images = decode_center(splits.split(split), model.image_size, skip_bad=config.skip_bad_images)
     if images.skipped:
@@ -114,7 +164,7 @@ def predict_images(
 ) -> list[Prediction]:
     """Top-k classes for image files, with the prompt and description that drove the top class."""
     device = model.text_features.device
-    dtype = resolve_precision(precision, device)
+    policy = Precision.resolve(precision, device)
     size = model.image_size
     pixels = torch.stack(
         [
@@ -122,8 +172,8 @@ def predict_images(
             for p in paths
         ]
     )
-    with torch.no_grad(), autocast(device, dtype):
-        output = model(as_float(pixels.to(device)))
+    with torch.no_grad():
+        output = model(as_float(pixels.to(device)), policy)
     probabilities = output.logits.float().softmax(dim=1)
     drivers = top_class_drivers(model, output.scores, output.logits)
     predictions = []
@@ -160,36 +210,111 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+# Settings that never make runs unlike: the seed (what a cell averages over), execution settings,
+# and where the backbone's weights were read from (its fingerprint stands for them).
+NOT_IDENTITY = ("seed", "backbone", "weights", *RUNTIME_FIELDS)
+
+
+def run_identity(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """What a run shares with the runs it may be averaged with: every training setting of its
+    config but the seed and execution settings, and the backbone by weight fingerprint."""
+    path = Path(run_dir) / CONFIG
+    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    for key in ("method", "dataset", "shots", "epochs"):
+        identity.setdefault(key, results.get(key))
+    backbone = results.get("backbone") or {}
+    identity["backbone"] = {
+        k: backbone.get(k)
+        for k in ("fingerprint", "quick_gelu_used", "input_size", "mean", "std")
+        if k in backbone
+    }
+    return identity
+
+
+def _label(settings: dict[str, Any], short: bool) -> str:
+    """``epochs=10, descriptions=["des.json"]`` (paths by file name when ``short``)."""
+
+    def text(value: Any) -> str:
+        if short and isinstance(value, list):
+            value = [Path(v).name if isinstance(v, str) and "/" in v else v for v in value]
+        if short and isinstance(value, str) and "/" in value:
+            return Path(value).name
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+    return ", ".join(f"{k}={text(v)}" for k, v in settings.items())
+
+
+def _variants(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per group of one (method, dataset) cell: the settings that tell it from the others."""
+    keys = sorted({k for g in groups for k in g})
+    varying = [k for k in keys if len({json.dumps(g.get(k), sort_keys=True) for g in groups}) > 1]
+    return [{k: g.get(k) for k in varying} for g in groups]
+
+
+def _cell(runs: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    mean, std = mean_std([100 * r["test_accuracy"] for _, r in runs])
+    return {
+        "mean": mean,
+        "std": std if len(runs) > 1 else None,
+        "n": len(runs),
+        "seeds": sorted(r["seed"] for _, r in runs),
+        "wall_time_s": mean_std([r["wall_time_s"] for _, r in runs])[0],
+        "runs": [str(d) for d, _ in runs],
+    }
+
+
 def comparison_table(run_dirs: list[Path]) -> dict[str, Any]:
-    """Test accuracy mean ± std over seeds per (method, dataset), and mean wall time."""
-    cells: dict[tuple[str, str], list[dict]] = {}
+    """Test accuracy mean ± std over seeds per cell, and mean wall time.
+
+    A cell holds only runs that share method, dataset, backbone (fingerprint) and every other
+    training setting; runs of one method and dataset that differ in some setting become rows of
+    their own, named by the settings that differ (``variant``)."""
+    groups: dict[str, tuple[dict[str, Any], list[tuple[Path, dict[str, Any]]]]] = {}
     for run in run_dirs:
         results = read_results(run)
-        cells.setdefault((results["method"], results["dataset"]), []).append(results)
-    methods = sorted(
-        {m for m, _ in cells},
-        key=lambda m: list(_METHOD_ORDER).index(m) if m in _METHOD_ORDER else 99,
-    )
-    datasets = sorted({d for _, d in cells})
-    rows = []
-    for method in methods:
-        row = {"method": method, "cells": {}}
-        for dataset in datasets:
-            runs = cells.get((method, dataset), [])
-            if runs:
-                mean, std = mean_std([100 * r["test_accuracy"] for r in runs])
-                time_mean, _ = mean_std([r["wall_time_s"] for r in runs])
-                row["cells"][dataset] = {
-                    "mean": mean,
-                    "std": std,
-                    "seeds": sorted(r["seed"] for r in runs),
-                    "wall_time_s": time_mean,
-                }
-        rows.append(row)
-    return {"datasets": datasets, "rows": rows}
+        identity = run_identity(run, results)
+        key = json.dumps(identity, sort_keys=True, default=str)
+        groups.setdefault(key, (identity, []))[1].append((Path(run), results))
+    by_cell: dict[tuple[str, str], list[tuple[dict, list]]] = {}
+    for identity, runs in groups.values():
+        by_cell.setdefault((identity["method"], identity["dataset"]), []).append((identity, runs))
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for (method, dataset), members in by_cell.items():
+        variants = _variants([m[0] for m in members])
+        labels = [_label(v, short=True) for v in variants]
+        if len(set(labels)) < len(labels):  # e.g. two description files of one name
+            labels = [_label(v, short=False) for v in variants]
+        for settings, variant, (_, runs) in zip(variants, labels, members, strict=True):
+            row = rows.setdefault(
+                (method, variant),
+                {"method": method, "variant": variant, "settings": settings, "cells": {}},
+            )
+            row["cells"][dataset] = _cell(runs)
+    order = list(_METHOD_ORDER)
+    ranked = sorted(rows, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k))
+    return {
+        "datasets": sorted({d for _, d in by_cell}),
+        "rows": [rows[k] for k in ranked],
+    }
 
 
 _METHOD_ORDER = ("zero-shot", "zero-shot-desc", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls")
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """A table row's label: the method, and the settings that tell its runs from another row's."""
+    return f"{row['method']} [{row['variant']}]" if row.get("variant") else row["method"]
+
+
+def format_cell(cell: dict[str, Any] | None, wall_time: bool = True) -> str:
+    """``71.2 ± 1.3 (n=3, 12 s)``; one run shows no spread: ``71.2 (n=1, 12 s)``."""
+    if not cell:
+        return "—"
+    spread = f" ± {cell['std']:.1f}" if cell.get("std") is not None else ""
+    n = cell.get("n", len(cell["seeds"]))
+    extra = f", {cell['wall_time_s']:.0f} s" if wall_time else ""
+    return f"{cell['mean']:.1f}{spread} (n={n}{extra})"
 
 
 def table_markdown(table: dict[str, Any]) -> str:
@@ -199,16 +324,8 @@ def table_markdown(table: dict[str, Any]) -> str:
         "|---|" + "---|" * len(datasets),
     ]
     for row in table["rows"]:
-        cells = []
-        for dataset in datasets:
-            cell = row["cells"].get(dataset)
-            cells.append(
-                f"{cell['mean']:.1f} ± {cell['std']:.1f} "
-                f"(n={len(cell['seeds'])}, {cell['wall_time_s']:.0f} s)"
-                if cell
-                else "—"
-            )
-        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+        cells = [format_cell(row["cells"].get(dataset)) for dataset in datasets]
+        lines.append(f"| {row_name(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,9 +342,12 @@ __all__ = [
     "Prediction",
     "comparison_table",
     "evaluate_split",
+    "format_cell",
     "find_runs",
     "load_run",
     "predict_images",
+    "row_name",
+    "run_identity",
     "table_markdown",
     "write_summary",
 ]

@@ -3,65 +3,123 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reprogram.backbones import Backbone, load_backbone
 from reprogram.data import Splits, dataset_info, few_shot, load_dataset
-from reprogram.data.catalog import DATASETS
+from reprogram.data.catalog import is_published
+from reprogram.data.imagenet import text_classnames
 from reprogram.descriptions import TextBank, read_description_file
 from reprogram.engine.config import TrainConfig
+from reprogram.engine.progress import Reporter
 from reprogram.errors import ReprogramError
 from reprogram.methods import Recipe, Reprogrammer, build_reprogrammer, get_recipe
+from reprogram.packaged import PAPER_CAUSES, materialize, published_specs
+from reprogram.packaged import PREFIX as PACKAGED_PREFIX
 from reprogram.precision import resolve_device
 
 DESCRIPTIONS_ENV = "REPROGRAM_DESCRIPTIONS"
 
 
 def _published_key(dataset: str) -> str | None:
-    name = (
-        dataset_info(dataset).name
-        if dataset in DATASETS or dataset in ("fgvc", "flowers102")
-        else None
-    )
-    return dataset_info(name).description_key if name else None
+    return dataset_info(dataset).description_key if is_published(dataset) else None
 
 
-def default_description_files(recipe: Recipe, dataset: str) -> list[str]:
+def _find_in(folder: Path, patterns: Sequence[str], what: str) -> Path:
+    """The one file in ``folder`` (or its causes/, attributes/) matching the first pattern found."""
+    for pattern in patterns:
+        found = sorted(
+            {p for sub in ("", "causes", "attributes") for p in (folder / sub).glob(pattern)}
+        )
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found[:4])
+            raise ReprogramError(f"{folder}: several {what} files ({names}): pass --descriptions")
+        if found:
+            return found[0]
+    raise ReprogramError(f"{folder}: no {patterns[0]} ({what})")
+
+
+def _folder_description_files(
+    recipe: Recipe, folder: Path, prefix: str, causes: Sequence[int]
+) -> list[str]:
+    """A folder of description files: ``[KEY_]cse_N.json`` (or ``csl_N``), ``[KEY_]des.json``,
+    ``[KEY_]dist.json`` — the published names and what ``reprogram describe`` writes."""
+    anyprefix = prefix or "*_"
+
+    def find(*stems: str) -> str:
+        patterns = [f"{p}{stem}.json" for stem in stems for p in (prefix, anyprefix)]
+        return str(_find_in(folder, patterns, f"'{stems[0]}' for method '{recipe.name}'"))
+
+    if recipe.texts == "causes":
+        return [find(f"cse_{n}", f"csl_{n}") for n in causes]
+    kinds = ("des", "dist") if recipe.texts == "attribute-pair" else ("des",)
+    return [find(kind) for kind in kinds]
+
+
+def default_description_files(
+    recipe: Recipe, dataset: str, causes: Sequence[int] = (), source: str = ""
+) -> list[str]:
     """Description files a method uses when none are given.
 
-    * ``folder:PATH``: ``PATH/descriptions/`` (``cse_N.json``, ``des.json``, ``dist.json``).
-    * published datasets: ``$REPROGRAM_DESCRIPTIONS/{causes,attributes}/`` in the published naming.
+    * ``folder:PATH``: ``PATH/descriptions/`` (``cse_N.json``, ``des.json``, ``dist.json``, also
+      with a ``KEY_`` prefix as ``reprogram describe`` writes them).
+    * published datasets: the packaged sets (``packaged:…``; see ``reprogram descriptions
+      list``), or ``$REPROGRAM_DESCRIPTIONS/{causes,attributes}/`` when that is set.
+
+    ``causes`` picks other causes than 1-3 (dvp-cse); ``source`` one of AttrVR's other LLMs.
     """
     if not recipe.needs_descriptions:
         return []
-    folder, prefix = None, ""
+    numbers = list(causes) or list(PAPER_CAUSES)
+    key = None if dataset.startswith(("folder:", "csv:")) else _published_key(dataset)
+    if source and not key:
+        raise ReprogramError(
+            "--description-source picks a packaged set: it needs a published dataset"
+        )
     if dataset.startswith("folder:"):
         folder = Path(dataset[len("folder:") :]) / "descriptions"
-    elif _published_key(dataset) and os.environ.get(DESCRIPTIONS_ENV):
-        folder, prefix = Path(os.environ[DESCRIPTIONS_ENV]), _published_key(dataset) + "_"
-    if folder is None or not folder.is_dir():
-        raise ReprogramError(
-            f"method '{recipe.name}' needs description files: pass --descriptions FILE … "
-            f"(or set {DESCRIPTIONS_ENV} to a folder in the published layout)"
-        )
+        if folder.is_dir():
+            return _folder_description_files(recipe, folder, "", numbers)
+    elif key and os.environ.get(DESCRIPTIONS_ENV) and not source:
+        folder = Path(os.environ[DESCRIPTIONS_ENV])
+        return _folder_description_files(recipe, folder, key + "_", numbers)
+    elif key:
+        return published_specs(recipe.texts, key, list(causes), source)
+    raise ReprogramError(
+        f"method '{recipe.name}' needs description files: pass --descriptions FILE … "
+        "(or use a published dataset, whose descriptions are packaged)"
+    )
 
-    def find(*names: str) -> Path:
-        for name in names:
-            for candidate in (
-                folder / name,
-                folder / "causes" / name,
-                folder / "attributes" / name,
-            ):
-                if candidate.is_file():
-                    return candidate
-        raise ReprogramError(f"{folder}: no {names[0]} for method '{recipe.name}'")
 
-    if recipe.texts == "causes":
-        return [str(find(f"{prefix}cse_{i}.json")) for i in (1, 2, 3)]
-    if recipe.texts == "attribute-pair":
-        return [str(find(f"{prefix}des.json")), str(find(f"{prefix}dist.json"))]
-    return [str(find(f"{prefix}des.json"))]
+def cause_names(specs: Sequence[str], dataset: str) -> list[str] | None:
+    """Readable names of the cause files a run uses ("pattern", …), or None if not all known.
+
+    From the ``reprogram describe`` manifest beside a file, else from the published causes of a
+    packaged or published-name file (``dtd_cse_2.json`` is dtd's second cause).
+    """
+    from reprogram.describe.manifest import cause_name
+
+    known = dataset_info(dataset).causes if _published_key(dataset) else ()
+    names = []
+    for spec in specs:
+        name = None if str(spec).startswith(PACKAGED_PREFIX) else cause_name(spec)
+        match = re.search(r"_cs[el]_(\d+)$", Path(str(spec)).stem)
+        if name is None and match and 1 <= int(match[1]) <= len(known):
+            name = known[int(match[1]) - 1]
+        if name is None:
+            return None
+        names.append(name)
+    return names if len(set(names)) == len(names) else None
+
+
+def is_template_file(spec: str) -> bool:
+    from reprogram.describe.manifest import is_template
+
+    return not str(spec).startswith(PACKAGED_PREFIX) and is_template(spec)
 
 
 def default_clusters(config: TrainConfig) -> int:
@@ -75,17 +133,102 @@ def default_clusters(config: TrainConfig) -> int:
     return dataset_info(config.dataset).clusters if key else 3
 
 
+class RunWarnings:
+    """What a run did that the user should know: printed as it happens, kept for results.json."""
+
+    def __init__(self, reporter: Reporter | None = None) -> None:
+        self.reporter = reporter
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        if message in self.messages:
+            return
+        self.messages.append(message)
+        if self.reporter is not None and not self.reporter.quiet:  # one line, as written
+            self.reporter.console.print(f"warning: {message}", soft_wrap=True, markup=False)
+
+
 @dataclass
 class RunParts:
     config: TrainConfig
     splits: Splits
     backbone: Backbone
     model: Reprogrammer
+    warnings: RunWarnings = field(default_factory=RunWarnings)
 
 
-def load_data(config: TrainConfig) -> Splits:
+def _listed(counts: dict[str, int], limit: int = 5) -> str:
+    shown = ", ".join(f"{name} ({count})" for name, count in list(counts.items())[:limit])
+    return shown + (f" and {len(counts) - limit} more" if len(counts) > limit else "")
+
+
+def warn_small_classes(
+    warnings: RunWarnings, labels: Sequence[int], classnames: Sequence[str], wanted: int, what: str
+) -> None:
+    """Warn about classes with no image in ``labels``, and with fewer than ``wanted``."""
+    counts = Counter(int(label) for label in labels)
+    empty = [name for i, name in enumerate(classnames) if counts[i] == 0]
+    if empty:
+        warnings.add(
+            f"{len(empty)} classes have no usable {what} image: {', '.join(empty[:5])}"
+            + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        )
+    small = {name: counts[i] for i, name in enumerate(classnames) if 0 < counts[i] < wanted}
+    if small:
+        warnings.add(
+            f"{len(small)} classes have fewer {what} images than the {wanted} asked: "
+            f"{_listed(small)}"
+        )
+
+
+def warn_descriptions(
+    warnings: RunWarnings, recipe: Recipe, files: Sequence[str], classnames: Sequence[str], m: int
+) -> None:
+    """What ``reprogram descriptions check`` finds that changes what a run trains on."""
+    from reprogram.describe.check import check_file
+
+    if recipe.texts == "causes" and len(files) == 1:
+        warnings.add(
+            f"{recipe.name} was given one description file: it trains one prompt only "
+            "(the paper uses one file per cause, e.g. 3)"
+        )
+    for path in files:
+        report = check_file(path, classnames, min_valid=1, target=m)
+        if report.duplicate_keys:
+            warnings.add(
+                f"{path}: class keys repeated in the JSON (only the last is used): "
+                f"{', '.join(report.duplicate_keys[:5])}"
+            )
+        if report.below_target:
+            warnings.add(
+                f"{path}: {len(report.below_target)} classes have fewer than m={m} valid "
+                f"sentences and are sampled with replacement: {_listed(report.below_target)}"
+            )
+
+
+def load_data(config: TrainConfig, warnings: RunWarnings | None = None) -> Splits:
+    """The run's splits (few-shot); ``warnings`` learns of classes short of training images."""
+    splits = _load_splits(config)
+    for note in splits.notes if warnings is not None else ():
+        warnings.add(note)
+    if warnings is not None and config.shots:
+        labels = [sample.label for sample in splits.train]
+        warn_small_classes(warnings, labels, splits.classnames, config.shots, "training")
+    return splits
+
+
+def _load_splits(config: TrainConfig) -> Splits:
+    from reprogram.protocols.classes import subsample_classes
+
     splits = load_dataset(config.dataset, config.root, config.split_seed)
-    return few_shot(splits, config.shots or None, config.seed)
+    # classes short of shots are refused where training would use them (allow_small_classes)
+    trains = get_recipe(config.method).trainable and config.epochs > 0
+    allow_small = config.allow_small_classes or not trains
+    # as CoOp: the few-shot draw over all classes first, then the base/novel half
+    return subsample_classes(
+        few_shot(splits, config.shots or None, config.seed, allow_small=allow_small),
+        config.subsample_classes,
+    )
 
 
 def build_backbone(config: TrainConfig) -> Backbone:
@@ -98,28 +241,57 @@ def build_backbone(config: TrainConfig) -> Backbone:
 
 
 def build_model(
-    config: TrainConfig, backbone: Backbone, classnames: list[str], bank: TextBank | None = None
+    config: TrainConfig,
+    backbone: Backbone,
+    classnames: list[str],
+    bank: TextBank | None = None,
+    warnings: RunWarnings | None = None,
 ) -> Reprogrammer:
     recipe = get_recipe(config.method)
     descriptions = []
+    texts = text_classnames(classnames)  # ImageNet's repeated names share their texts
     if bank is None and recipe.needs_descriptions:
-        files = config.descriptions or default_description_files(recipe, config.dataset)
+        if config.descriptions and (config.causes or config.description_source):
+            raise ReprogramError(
+                "--causes and --description-source pick packaged files: not with --descriptions"
+            )
+        files = config.descriptions or default_description_files(
+            recipe, config.dataset, config.causes, config.description_source
+        )
         config.descriptions = [str(f) for f in files]
-        descriptions = [(str(f), read_description_file(f)) for f in files]
+        paths = [str(materialize(f)) for f in files]
+        descriptions = [
+            (spec, read_description_file(path))
+            for spec, path in zip(config.descriptions, paths, strict=True)
+        ]
+        if warnings is not None:
+            warn_descriptions(warnings, recipe, paths, texts, config.m)
     options = config.method_options()
     options.clusters = default_clusters(config)
     model = build_reprogrammer(
-        config.method, backbone, classnames, descriptions, options, config.seed, bank
+        config.method, backbone, texts, descriptions, options, config.seed, bank
     )
+    if bank is None and descriptions:
+        names = cause_names(config.descriptions, config.dataset)
+        if recipe.texts == "causes" and names and len(names) == len(model.bank.group_names):
+            model.bank.group_names = names
+        model.bank.template = any(is_template_file(f) for f in config.descriptions)
     if config.grad_checkpointing and hasattr(backbone, "set_grad_checkpointing"):
         backbone.set_grad_checkpointing(True)
     return model
 
 
-def prepare(config: TrainConfig) -> RunParts:
+def prepare(config: TrainConfig, warnings: RunWarnings | None = None) -> RunParts:
     """Read the data, load the backbone and build the method's model."""
     config.validate()
-    splits = load_data(config)
+    if is_published(config.dataset) and dataset_info(config.dataset).eval_only:
+        name = dataset_info(config.dataset).name
+        raise ReprogramError(
+            f"{name} is a test set only: train on imagenet, then evaluate the run with "
+            f"reprogram eval --checkpoint RUN --dataset {name}"
+        )
+    warnings = warnings if warnings is not None else RunWarnings()
+    splits = load_data(config, warnings)
     backbone = build_backbone(config)
-    model = build_model(config, backbone, splits.classnames)
-    return RunParts(config, splits, backbone, model)
+    model = build_model(config, backbone, splits.classnames, warnings=warnings)
+    return RunParts(config, splits, backbone, model, warnings)

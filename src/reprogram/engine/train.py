@@ -3,29 +3,25 @@
 One epoch = one pass over the few-shot training images in a seeded order. Methods with a PRM
 collect top-k counts during that same pass and re-estimate omega after it; the first
 ``prm_warmup_epochs`` only estimate omega (the paper's epoch 0). Validation is evaluated every
-``eval_every`` epochs and the best validation state is kept; the test split is evaluated once,
-at the end, with that state (``select_on='test'`` reproduces the official scripts instead).
+``eval_every`` epochs and the best validation state is kept (ties keep the earliest); the test
+split is evaluated once, at the end, with that state. ``select_on='test'`` reproduces the
+official scripts instead: the test split after every training epoch, the best one kept.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from reprogram.data.images import (
-    DecodedImages,
-    as_float,
-    crop_resize,
-    decode_center,
-    decode_short_side,
-    random_resized_crop_params,
-)
+from reprogram.data.fewshot import shots_per_class
+from reprogram.data.images import decode_center
+from reprogram.engine.batches import TrainData, load_train_data
 from reprogram.engine.checkpoint import (
     CHECKPOINT,
     RESULTS,
@@ -36,78 +32,46 @@ from reprogram.engine.checkpoint import (
     write_metrics,
     write_results,
 )
-from reprogram.engine.config import TrainConfig, save_config
+from reprogram.engine.config import TrainConfig, resumed_config, save_config
+from reprogram.engine.curves import CurveWriter
 from reprogram.engine.distributed import World, init_world, local_device_name
 from reprogram.engine.evaluate import Evaluation, evaluate
+from reprogram.engine.lock import run_lock
 from reprogram.engine.progress import Reporter
-from reprogram.engine.setup import RunParts, build_backbone, build_model, load_data, prepare
+from reprogram.engine.setup import (
+    RunParts,
+    RunWarnings,
+    build_backbone,
+    build_model,
+    load_data,
+    prepare,
+    warn_small_classes,
+)
 from reprogram.errors import ReprogramError
 from reprogram.methods import Reprogrammer
-from reprogram.precision import autocast, needs_grad_scaler, resolve_precision
+from reprogram.packaged import file_record
+from reprogram.precision import Precision
 
 
 def cosine_schedule(
     optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Cosine annealing per step from the base lr to 0 over ``total_steps``."""
-    total = max(1, total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    )
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """Cosine annealing per step from the base lr towards 0 over ``total_steps`` (the
+    published scripts' ``CosineAnnealingLR``)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
 
 
-@dataclass
-class TrainData:
-    """Training images ready for batching on the device."""
-
-    pixels: torch.Tensor  # uint8 N×3×H×W (canvas when augmenting)
-    sizes: torch.Tensor  # N×2 valid (h, w)
-    labels: torch.Tensor
-    augment: bool
-    image_size: int
-    skipped: list[str]
-
-    def batch(
-        self, index: torch.Tensor, generator: torch.Generator, part: slice = slice(None)
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and labels of ``index[part]``; augmentation is drawn for the whole ``index``
-        so that a process's share of a global batch is the same as in single-process training."""
-        device = self.pixels.device
-        # non_blocking: small host-to-device copies that do not wait for the GPU's queue
-        local = index[part].to(device, non_blocking=True)
-        if self.augment:
-            boxes = random_resized_crop_params(self.sizes[index], generator)
-            flips = torch.rand(len(index), generator=generator) < 0.5
-            if len(local) == 0:  # no share of a last batch smaller than the world
-                images = torch.zeros(0, 3, self.image_size, self.image_size, device=device)
-            else:
-                images = crop_resize(
-                    self.pixels.index_select(0, local),
-                    boxes[part].to(device, non_blocking=True),
-                    self.image_size,
-                    flips[part].to(device, non_blocking=True),
-                )
-        else:
-            images = as_float(self.pixels.index_select(0, local))
-        return images, self.labels.index_select(0, local)
-
-
-def load_train_data(parts: RunParts, device: torch.device) -> TrainData:
-    size = parts.model.image_size
-    samples = parts.splits.train
-    skip = parts.config.skip_bad_images
-    decoded: DecodedImages = (
-        decode_short_side(samples, size, skip_bad=skip)
-        if parts.config.augment
-        else decode_center(samples, size, skip_bad=skip)
-    )
-    return TrainData(
-        decoded.pixels.to(device),
-        decoded.sizes,
-        decoded.labels.to(device),
-        parts.config.augment,
-        size,
-        decoded.skipped,
+def schedule_steps(config: TrainConfig, warmup: int, steps_per_epoch: int) -> int:
+    """The cosine's length. ``all-epochs`` (published): every epoch's steps, the PRM-only ones
+    included, although only training steps advance it, so the last lr is not 0.
+    ``training-steps``: the training epochs' steps only (the last step is taken at lr ~0)."""
+    if config.lr_schedule_span == "all-epochs":
+        return config.epochs * steps_per_epoch
+    if config.lr_schedule_span == "training-steps":
+        return (config.epochs - warmup) * steps_per_epoch
+    raise ReprogramError(
+        f"lr_schedule_span must be 'all-epochs' or 'training-steps', "
+        f"got '{config.lr_schedule_span}'"
     )
 
 
@@ -124,7 +88,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None,
     config: TrainConfig,
     epoch: int,
-    dtype: torch.dtype,
+    precision: Precision | torch.dtype,
     advance,
     world: World = World(),
 ) -> dict[str, float]:
@@ -133,7 +97,8 @@ def train_one_epoch(
     The loss is the sum over this process's share divided by the global batch size, and
     gradients are summed across processes: the same maths as one process on the whole batch.
     """
-    device = data.pixels.device
+    device = data.device
+    precision = Precision.of(precision, device)
     generator = epoch_generator(config.seed, epoch)
     order = torch.randperm(len(data.labels), generator=generator)
     model.aggregator.reset_counts()
@@ -147,9 +112,9 @@ def train_one_epoch(
             if optimizer is not None:
                 _step_without_samples(model, optimizer, scheduler, scaler, world)
             continue
-        with torch.set_grad_enabled(optimizer is not None), autocast(device, dtype):
-            output = model(images)
-        loss = F.cross_entropy(output.logits.float(), labels, reduction="sum") / len(index)
+        with torch.set_grad_enabled(optimizer is not None):
+            output = model(images, precision)  # fp32 scores and logits
+        loss = F.cross_entropy(output.logits, labels, reduction="sum") / len(index)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -206,25 +171,39 @@ def _check_resume_target(run_dir: Path, resume: bool) -> dict[str, Any] | None:
 
 
 def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train (or only evaluate, for zero-shot methods) and write the run folder. Returns results."""
+    """Train (or only evaluate, for zero-shot methods) and write the run folder. Returns results.
+
+    The run folder is locked for the whole run: a second run into it fails at once. With
+    ``resume``, the run's identity comes from its checkpoint and only the execution settings
+    (``RUNTIME_FIELDS`` in ``engine/config.py``: device, compile, quiet, …) from ``config``."""
+    with run_lock(run_dir):
+        return _fit_locked(config, run_dir, resume)
+
+
+def _fit_locked(config: TrainConfig, run_dir: str | Path, resume: bool) -> dict[str, Any]:
     run_dir = Path(run_dir)
     checkpoint = _check_resume_target(run_dir, resume)
-    if checkpoint is not None:
-        config = TrainConfig(**checkpoint["config"])
+    if checkpoint is not None:  # identity from the checkpoint, execution from the caller
+        config = resumed_config(checkpoint["config"], config)
     config.validate()
-    config.device = local_device_name(config.device)
-    world = init_world("cuda" if config.device.startswith("cuda") else "cpu")
+    # the device this process uses (under torchrun: its own GPU); never written to the run
+    execution = replace(config, device=local_device_name(config.device))
+    world = init_world("cuda" if execution.device.startswith("cuda") else "cpu")
     reporter = Reporter(config.quiet or not world.is_main)
     wall_start = time.perf_counter()
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
 
+    warnings = RunWarnings(reporter)
     if checkpoint is None:
-        parts = prepare(config)
+        parts = prepare(execution, warnings)
+        config = parts.config = replace(parts.config, device=config.device)
     else:
-        splits = load_data(config)
-        backbone = build_backbone(config)
+        for message in checkpoint.get("warnings", []):  # those of the first start, in order
+            warnings.add(message)
+        splits = load_data(config, warnings)
+        backbone = build_backbone(execution)
         if backbone.fingerprint != checkpoint["backbone"]["fingerprint"]:
             raise ReprogramError(
                 f"{run_dir}: checkpoint was made with another backbone ({checkpoint['backbone']})"
@@ -234,29 +213,32 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
         model = build_model(
             config, backbone, splits.classnames, TextBank.from_dict(checkpoint["text_bank"])
         )
-        parts = RunParts(config, splits, backbone, model)
+        parts = RunParts(config, splits, backbone, model, warnings)
     model, device = parts.model, parts.backbone.device
     if config.compile:
         model.enable_compile()
-    dtype = resolve_precision(config.precision, device)
+    precision = Precision.resolve(config.precision, device)  # the run's one precision policy
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
 
     val_images = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
+    # every test image is decoded before training: a bad one fails now, not after the last epoch
+    all_test = decode_center(parts.splits.test, model.image_size, skip_bad=config.skip_bad_images)
     trainable = model.recipe.trainable and config.epochs > 0
     warmup = (
         min(config.prm_warmup_epochs, config.epochs) if model.recipe.aggregation == "prm" else 0
     )
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "score": -1.0, "state": model.trainable_state()}
-    start_epoch = 0
+    start_epoch = last_saved = 0
     optimizer = scheduler = scaler = None
     skipped: list[str] = list(val_images.skipped)
 
     if trainable:
         data = load_train_data(parts, device)
         skipped += data.skipped
+        warn_small_classes(warnings, data.labels.tolist(), parts.splits.classnames, 1, "training")
         steps_per_epoch = math.ceil(len(data.labels) / config.batch_size)
         optimizer = torch.optim.SGD(
             model.prompt_parameters(),
@@ -264,8 +246,8 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
-        scheduler = cosine_schedule(optimizer, (config.epochs - warmup) * steps_per_epoch)
-        scaler = torch.amp.GradScaler(device.type) if needs_grad_scaler(device, dtype) else None
+        scheduler = cosine_schedule(optimizer, schedule_steps(config, warmup, steps_per_epoch))
+        scaler = precision.grad_scaler()
         if checkpoint is not None:
             model.load_trainable_state(checkpoint["state"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -276,14 +258,12 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
                 checkpoint["best"],
                 checkpoint["epoch"],
             )
+            last_saved = start_epoch
             write_metrics(run_dir, history)
             reporter.line(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
-        test_images = None
-        if config.select_on == "test":
-            test_images = decode_center(
-                parts.splits.test, model.image_size, skip_bad=config.skip_bad_images
-            )
+        test_images = all_test if config.select_on == "test" else None
         eval_every = config.resolved_eval_every()
+        curves = CurveWriter(run_dir, config.tensorboard and world.is_main)  # --tensorboard
         for epoch in range(start_epoch, config.epochs):
             estimate_only = epoch < warmup
             model.prompts.train()
@@ -299,54 +279,80 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
                     scaler,
                     config,
                     epoch,
-                    dtype,
+                    precision,
                     advance,
                     world,
                 )
+            _check_finite(row, model, epoch + 1, config, last_saved)
             lr = 0.0 if estimate_only else optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, **row, "lr": lr, "estimate_only": estimate_only}
             last = epoch + 1 == config.epochs
+            if not estimate_only:  # every process evaluates its shard (sharded evaluation)
+                score = None
+                if (epoch + 1) % eval_every == 0 or last:
+                    val = evaluate(
+                        model, val_images, config.eval_batch_size, precision, world=world
+                    )
+                    row["val_acc"] = score = val.accuracy
+                if test_images is not None:  # the official protocol: after every training epoch
+                    row["test_acc"] = score = evaluate(
+                        model, test_images, config.eval_batch_size, precision, world=world
+                    ).accuracy
+                if score is not None and math.isfinite(score) and score > best["score"]:
+                    # strict: ties keep the earliest epoch, as the published scripts do
+                    best = {"epoch": epoch + 1, "score": score, "state": model.trainable_state()}
             if not world.is_main:
                 continue
-            if not estimate_only and ((epoch + 1) % eval_every == 0 or last):
-                val = evaluate(model, val_images, config.eval_batch_size, dtype)
-                row["val_acc"] = val.accuracy
-                score = val.accuracy
-                if test_images is not None:
-                    row["test_acc"] = score = evaluate(
-                        model, test_images, config.eval_batch_size, dtype
-                    ).accuracy
-                if score >= best["score"]:
-                    best = {"epoch": epoch + 1, "score": score, "state": model.trainable_state()}
             row["time_s"] = time.perf_counter() - wall_start
             history.append(row)
             reporter.line(_epoch_line(row))
             write_metrics(run_dir, history)
+            curves.write(row)
             if (epoch + 1) % config.checkpoint_every == 0 or last:
                 save_checkpoint(
                     run_dir,
                     _checkpoint(parts, optimizer, scheduler, history, best, epoch + 1, False),
                 )
-        model.load_trainable_state(best["state"])
+                last_saved = epoch + 1
+        curves.close()
+        if best["epoch"] > 0:  # nothing selected (only PRM-estimation epochs): keep the last
+            model.load_trainable_state(best["state"])
 
-    results = (
-        _finish(
-            parts,
-            run_dir,
-            history,
-            best,
-            dtype,
-            val_images,
-            skipped,
-            reporter,
-            wall_start,
-            optimizer,
-            scheduler,
-        )
-        if world.is_main
-        else {}
+    results = _finish(
+        parts,
+        run_dir,
+        history,
+        best,
+        precision,
+        val_images,
+        all_test,
+        skipped,
+        reporter,
+        wall_start,
+        optimizer,
+        scheduler,
+        world,
     )
     return world.broadcast_object(results)  # every process returns the main one's results
+
+
+def _check_finite(
+    row: dict[str, Any], model: Reprogrammer, epoch: int, config: TrainConfig, last_saved: int
+) -> None:
+    """Stop at the first epoch whose loss or learned state is not finite (nothing is saved)."""
+    state = [v for v in model.trainable_state().values() if v.is_floating_point()]
+    loss_finite = math.isfinite(row["loss"])
+    if loss_finite and all(bool(torch.isfinite(v).all()) for v in state):
+        return
+    what = "the prompts became non-finite" if loss_finite else f"the training loss is {row['loss']}"
+    cause = (
+        f"lr={config.lr} is not a finite number"
+        if not math.isfinite(config.lr)
+        else f"the learning rate (lr={config.lr:g}) is likely too large, or a method option "
+        "degenerate (e.g. attr_top_k=0)"
+    )
+    kept = f"the checkpoint of epoch {last_saved} is kept" if last_saved else "nothing was saved"
+    raise ReprogramError(f"epoch {epoch}: {what}; {cause}; fix it and train again ({kept})")
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
@@ -381,6 +387,7 @@ def _checkpoint(
         "epoch": epoch,
         "history": history,
         "finished": finished,
+        "warnings": parts.warnings.messages,
     }
 
 
@@ -389,22 +396,25 @@ def _finish(
     run_dir,
     history,
     best,
-    dtype,
+    precision,
     val_images,
+    test_images,
     skipped,
     reporter,
     wall_start,
     optimizer,
     scheduler,
+    world: World = World(),
 ):
     config, model = parts.config, parts.model
-    test_images = decode_center(
-        parts.splits.test, model.image_size, skip_bad=config.skip_bad_images
-    )
     skipped = sorted(set(skipped) | set(test_images.skipped))
     with reporter.bar("test", len(test_images)) as advance:
-        test: Evaluation = evaluate(model, test_images, config.eval_batch_size, dtype, advance)
-    val = evaluate(model, val_images, config.eval_batch_size, dtype)
+        test: Evaluation = evaluate(
+            model, test_images, config.eval_batch_size, precision, advance, world
+        )
+    val = evaluate(model, val_images, config.eval_batch_size, precision, world=world)
+    if not world.is_main:  # the others took part in the sharded evaluations; main writes
+        return {}
     classnames = parts.splits.classnames
     results = {
         "method": config.method,
@@ -422,11 +432,15 @@ def _finish(
         "test_count": test.count,
         "val_count": val.count,
         "train_count": len(parts.splits.train),
+        "train_shots_per_class": shots_per_class(parts.splits.train, classnames, skipped),
         "skipped_images": len(skipped),
         "trainable_parameters": model.prompts.trainable_parameters,
         "prompts": model.prompts.count if model.recipe.trainable else 0,
         "classnames": classnames,
+        "descriptions": [file_record(spec) for spec in config.descriptions],
+        "template_descriptions": model.bank.template,
         "wall_time_s": time.perf_counter() - wall_start,
+        "warnings": parts.warnings.messages,
     }
     if skipped:
         reporter.line(f"skipped {len(skipped)} undecodable images (e.g. {skipped[0]})")
@@ -446,10 +460,11 @@ def fit_seeds(
     config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False
 ) -> dict[str, Any]:
     """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table."""
-    from dataclasses import replace
-
     from reprogram.engine.runs import write_summary
 
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ReprogramError(f"--seeds: seed {repeated[0]} is given twice (each seed runs once)")
     out_dir = Path(out_dir)
     run_dirs = []
     for seed in seeds:

@@ -36,6 +36,12 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="method the others are compared with (default: the first run's)"),
         ] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
+        weights: Annotated[
+            str | None, typer.Option("--weights", help="the runs' weights file, if it moved")
+        ] = None,
+        root: Annotated[
+            str | None, typer.Option("--root", help="the runs' dataset folder, if it moved")
+        ] = None,
         batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     ) -> None:
@@ -52,6 +58,8 @@ def register(app: typer.Typer) -> None:
             device=device,
             batch_size=batch_size,
             reference=reference,
+            weights=weights,
+            root=root,
             log=None if quiet else lambda message: typer.echo(message, err=True),
         )
         typer.echo(str(path))

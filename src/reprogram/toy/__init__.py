@@ -1,9 +1,13 @@
 """An offline reference world: a procedural image–text world, a small CLIP pretrained on it, and
 downstream tasks on which visual reprogramming can be shown to learn.
 
-* :mod:`reprogram.toy.world` — factors, vectorised renderer, captions.
+* :mod:`reprogram.toy.vocabulary` — the factors' values, colours, placement and phrases (data).
+* :mod:`reprogram.toy.world` — scenes and their sampling (and the world's face: renderer, captions).
+* :mod:`reprogram.toy.render` — the vectorised renderer.
+* :mod:`reprogram.toy.captions` — pretraining captions and which images they describe.
 * :mod:`reprogram.toy.describe` — per-cause and attribute description files for a class set.
-* :mod:`reprogram.toy.tasks` — downstream tasks written in the ``folder:`` layout (``make_task``).
+* :mod:`reprogram.toy.world_tasks`, :mod:`reprogram.toy.real_tasks` — the task sources.
+* :mod:`reprogram.toy.tasks` — the task registry, written in the ``folder:`` layout (``make_task``).
 * :mod:`reprogram.toy.pretrain` — contrastive pretraining of the ``toy`` open_clip architecture.
 * :mod:`reprogram.toy.zeroshot` — the held-out-combination zero-shot check.
 * :mod:`reprogram.toy.cli` — the ``reprogram toy`` commands (``register(app)``).

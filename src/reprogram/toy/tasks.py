@@ -14,18 +14,15 @@ Tasks (see :data:`TASKS`): ``heldout`` is the in-distribution zero-shot check (3
 pairs never seen in pretraining); the ``world`` tasks put the world under a shift pretraining never
 saw, with classes that fix two or more factors; ``fashion-mnist`` and ``digits`` are real images
 (Debian's ``dataset-fashion-mnist``, scikit-learn's ``load_digits``), described in the world's
-words.
+words. The sources live in :mod:`reprogram.toy.world_tasks` and :mod:`reprogram.toy.real_tasks`;
+this module is the registry and the writer.
 """
 
 from __future__ import annotations
 
-import gzip
-import itertools
 import os
 import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Sequence
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +32,23 @@ from reprogram.errors import ReprogramError
 from reprogram.io import atomic_write_json, atomic_write_text
 from reprogram.toy import world
 from reprogram.toy.describe import DEFAULT_CAUSES, ClassSpec, write_descriptions
+from reprogram.toy.real_tasks import (
+    SPLITS,
+    digit_specs,
+    digits_pools,
+    fashion_mnist_dir,
+    fashion_pools,
+    fashion_specs,
+    pool_sampler,
+)
+from reprogram.toy.world_tasks import (
+    pair_classes,
+    shape_texture_classes,
+    triple_classes,
+    world_sampler,
+)
 
-SPLITS = ("train", "val", "test")
 DEFAULT_SHOTS = {"train": 16, "val": 4, "test": 50}
-
-# A sampler draws images for one split: (class index per image, rng, image size) -> uint8 N×S×S×3
-Sampler = Callable[[np.ndarray, np.random.Generator, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -56,417 +64,6 @@ class TaskDef:
     @property
     def classnames(self) -> list[str]:
         return [c.name for c in self.classes]
-
-
-# ---------------------------------------------------------------------------------------------
-# World tasks
-# ---------------------------------------------------------------------------------------------
-def _pair_classes(shapes: Sequence[str], colors: Sequence[str], **varies) -> tuple[ClassSpec, ...]:
-    return tuple(
-        ClassSpec(f"{c} {s}", {"shape": s, "color": c}, varies=dict(varies))
-        for s, c in itertools.product(shapes, colors)
-    )
-
-
-def _shape_texture_classes(
-    shapes: Sequence[str], textures: Sequence[str], **varies
-) -> tuple[ClassSpec, ...]:
-    return tuple(
-        ClassSpec(f"{t} {s}", {"shape": s, "texture": t}, varies=dict(varies))
-        for s, t in itertools.product(shapes, textures)
-    )
-
-
-def _triple_classes(shapes, colors, textures) -> tuple[ClassSpec, ...]:
-    return tuple(
-        ClassSpec(f"{t} {c} {s}", {"shape": s, "color": c, "texture": t})
-        for s, c, t in itertools.product(shapes, colors, textures)
-    )
-
-
-def _scenes_for(classes: Sequence[ClassSpec], labels: np.ndarray, rng, **kwargs) -> world.Scenes:
-    fixed: dict[str, list[str]] = {}
-    names = sorted({k for spec in classes for k in spec.factors})
-    for name in names:
-        fixed[name] = [classes[i].factors[name] for i in labels]
-    extra_fixed = kwargs.pop("fixed", {})
-    fixed.update(extra_fixed)
-    return world.sample_scenes(len(labels), rng, fixed=fixed, **kwargs)
-
-
-def _clutter(scenes: world.Scenes, size: int, rng: np.random.Generator, count: int) -> np.ndarray:
-    """Render scenes with ``count`` small distractor objects behind the target, as float images."""
-    n = len(scenes)
-    image = np.broadcast_to(
-        scenes.bg_rgb.astype(np.float32)[:, None, None, :], (n, size, size, 3)
-    ).copy()
-    for _ in range(count):
-        other = world.sample_scenes(n, rng, radius_scale=0.45, noise_std=0.0)
-        other = other.replace(cx=rng.uniform(-0.9, 0.9, n), cy=rng.uniform(-0.9, 0.9, n))
-        alpha, colour = world.object_layer(other, size)
-        image = image * (1 - alpha[..., None]) + colour * alpha[..., None]
-    alpha, colour = world.object_layer(scenes, size)
-    image = image * (1 - alpha[..., None]) + colour * alpha[..., None]
-    image += (
-        world._noise(scenes.noise_seed, (size, size, 3))
-        * scenes.noise_std.astype(np.float32)[:, None, None, None]
-    )
-    return np.clip(image, 0, 1)
-
-
-def _world_sampler(task: TaskDef) -> Sampler:
-    opts = task.options
-    shift = opts.get("shift", "none")
-
-    def sample(labels: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-        kwargs = {}
-        if shift == "noise":
-            kwargs["noise_std"] = float(opts.get("noise_std", 0.35))
-        if shift == "tiny":
-            kwargs["radius_scale"] = float(opts.get("radius_scale", 0.4))
-        if opts.get("sizes"):
-            sizes = list(opts["sizes"])
-            kwargs["fixed"] = {"size": [sizes[i] for i in rng.integers(0, len(sizes), len(labels))]}
-        scenes = _scenes_for(task.classes, labels, rng, **kwargs)
-        if shift == "clutter":
-            image = _clutter(scenes, size, rng, int(opts.get("distractors", 6)))
-        else:
-            image = world.render(scenes, size, dtype=np.float32)
-        if shift == "invert":
-            image = 1.0 - image
-        elif shift == "channels":
-            image = image[..., list(opts.get("order", (2, 0, 1)))]
-        return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-    return sample
-
-
-# ---------------------------------------------------------------------------------------------
-# Real images: Fashion-MNIST and scikit-learn digits
-# ---------------------------------------------------------------------------------------------
-FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "/usr/share/dataset-fashion-mnist")
-
-
-def fashion_mnist_dir() -> Path:
-    """Folder of Debian's ``dataset-fashion-mnist`` (``$REPROGRAM_FASHION_MNIST`` first)."""
-    candidates = [os.environ.get("REPROGRAM_FASHION_MNIST", "")] + list(FASHION_MNIST_DIRS)
-    try:
-        listed = subprocess.run(
-            ["dpkg", "-L", "dataset-fashion-mnist"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.splitlines()
-        candidates += [
-            str(Path(p).parent) for p in listed if p.endswith("train-images-idx3-ubyte.gz")
-        ]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    for folder in candidates:
-        if folder and (Path(folder) / "train-images-idx3-ubyte.gz").is_file():
-            return Path(folder)
-    raise ReprogramError(
-        "Fashion-MNIST not found: install Debian's package (apt-get install dataset-fashion-mnist) "
-        "or set REPROGRAM_FASHION_MNIST to a folder with train-images-idx3-ubyte.gz etc."
-    )
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _gray_to_rgb(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 N×h×w grayscale → uint8 N×size×size×3 (bilinear)."""
-    from PIL import Image
-
-    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, image in enumerate(images):
-        resized = Image.fromarray(image).resize((size, size), Image.BILINEAR)
-        out[i] = np.asarray(resized)[..., None]
-    return out
-
-
-def _pool_sampler(pools: dict[str, tuple[np.ndarray, np.ndarray]]) -> Callable:
-    """Draw images of each class without replacement from per-split pools (images, labels)."""
-
-    def draw(split: str, counts: dict[int, int], rng: np.random.Generator, size: int):
-        images, labels = pools[split]
-        chosen_images, chosen_labels = [], []
-        for label, count in counts.items():
-            index = np.nonzero(labels == label)[0]
-            if count > len(index):
-                raise ReprogramError(
-                    f"only {len(index)} images of class {label} for split '{split}'"
-                )
-            pick = np.sort(rng.choice(index, size=count, replace=False))
-            chosen_images.append(images[pick])
-            chosen_labels.append(np.full(count, label))
-        return _gray_to_rgb(np.concatenate(chosen_images), size), np.concatenate(chosen_labels)
-
-    return draw
-
-
-def _fashion_pools(rng: np.random.Generator, shots: dict[str, int]) -> dict:
-    folder = fashion_mnist_dir()
-    train_x = _read_idx(folder / "train-images-idx3-ubyte.gz")
-    train_y = _read_idx(folder / "train-labels-idx1-ubyte.gz")
-    test_x = _read_idx(folder / "t10k-images-idx3-ubyte.gz")
-    test_y = _read_idx(folder / "t10k-labels-idx1-ubyte.gz")
-    # train and val come from disjoint halves of the official training set
-    order = rng.permutation(len(train_y))
-    half = len(order) // 2
-    return {
-        "train": (train_x[order[:half]], train_y[order[:half]]),
-        "val": (train_x[order[half:]], train_y[order[half:]]),
-        "test": (test_x, test_y),
-    }
-
-
-def _digits_pools(rng: np.random.Generator, shots: dict[str, int]) -> dict:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
-    labels = digits.target.astype(np.int64)
-    # disjoint per-class pools: test first (its size fixed by shots['test']), then val, then train
-    pools: dict[str, list] = {s: [[], []] for s in SPLITS}
-    for label in range(10):
-        index = rng.permutation(np.nonzero(labels == label)[0])
-        need_test, need_val = shots["test"], shots["val"]
-        if need_test + need_val + shots["train"] > len(index):
-            raise ReprogramError(
-                f"digits has {len(index)} images of class {label}; "
-                f"{shots['train']}+{shots['val']}+{shots['test']} requested"
-            )
-        parts = {
-            "test": index[:need_test],
-            "val": index[need_test : need_test + need_val],
-            "train": index[need_test + need_val :],
-        }
-        for split, part in parts.items():
-            pools[split][0].append(images[part])
-            pools[split][1].append(labels[part])
-    return {s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in pools.items()}
-
-
-def _n(*details: str, clauses: Sequence[str] = (), names: Sequence[str] = ()) -> dict:
-    return {"details": tuple(details), "clauses": tuple(clauses), "names": tuple(names)}
-
-
-_GRAY_ON_BLACK = {
-    "color": _n(
-        "one flat colour",
-        clauses=("is white on a black background", "is a pale gray shape"),
-        names=("white", "gray"),
-    ),
-    "background": _n(names=("black",)),
-}
-
-# Real classes described in the world's vocabulary (hand-written, loosely: what a model trained on
-# the world could relate them to). Shape notes come first, then texture, then the shared colours.
-FASHION_CLASSES = (
-    (
-        "t-shirt",
-        _n(
-            "four straight arms",
-            "short arms",
-            clauses=("looks like a plus sign with short arms",),
-            names=("cross",),
-        ),
-        _n("a plain surface", names=("plain",)),
-    ),
-    (
-        "trouser",
-        _n("a long stem", "two long stems", clauses=("is tall and narrow like a long stem",)),
-        _n("one flat colour", names=("solid",)),
-    ),
-    (
-        "pullover",
-        _n(
-            "four straight arms",
-            "arms of equal length",
-            clauses=("looks like a plus sign",),
-            names=("cross",),
-        ),
-        _n("stripes", names=("plain", "striped")),
-    ),
-    (
-        "dress",
-        _n(
-            "three straight sides",
-            "a point at the top",
-            clauses=("points upwards like a pyramid",),
-            names=("triangle",),
-        ),
-        _n("a plain surface", names=("plain",)),
-    ),
-    (
-        "coat",
-        _n(
-            "four right-angled corners",
-            "four straight arms",
-            clauses=("is a box with four square corners",),
-            names=("square", "cross"),
-        ),
-        _n("one flat colour", names=("solid",)),
-    ),
-    (
-        "sandal",
-        _n("a long flat shape", "straight edges", clauses=("is small and flat",)),
-        _n(
-            "stripes",
-            "parallel lines",
-            clauses=("is covered in straight stripes",),
-            names=("striped",),
-        ),
-    ),
-    (
-        "shirt",
-        _n("four straight arms", clauses=("looks like a plus sign",), names=("cross",)),
-        _n(
-            "a checkerboard pattern",
-            "stripes",
-            clauses=("has a checked pattern of squares",),
-            names=("checkered", "striped"),
-        ),
-    ),
-    (
-        "sneaker",
-        _n(
-            "a long flat shape",
-            "a curved outline",
-            clauses=("is low and curved like a crescent",),
-            names=("crescent",),
-        ),
-        _n("dots", names=("dotted", "plain")),
-    ),
-    (
-        "bag",
-        _n(
-            "four equal sides",
-            "a round hollow centre",
-            clauses=("is a box with four square corners",),
-            names=("square",),
-        ),
-        _n("a plain surface", names=("plain",)),
-    ),
-    (
-        "ankle boot",
-        _n(
-            "a long stem",
-            "a corner at the bottom",
-            clauses=("is tall with a corner at the bottom",),
-            names=("arrow",),
-        ),
-        _n("one flat colour", names=("solid",)),
-    ),
-)
-
-DIGIT_CLASSES = (
-    (
-        "zero",
-        _n(
-            "a hole in the middle",
-            "a round hollow centre",
-            clauses=("is round and hollow in the middle",),
-            names=("ring",),
-        ),
-    ),
-    (
-        "one",
-        _n(
-            "a long stem",
-            "a straight shaft",
-            clauses=("is tall and narrow like a long stem",),
-            names=("arrow",),
-        ),
-    ),
-    (
-        "two",
-        _n("a curved outline", "straight edges", clauses=("is curved on top with a flat bottom",)),
-    ),
-    (
-        "three",
-        _n(
-            "a curved outline",
-            "two thin pointed horns",
-            clauses=("is curved like a new moon",),
-            names=("crescent",),
-        ),
-    ),
-    (
-        "four",
-        _n(
-            "a vertical and a horizontal bar",
-            "a triangular tip on a stem",
-            clauses=("is made of two crossing bars",),
-            names=("cross",),
-        ),
-    ),
-    (
-        "five",
-        _n("a curved outline", "straight edges", clauses=("has a flat top and a round bottom",)),
-    ),
-    (
-        "six",
-        _n(
-            "a hole in the middle",
-            "a long stem",
-            clauses=("is round at the bottom with a stem on top",),
-        ),
-    ),
-    (
-        "seven",
-        _n(
-            "a corner at the top",
-            "a long stem",
-            clauses=("has a flat top and a long stem",),
-            names=("arrow",),
-        ),
-    ),
-    (
-        "eight",
-        _n(
-            "a hole in the middle",
-            "two rounded lobes on top",
-            clauses=("looks like two rings stacked on each other",),
-            names=("ring",),
-        ),
-    ),
-    (
-        "nine",
-        _n(
-            "a hole in the middle",
-            "a long stem",
-            clauses=("is round at the top with a stem below",),
-            names=("ring",),
-        ),
-    ),
-)
-
-
-def _fashion_specs() -> tuple[ClassSpec, ...]:
-    return tuple(
-        ClassSpec(
-            name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
-        )
-        for name, shape, texture in FASHION_CLASSES
-    )
-
-
-def _digit_specs() -> tuple[ClassSpec, ...]:
-    texture = _n("one flat colour", "a soft blurry edge", names=("plain",))
-    return tuple(
-        ClassSpec(
-            name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
-        )
-        for name, shape in DIGIT_CLASSES
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +89,7 @@ TASKS: dict[str, TaskDef] = {
         ),
         _world(
             "noise",
-            _pair_classes(
+            pair_classes(
                 ("circle", "square", "triangle", "star", "heart", "ring"),
                 ("red", "green", "blue", "yellow"),
             ),
@@ -504,7 +101,7 @@ TASKS: dict[str, TaskDef] = {
         ),
         _world(
             "invert",
-            _pair_classes(
+            pair_classes(
                 ("circle", "triangle", "star", "cross", "crescent"),
                 ("red", "green", "blue", "yellow"),
             ),
@@ -514,7 +111,7 @@ TASKS: dict[str, TaskDef] = {
         ),
         _world(
             "channels",
-            _triple_classes(
+            triple_classes(
                 ("square", "star", "heart"),
                 ("red", "green", "blue", "yellow"),
                 ("solid", "striped"),
@@ -526,7 +123,7 @@ TASKS: dict[str, TaskDef] = {
         ),
         _world(
             "clutter",
-            _shape_texture_classes(
+            shape_texture_classes(
                 ("circle", "square", "triangle", "diamond", "cross"),
                 ("solid", "striped", "dotted", "checkered"),
             ),
@@ -538,7 +135,7 @@ TASKS: dict[str, TaskDef] = {
         ),
         _world(
             "tiny",
-            _pair_classes(
+            pair_classes(
                 ("square", "triangle", "star", "cross", "ring"), ("red", "green", "blue", "purple")
             ),
             "tiny",
@@ -551,7 +148,7 @@ TASKS: dict[str, TaskDef] = {
             "fashion-mnist",
             "fashion-mnist",
             "clothing item",
-            _fashion_specs(),
+            fashion_specs(),
             "real grayscale photos of clothes (Fashion-MNIST), names never in a caption; "
             "descriptions relate them to the world's shapes and textures",
         ),
@@ -559,7 +156,7 @@ TASKS: dict[str, TaskDef] = {
             "digits",
             "digits",
             "handwritten digit",
-            _digit_specs(),
+            digit_specs(),
             "real 8x8 handwritten digits (scikit-learn load_digits) upscaled; "
             "descriptions relate them to the world's shapes",
         ),
@@ -594,15 +191,15 @@ def generate_split(
 def _generate(task: TaskDef, shots: dict[str, int], size: int, seed: int) -> dict:
     out = {}
     if task.kind == "world":
-        sampler = _world_sampler(task)
+        sampler = world_sampler(task.classes, task.options)
         for split, count in shots.items():
             labels = np.repeat(np.arange(len(task.classes)), count)
             out[split] = (sampler(labels, _split_rng(seed, task.name, split), size), labels)
         return out
     full = {**DEFAULT_SHOTS, **shots}
     pools_rng = np.random.default_rng([seed, 7])
-    pools = (_fashion_pools if task.kind == "fashion-mnist" else _digits_pools)(pools_rng, full)
-    draw = _pool_sampler(pools)
+    pools = (fashion_pools if task.kind == "fashion-mnist" else digits_pools)(pools_rng, full)
+    draw = pool_sampler(pools)
     for split, count in shots.items():
         counts = dict.fromkeys(range(len(task.classes)), count)
         out[split] = draw(split, counts, _split_rng(seed, task.name, split), size)
@@ -632,7 +229,9 @@ def make_task(
         raise ReprogramError(f"every split needs at least one image per class (got {counts})")
     splits = _generate(task, counts, image_size, seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # a plain mkdir (not mkdtemp, which is private: 0700) so every mode follows the umask
+    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     try:
         for split, (images, labels) in splits.items():
             for classname in task.classnames:
@@ -647,7 +246,6 @@ def make_task(
         atomic_write_json(
             tmp / "task.json", task_metadata(task, image_size=image_size, seed=seed, shots=counts)
         )
-        _usual_permissions(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -655,15 +253,6 @@ def make_task(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
-
-
-def _usual_permissions(folder: Path) -> None:
-    """Give the task the modes of ordinary files (mkdtemp/mkstemp make them private: 0700/0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def task_metadata(task: TaskDef, *, image_size: int, seed: int, shots: dict[str, int]) -> dict:
@@ -685,3 +274,17 @@ def task_metadata(task: TaskDef, *, image_size: int, seed: int, shots: dict[str,
         if task.name == "heldout"
         else None,
     }
+
+
+__all__ = [
+    "DEFAULT_SHOTS",
+    "SPLITS",
+    "TASKS",
+    "TaskDef",
+    "fashion_mnist_dir",
+    "generate_split",
+    "get_task",
+    "make_task",
+    "task_metadata",
+    "task_names",
+]

@@ -178,9 +178,9 @@ def _drivers(
                 description=model.bank.texts[c][j] if texts_are_descriptions else None,
                 description_contribution=own[i][j],
                 prompt_index=p,
-                prompt=_name(names, p) if multi_prompt else None,
+                prompt=prompt_name(names, p) if multi_prompt else None,
                 prompt_shares=(
-                    {_name(names, q): s for q, s in enumerate(own_shares[i])}
+                    {prompt_name(names, q): s for q, s in enumerate(own_shares[i])}
                     if multi_prompt
                     else None
                 ),
@@ -189,7 +189,9 @@ def _drivers(
     return drivers
 
 
-def _name(names: Sequence[str], index: int) -> str:
+def prompt_name(names: Sequence[str], index: int) -> str:
+    """The name of prompt ``index`` (its cause or cluster), or ``prompt N`` past the names."""
+    index = int(index)
     return names[index] if index < len(names) else f"prompt {index + 1}"
 
 
@@ -228,7 +230,7 @@ def attribute(
 ) -> Attribution:
     """Run the model over uint8 images (N×3×S×S) and accumulate contributions per class."""
     from reprogram.data.images import as_float
-    from reprogram.precision import autocast
+    from reprogram.precision import Precision
 
     model.eval()
     device = model.text_features.device
@@ -241,8 +243,7 @@ def attribute(
     for start in range(0, len(labels), batch_size):
         batch = as_float(pixels[start : start + batch_size].to(device))
         truth = labels[start : start + batch_size].to(device).long()
-        with autocast(device, dtype):
-            output = model(batch)
+        output = model(batch, Precision.of(dtype, device))
         weights = description_weights(model, output.scores)
         contributions = output.scores.float() * weights
         rows = torch.arange(len(truth), device=device)
@@ -342,7 +343,7 @@ def top_descriptions(
         DescriptionRank(
             j,
             texts[j],
-            _name(names, groups[j]),
+            prompt_name(names, groups[j]),
             float(weights[class_index, j]) if weights is not None else None,
             means[j] if means is not None else None,
         )
@@ -373,6 +374,7 @@ __all__ = [
     "group_mass",
     "prm_weights",
     "prompt_count",
+    "prompt_name",
     "prompt_parts",
     "shares",
     "top_class_drivers",

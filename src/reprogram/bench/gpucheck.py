@@ -1,0 +1,351 @@
+"""The GPU check (``scripts/gpu-check.sh``): one JSON + Markdown record of the issue's targets.
+
+1. ``reprogram bench`` ViT-B/16, DVP-cse, a DTD-sized task (47 classes, 752 training / 1,692
+   test JPEGs at 320 px), 200 epochs, without compile (with the reference-style loop) and with
+   compile (against the same reference): end-to-end time, ratio, MFU; evaluation images/s as run
+   against a forward-only loop on images already on the device.
+2. Peak memory of ViT-L/14-336 DVP-cse at batch 64 with gradient checkpointing (training steps).
+3. The same short training run in fp32 and in bf16 autocast: PRM top-k agreement and the
+   accuracy difference.
+
+``dry_run=True``: the tiny backbone, a few steps, on the CPU (what the test suite runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from reprogram.bench import measure
+from reprogram.bench.run import BenchOptions, run_bench
+
+SCHEMA = "reprogram-gpu-check/1"
+TARGETS = {
+    "end_to_end_s_max": 180.0,
+    "speedup_min": 20.0,
+    "mfu_min": 0.40,
+    "eval_vs_forward_min": 0.80,
+    "vitl336_peak_bytes_max": 24 * 2**30,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckSizes:
+    """The sizes of each part (the full check, or the CPU dry run)."""
+
+    bench: BenchOptions
+    memory_backbone: str
+    memory_batch: int
+    memory_steps: int
+    precision_epochs: int
+    device: str
+
+    @classmethod
+    def full(cls) -> CheckSizes:
+        return cls(
+            BenchOptions(backbone="random:ViT-B-16", device="cuda"),
+            "random:ViT-L-14-336",
+            64,
+            4,
+            10,
+            "cuda",
+        )
+
+    @classmethod
+    def dry(cls) -> CheckSizes:
+        bench = BenchOptions(
+            backbone="random:tiny",
+            classes=2,
+            train_per_class=2,
+            test_images=4,
+            image_size=32,
+            epochs=2,
+            reference_epochs=2,
+            steps=1,
+            batch_size=4,
+            eval_batch_size=8,
+            device="cpu",
+            precision="fp32",
+        )
+        return cls(bench, "random:tiny", 4, 1, 2, "cpu")
+
+
+def _forward_only(model, images: torch.Tensor, batch: int, precision, repeats: int = 2) -> float:
+    """Images/s of the model's forward on float images already on the device (no data path)."""
+    with torch.no_grad():
+        model(images[:batch], precision)  # warm-up
+        measure.synchronize(images.device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for start in range(0, len(images), batch):
+                model(images[start : start + batch], precision)
+        measure.synchronize(images.device)
+    return repeats * len(images) / max(time.perf_counter() - started, 1e-9)
+
+
+def _eval_vs_forward(options: BenchOptions, tmp: Path) -> dict:
+    """Evaluation images/s as run (uint8 decoded images → logits) against forward only."""
+    from reprogram.bench.run import _prepare_data, _train_config
+    from reprogram.data.images import as_float, decode_center
+    from reprogram.engine.evaluate import evaluate
+    from reprogram.engine.setup import prepare
+    from reprogram.precision import Precision
+
+    dataset, descriptions, _ = _prepare_data(options, tmp)
+    config = _train_config(options, dataset, descriptions)
+    parts = prepare(config)
+    model, device = parts.model, parts.backbone.device
+    precision = Precision.resolve(config.precision, device)
+    images = decode_center(parts.splits.test, model.image_size)
+    evaluate(model, images, options.eval_batch_size, precision)  # warm-up
+    measure.synchronize(device)
+    started = time.perf_counter()
+    evaluate(model, images, options.eval_batch_size, precision)
+    measure.synchronize(device)
+    as_run = len(images) / max(time.perf_counter() - started, 1e-9)
+    on_device = as_float(images.pixels.to(device))
+    forward = _forward_only(model, on_device, options.eval_batch_size, precision)
+    return {
+        "eval_images_per_s": as_run,
+        "forward_only_images_per_s": forward,
+        "ratio": as_run / forward,
+    }
+
+
+def _memory(backbone: str, batch: int, steps: int, device_name: str, tmp: Path) -> dict:
+    """Peak device memory (host RSS on a CPU) of DVP-cse training steps with checkpointing."""
+    from reprogram.bench.synthetic import description_files
+    from reprogram.engine.batches import TrainData
+    from reprogram.engine.config import TrainConfig
+    from reprogram.engine.setup import build_backbone, build_model
+    from reprogram.engine.train import cosine_schedule, train_one_epoch
+    from reprogram.precision import Precision
+
+    names = [f"class_{i:03d}" for i in range(47)]
+    files = description_files(names, tmp / "memory-descriptions", 25)
+    config = TrainConfig(
+        method="dvp-cse",
+        backbone=backbone,
+        descriptions=[str(files[k]) for k in ("cse_1", "cse_2", "cse_3")],
+        batch_size=batch,
+        device=device_name,
+        grad_checkpointing=True,
+        quiet=True,
+    )
+    model_backbone = build_backbone(config)
+    model = build_model(config, model_backbone, names)
+    device = model_backbone.device
+    precision = Precision.resolve(config.precision, device)
+    size, count = model.image_size, batch * steps
+    pixels = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.arange(count, device=device) % len(names)
+    data = TrainData(pixels, torch.full((count, 2), size), labels, False, size, [])
+    optimizer = torch.optim.SGD(model.prompt_parameters(), lr=config.lr, momentum=config.momentum)
+    scheduler = cosine_schedule(optimizer, steps)
+    model.prompts.train()
+    with measure.PeakMemory(device) as peak:
+        row = train_one_epoch(
+            model, data, optimizer, scheduler, precision.grad_scaler(), config, 1, precision,
+            lambda n=1, **_: None,
+        )  # fmt: skip
+    return {
+        "backbone": backbone,
+        "batch_size": batch,
+        "grad_checkpointing": True,
+        "precision": str(precision.dtype).removeprefix("torch."),
+        "peak_bytes": peak.peak_bytes,
+        "memory_kind": peak.kind,
+        "train_images_per_s": row["images_per_s"],
+    }
+
+
+def _top_k_sets(weights: torch.Tensor, k: int) -> list[set[int]]:
+    return [set(row.topk(min(k, row.numel())).indices.tolist()) for row in weights.float()]
+
+
+def _precision_pair(options: BenchOptions, epochs: int, tmp: Path) -> dict:
+    """The same short run in fp32 and bf16 autocast: PRM top-k agreement, accuracy difference."""
+    from reprogram.bench.run import _prepare_data, _train_config
+    from reprogram.engine.checkpoint import load_checkpoint
+    from reprogram.engine.train import fit
+
+    dataset, descriptions, _ = _prepare_data(options, tmp / "pair")
+    runs = {}
+    for name in ("fp32", "bf16"):
+        config = _train_config(options, dataset, descriptions)
+        config = dataclasses.replace(config, precision=name, epochs=epochs, compile=False)
+        results = fit(config, tmp / f"pair-{name}")
+        state = load_checkpoint(tmp / f"pair-{name}")["state"]
+        runs[name] = (results, state["aggregator.prm.weights"], config.prm_top_k)
+    (a, wa, k), (b, wb, _) = runs["fp32"], runs["bf16"]
+    sets_a, sets_b = _top_k_sets(wa, k), _top_k_sets(wb, k)
+    overlap = [len(x & y) / max(len(x), 1) for x, y in zip(sets_a, sets_b, strict=True)]
+    return {
+        "epochs": epochs,
+        "top_k": k,
+        "prm_top_k_agreement": sum(overlap) / max(len(overlap), 1),
+        "prm_top_k_identical_classes": sum(x == y for x, y in zip(sets_a, sets_b, strict=True))
+        / max(len(sets_a), 1),
+        "fp32_test_accuracy": a["test_accuracy"],
+        "bf16_test_accuracy": b["test_accuracy"],
+        "accuracy_difference": b["test_accuracy"] - a["test_accuracy"],
+    }
+
+
+def _bench_summary(result: dict) -> dict:
+    ours, ref = result["ours"], result.get("reference", {})
+    return {
+        "end_to_end_s": ours["end_to_end_s"],
+        "reference_end_to_end_s": ref.get("end_to_end_s"),
+        "speedup": result["ratios"]["end_to_end_speedup"],
+        "train_step_ratio": result["ratios"]["train_step"],
+        "mfu": ours["mfu"],
+        "reference_mfu": ref.get("mfu"),
+        "eval_images_per_s": ours.get("eval_images_per_s"),
+        "peak_memory_bytes": ours["peak_memory_bytes"],
+        "equivalence_passed": result["equivalence_passed"],
+        "precision": result["precision"],
+    }
+
+
+def run_check(
+    out_dir: str | Path, *, dry_run: bool = False, log: Callable[[str], None] = print
+) -> dict:
+    """Run the three parts and write ``gpu-check.json`` and ``gpu-check.md`` into ``out_dir``."""
+    sizes = CheckSizes.dry() if dry_run else CheckSizes.full()
+    device = torch.device(sizes.device)
+    record: dict = {
+        "schema": SCHEMA,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dry_run": dry_run,
+        "device": measure.device_name(device),
+        "torch": torch.__version__,
+        "targets": TARGETS,
+    }
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="reprogram-gpu-check-") as tmp_name:
+        tmp = Path(tmp_name)
+        log("1/3 bench without compile, with the reference-style loop")
+        plain = run_bench(sizes.bench, log=lambda t: log(f"  {t}"))
+        record["bench"] = {"no_compile": _bench_summary(plain)}
+        if dry_run:
+            record["bench"]["compile"] = None  # compiling on a CPU is not what this checks
+        else:
+            log("1/3 bench with compile (reference: the run above)")
+            compiled = run_bench(
+                dataclasses.replace(sizes.bench, compile=True, skip_reference=True),
+                log=lambda t: log(f"  {t}"),
+            )
+            summary = _bench_summary(compiled)
+            reference_s = record["bench"]["no_compile"]["reference_end_to_end_s"]
+            summary["reference_end_to_end_s"] = reference_s
+            summary["speedup"] = reference_s / summary["end_to_end_s"] if reference_s else None
+            record["bench"]["compile"] = summary
+        log("1/3 evaluation as run against forward only")
+        record["bench"]["eval_vs_forward"] = _eval_vs_forward(sizes.bench, tmp / "eval")
+        log(f"2/3 peak memory of {sizes.memory_backbone}, batch {sizes.memory_batch}")
+        record["memory"] = _memory(
+            sizes.memory_backbone, sizes.memory_batch, sizes.memory_steps, sizes.device, tmp
+        )
+        log("3/3 fp32 against bf16 autocast")
+        record["precision"] = _precision_pair(sizes.bench, sizes.precision_epochs, tmp)
+    record["total_s"] = time.perf_counter() - started
+    record["verdicts"] = _verdicts(record)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu-check.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "gpu-check.md").write_text(format_markdown(record))
+    return record
+
+
+def _verdicts(record: dict) -> dict:
+    """Which targets are met (all None in a dry run: the targets are the GPU's)."""
+    best = record["bench"]["compile"] or record["bench"]["no_compile"]
+    speedup = best["speedup"]
+    verdicts = {
+        "end_to_end": best["end_to_end_s"] < TARGETS["end_to_end_s_max"],
+        "speedup": None if speedup is None else speedup >= TARGETS["speedup_min"],
+        "mfu": best["mfu"] >= TARGETS["mfu_min"],
+        "eval_vs_forward": record["bench"]["eval_vs_forward"]["ratio"]
+        >= TARGETS["eval_vs_forward_min"],
+        "vitl336_memory": (record["memory"]["peak_bytes"] or 0) < TARGETS["vitl336_peak_bytes_max"],
+    }
+    return {k: None for k in verdicts} if record["dry_run"] else verdicts
+
+
+def _fmt(value, kind: str = "") -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f} %"
+    if kind == "gib":
+        return f"{value / 2**30:.2f} GiB"
+    if kind == "x":
+        return f"{value:.2f}x"
+    if kind == "s":
+        return f"{value:.1f} s"
+    return f"{value:,.1f}" if isinstance(value, float) else str(value)
+
+
+def format_markdown(record: dict) -> str:
+    """The record as a Markdown section for docs/benchmarks.md."""
+    kind = "CPU dry run (tiny backbone; not the GPU figures)" if record["dry_run"] else "GPU check"
+    lines = [f"### {kind}: {record['device']}, {record['date']}", "", f"torch {record['torch']}"]
+    lines += ["", "| bench | end to end | reference | speed-up | step ratio | MFU |"]
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for name, row in record["bench"].items():
+        if name == "eval_vs_forward" or row is None:
+            continue
+        lines.append(
+            f"| {name.replace('_', ' ')} | {_fmt(row['end_to_end_s'], 's')} | "
+            f"{_fmt(row['reference_end_to_end_s'], 's')} | {_fmt(row['speedup'], 'x')} | "
+            f"{_fmt(row['train_step_ratio'], 'x')} | {_fmt(row['mfu'], 'pct')} |"
+        )
+    ev, mem, pair = record["bench"]["eval_vs_forward"], record["memory"], record["precision"]
+    lines += [
+        "",
+        f"- evaluation {_fmt(ev['eval_images_per_s'])} images/s as run, "
+        f"{_fmt(ev['forward_only_images_per_s'])} forward only ({_fmt(ev['ratio'], 'x')})",
+        f"- {mem['backbone']} DVP-cse, batch {mem['batch_size']}, gradient checkpointing, "
+        f"{mem['precision']}: peak {_fmt(mem['peak_bytes'], 'gib')} ({mem['memory_kind']})",
+        f"- fp32 vs bf16 autocast, {pair['epochs']} epochs: PRM top-{pair['top_k']} agreement "
+        f"{_fmt(pair['prm_top_k_agreement'], 'pct')} (identical sets in "
+        f"{_fmt(pair['prm_top_k_identical_classes'], 'pct')} of classes), test accuracy "
+        f"{_fmt(pair['fp32_test_accuracy'], 'pct')} vs {_fmt(pair['bf16_test_accuracy'], 'pct')}"
+        f" (difference {100 * pair['accuracy_difference']:+.2f} points)",
+        "- targets met (GPU only): "
+        + ", ".join(
+            f"{k} {'yes' if v else 'no' if v is not None else '-'}"
+            for k, v in record["verdicts"].items()
+        ),  # fmt: skip
+        f"- total {record['total_s']:.0f} s",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the GPU check of docs/benchmarks.md")
+    parser.add_argument("out", nargs="?", default="gpu-check-out", help="folder for the record")
+    parser.add_argument("--dry-run", action="store_true", help="tiny backbone, CPU, a few steps")
+    args = parser.parse_args(argv)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("gpu-check: no CUDA GPU visible to torch (use --dry-run for the CPU rehearsal)")
+        return 2
+    record = run_check(args.out, dry_run=args.dry_run)
+    print(format_markdown(record))
+    print(f"gpu-check: record written to {args.out}/gpu-check.json and gpu-check.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

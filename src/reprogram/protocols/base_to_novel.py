@@ -1,0 +1,128 @@
+"""Base-to-novel generalisation (CoCoOp's protocol) on the reprogramming engine.
+
+The classes are split as CoCoOp's ``subsample_classes``: the first ``ceil(C / 2)`` labels are
+base, the rest novel, each relabelled from 0. The few-shot draw is made over all classes first
+(as CoOp), then train and validation keep the base classes: an ordinary run on the base half.
+Base accuracy is that run's test accuracy (base test images, classifier over base classes);
+novel accuracy uses the novel test images with a classifier over the novel classes only, the
+trained prompts and the novel classes' own descriptions (see :mod:`reprogram.protocols.transfer`
+for the PRM and clusters). The harmonic mean ``2·b·n / (b + n)`` summarises both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from reprogram.data import load_dataset
+from reprogram.engine.checkpoint import CHECKPOINT, RESULTS, read_results
+from reprogram.engine.config import TrainConfig
+from reprogram.engine.progress import Reporter
+from reprogram.engine.runs import load_run, mean_std
+from reprogram.engine.train import fit
+from reprogram.errors import ReprogramError
+from reprogram.io import atomic_write_json, atomic_write_text
+from reprogram.protocols.classes import subsample_classes
+from reprogram.protocols.transfer import evaluate_samples, transfer_model
+
+RESULTS_FILE = "base2novel.json"
+TABLE_FILE = "base2novel.md"
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
+
+
+def _train_base(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any]:
+    if (out / RESULTS).is_file():
+        results = read_results(out)
+        if load_run_config(out).subsample_classes != "base":
+            raise ReprogramError(f"{out} holds a finished run that is not a base-class run")
+        return results
+    return fit(config, out, resume=resume and (out / CHECKPOINT).is_file())
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    from reprogram.engine.config import load_config
+
+    return load_config(run_dir / "config.yaml")
+
+
+def run_base_to_novel(config: TrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train on the base classes into ``out``, evaluate base and novel, write the table."""
+    out = Path(out)
+    config = replace(config, subsample_classes="base").validate()
+    base_results = _train_base(config, out, resume)
+    run = load_run(out, device=config.device)
+    full = load_dataset(run.config.dataset, run.config.root, run.config.split_seed)
+    novel = subsample_classes(full, "novel")
+    # the very description files the base run used, sampled with its rule and seed
+    model = transfer_model(run, novel.classnames, run.config.dataset, run.config.descriptions)
+    reporter = Reporter(config.quiet)
+    evaluation = evaluate_samples(
+        model, novel.test, novel.num_classes, run, label="novel test", reporter=reporter
+    )
+    recipe = run.model.recipe
+    base, novel_acc = base_results["test_accuracy"], evaluation.accuracy
+    result = {
+        "protocol": "base-to-novel",
+        "method": run.config.method,
+        "dataset": run.config.dataset,
+        "seed": run.config.seed,
+        "shots": run.config.shots,
+        "base_classes": len(run.classnames),
+        "novel_classes": novel.num_classes,
+        "base_accuracy": base,
+        "novel_accuracy": novel_acc,
+        "harmonic_mean": harmonic_mean(base, novel_acc),
+        "base_count": base_results["test_count"],
+        "novel_count": evaluation.count,
+        "novel_prm": "uniform over each novel class's own descriptions"
+        if recipe.aggregation == "prm"
+        else None,
+        "novel_clusters": "nearest trained centroid" if recipe.grouping == "kmeans" else None,
+        "description_files": model.description_files,
+        "base_classnames": list(run.classnames),
+        "novel_classnames": list(novel.classnames),
+        "novel_per_class_accuracy": dict(zip(novel.classnames, evaluation.per_class, strict=True)),
+    }
+    atomic_write_json(out / RESULTS_FILE, result)
+    atomic_write_text(out / TABLE_FILE, base_to_novel_markdown([result]))
+    return result
+
+
+def run_base_to_novel_seeds(
+    config: TrainConfig, seeds: list[int], out: str | Path, resume: bool = False
+) -> dict[str, Any]:
+    """One base-to-novel run per seed into ``out/seed-N``; mean ± std over seeds in ``out``."""
+    out = Path(out)
+    results = [
+        run_base_to_novel(replace(config, seed=seed), out / f"seed-{seed}", resume)
+        for seed in seeds
+    ]
+    summary = {"protocol": "base-to-novel", "seeds": list(seeds), "runs": results}
+    for key in ("base_accuracy", "novel_accuracy", "harmonic_mean"):
+        mean, std = mean_std([100 * r[key] for r in results])
+        summary[key] = {"mean": mean, "std": std}
+    atomic_write_json(out / RESULTS_FILE, summary)
+    atomic_write_text(out / TABLE_FILE, base_to_novel_markdown(results))
+    return summary
+
+
+def base_to_novel_markdown(results: list[dict[str, Any]]) -> str:
+    """Base, novel and harmonic-mean accuracy (%); several seeds give mean ± std."""
+    first = results[0]
+
+    def cell(key: str) -> str:
+        mean, std = mean_std([100 * r[key] for r in results])
+        return f"{mean:.1f}" if len(results) == 1 else f"{mean:.1f} ± {std:.1f}"
+
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    return (
+        "| method | dataset | base | novel | HM |\n|---|---|---|---|---|\n"
+        f"| {first['method']} | {first['dataset']} | {cell('base_accuracy')} | "
+        f"{cell('novel_accuracy')} | {cell('harmonic_mean')} |\n\n"
+        f"Test accuracy in % ({first['base_classes']} base, {first['novel_classes']} novel "
+        f"classes; {first['shots']} shots; seed {seeds}).\n"
+    )

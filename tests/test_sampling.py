@@ -1,0 +1,129 @@
+"""Description sampling and DVP-cls clustering: the published defaults and their options."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from reprogram.descriptions import (
+    cluster_features,
+    cluster_groups,
+    read_description_file,
+    sample_descriptions,
+)
+from reprogram.errors import ReprogramError
+from reprogram.methods import MethodOptions, build_text_bank, get_recipe
+
+CLASSES = [f"class_{i}" for i in range(12)]
+
+
+def sentence_file(count: int = 20) -> dict[str, list[str]]:
+    return {c: [f"{c} is described by sentence number {j}" for j in range(count)] for c in CLASSES}
+
+
+# -- DVP-cls k-means ------------------------------------------------------------------------------
+def features(seed: int = 0, classes: int = 10, per_class: int = 20, dim: int = 16) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(classes, per_class, dim, generator=generator)
+
+
+def test_default_kmeans_is_the_published_call():
+    from sklearn.cluster import KMeans
+
+    feats = features()
+    expected = KMeans(n_clusters=3, random_state=0).fit(cluster_features(feats)).labels_
+    labels = cluster_groups(feats, 3)
+    assert labels.shape == (10, 20)
+    assert np.array_equal(labels.reshape(-1).numpy(), expected)
+
+
+def test_kmeans_n_init_is_passed_through():
+    from sklearn.cluster import KMeans
+
+    feats = features(1)
+    expected = KMeans(n_clusters=3, random_state=0, n_init=10).fit(cluster_features(feats)).labels_
+    assert np.array_equal(cluster_groups(feats, 3, n_init=10).reshape(-1).numpy(), expected)
+    with pytest.raises(ReprogramError, match="kmeans_n_init"):
+        cluster_groups(feats, 3, n_init=0)
+
+
+def test_kmeans_n_init_reaches_the_model_options():
+    from reprogram.engine.config import load_config
+
+    config = load_config(None, {"dataset": "toy", "kmeans_n_init": "10"})
+    assert config.method_options().kmeans_n_init == 10
+    assert load_config(None, {"dataset": "toy"}).method_options().kmeans_n_init is None
+
+
+# -- sampling m per class -------------------------------------------------------------------------
+def test_published_sampling_repeats_at_exactly_m():
+    sampled = sample_descriptions(sentence_file(20), CLASSES, 20, seed=1)
+    distinct = [len(set(row)) for row in sampled]
+    assert all(len(row) == 20 for row in sampled)
+    assert max(distinct) < 20  # with replacement: some sentences twice, some never
+
+
+def test_distinct_sampling_uses_every_sentence():
+    data = sentence_file(20)
+    sampled = sample_descriptions(data, CLASSES, 20, seed=1, mode="distinct")
+    for name, row in zip(CLASSES, sampled, strict=True):
+        assert sorted(row) == sorted(data[name])
+    # fewer than m: whole passes, counts differ by at most one
+    short = sample_descriptions(sentence_file(6), CLASSES, 20, seed=1, mode="distinct")
+    for row in short:
+        counts = Counter(row)
+        assert len(counts) == 6 and max(counts.values()) - min(counts.values()) <= 1
+    # more than m: both modes draw without replacement
+    long = sample_descriptions(sentence_file(25), CLASSES, 20, seed=1, mode="distinct")
+    assert all(len(set(row)) == 20 for row in long)
+
+
+def test_unknown_sampling_mode_is_refused():
+    with pytest.raises(ReprogramError, match="description_sampling"):
+        sample_descriptions(sentence_file(), CLASSES, 5, seed=1, mode="sometimes")
+
+
+def test_text_bank_records_the_sampling():
+    recipe = get_recipe("dvp-cls")
+    data = [("des.json", sentence_file())]
+    for mode in ("published", "distinct"):
+        bank = build_text_bank(
+            recipe, CLASSES, data, MethodOptions(m=20, description_sampling=mode), 1
+        )
+        assert bank.sampling == mode
+        assert type(bank).from_dict(bank.to_dict()).sampling == mode
+
+
+# -- seeded by content, not by path ---------------------------------------------------------------
+def test_same_file_at_two_paths_gives_the_same_texts(tmp_path):
+    first = tmp_path / "a" / "des.json"
+    first.parent.mkdir()
+    first.write_text(json.dumps(sentence_file(20)))
+    second = tmp_path / "elsewhere" / "renamed.json"
+    second.parent.mkdir()
+    shutil.copy(first, second)
+    texts = [
+        sample_descriptions(read_description_file(p), CLASSES, 20, seed=3, source=str(p))
+        for p in (first, second)
+    ]
+    assert texts[0] == texts[1]
+    other_seed = sample_descriptions(read_description_file(first), CLASSES, 20, seed=4)
+    assert other_seed != texts[0]
+
+
+def test_sampling_depends_on_content_and_is_per_class():
+    data = sentence_file(25)
+    base = sample_descriptions(data, CLASSES, 10, seed=1)
+    # a class's draw does not depend on which other classes are asked for, nor their order
+    reordered = sample_descriptions(data, CLASSES[::-1], 10, seed=1)
+    assert reordered[::-1] == base
+    assert sample_descriptions(data, CLASSES[3:4], 10, seed=1) == [base[3]]
+    # other content, other draw
+    edited = {**data, CLASSES[0]: data[CLASSES[0]] + ["one more sentence that is long enough"]}
+    changed = sample_descriptions(edited, CLASSES, 10, seed=1)
+    assert changed != base
