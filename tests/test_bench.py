@@ -62,7 +62,12 @@ def test_bench_runs_end_to_end_on_cpu(tmp_path):
     )
     flops = result["flops"]
     assert flops["ours_per_image"] > 0
-    assert flops["ours_per_image"] == pytest.approx(flops["reference_per_image"], rel=1e-6)
+    # the same encoder work; our scoring skips each text against the other prompts' features
+    # (forward and input gradient: 2 × 2·(v-1)·C·M·d, with M = 3 files × m 20, d = 64 for tiny)
+    skipped = 2 * 2 * (flops["prompts"] - 1) * result["dataset"]["classes"] * 60 * 64
+    assert flops["ours_per_image"] == pytest.approx(
+        flops["reference_per_image"] - skipped, rel=1e-9
+    )
     assert ours["mfu"] > 0 and result["matmul_peak"]["flops_per_s"] > 0
     assert ours["peak_memory_bytes"] > 0
     assert result["frozen_backbone"]["parameters_with_gradients"] == []

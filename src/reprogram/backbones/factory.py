@@ -78,7 +78,8 @@ def load_backbone(
         arch=arch, weights=str(weights) if weights is not None else None, quick_gelu=quick_gelu
     )
     backbone = _load(spec)
-    if torch.device(device).type != "cpu":
+    here = backbone.device.type
+    if here != "meta" and torch.device(device).type != here:
         _ = backbone.fingerprint  # hashed while on the host: no weights copied back later
     return backbone.to(device)
 

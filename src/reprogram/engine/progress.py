@@ -17,7 +17,8 @@ class Reporter:
 
     def line(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, soft_wrap=True)  # never wrapped at rich's 80 columns
+            # plain text (a "[task]" is no markup tag), never wrapped at rich's 80 columns
+            self.console.print(text, soft_wrap=True, markup=False, highlight=False)
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int):
