@@ -62,7 +62,7 @@ fi
 
 if [ "$DRY_RUN" = 1 ]; then
   export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-  exec "$PYTHON" -m reprogram.bench.gpucheck --dry-run "$OUT_DIR"
+  exec "$PYTHON" -m reprogram.speed.gpucheck --dry-run "$OUT_DIR"
 fi
 
 if ! "$PYTHON" -c 'import reprogram, open_clip' 2>/dev/null; then
@@ -80,4 +80,4 @@ fi
 
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
-timeout 540 "$PYTHON" -m reprogram.bench.gpucheck "$OUT_DIR" 2>&1 | tee "$OUT_DIR/gpu-check.log"
+timeout 540 "$PYTHON" -m reprogram.speed.gpucheck "$OUT_DIR" 2>&1 | tee "$OUT_DIR/gpu-check.log"

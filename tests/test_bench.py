@@ -8,12 +8,12 @@ import pytest
 import torch
 from helpers import make_folder_dataset, quick_config
 
-from reprogram.bench.reference import ReferenceModel, compare_logits, reference_fit
-from reprogram.bench.run import BenchOptions, format_table, run_bench
-from reprogram.bench.synthetic import SyntheticSpec, write_dataset
 from reprogram.data import load_dataset
 from reprogram.engine.setup import prepare
 from reprogram.errors import ReprogramError
+from reprogram.speed.reference import ReferenceModel, compare_logits, reference_fit
+from reprogram.speed.run import BenchOptions, format_table, run_bench
+from reprogram.speed.synthetic import SyntheticSpec, write_dataset
 
 TINY = dict(
     backbone="random:tiny",
@@ -210,7 +210,7 @@ def test_mixed_precision_check_is_within_bf16_tolerance(dataset):
 
 # -- bench --scale and the GPU check's dry run --------------------------------------------------
 def test_scale_bench_times_each_step_and_bounds_the_training_pixels(tmp_path):
-    from reprogram.bench.scale import ScaleOptions, format_scale, run_scale
+    from reprogram.speed.scale import ScaleOptions, format_scale, run_scale
 
     options = ScaleOptions(
         backbone="random:tiny",

@@ -23,7 +23,7 @@ from reprogram.data import (
     load_dataset,
 )
 from reprogram.errors import ReprogramError
-from reprogram.packaged import packaged_bytes
+from reprogram.text.packaged import packaged_bytes
 
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (12, 16)) -> Path:

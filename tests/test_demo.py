@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reprogram.demo import DEMO_SEEDS, demo_lines, run_demo
+from reprogram.toy.demo import DEMO_SEEDS, demo_lines, run_demo
 
 
 def test_demo_defaults_to_three_seeds():

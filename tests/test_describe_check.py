@@ -9,12 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from reprogram.cli.describe import register
 from reprogram.data import DATASETS
-from reprogram.describe.check import check_descriptions, check_file, infer_dataset
-from reprogram.describe.classes import read_class_list
-from reprogram.describe.cli import register
 from reprogram.errors import ReprogramError
-from reprogram.packaged import materialize, packaged_files
+from reprogram.text.describe.check import check_descriptions, check_file, infer_dataset
+from reprogram.text.describe.classes import read_class_list
+from reprogram.text.packaged import materialize, packaged_files
 
 CLASSES = ["banded", "dotted", "zigzagged"]
 

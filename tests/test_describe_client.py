@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from test_describe_server import FakeChatServer, serve
 
-from reprogram.describe.client import (
+from reprogram.errors import ReprogramError
+from reprogram.text.describe.client import (
     DEFAULT_BASE_URL,
     AuthenticationError,
     ChatClient,
@@ -17,7 +18,6 @@ from reprogram.describe.client import (
     backoff_delay,
     parse_completion,
 )
-from reprogram.errors import ReprogramError
 
 
 @pytest.fixture()
@@ -239,7 +239,7 @@ def test_deadline_must_be_positive(chat_server: FakeChatServer) -> None:
 def test_all_answers_too_short_says_why_nothing_was_kept(
     chat_server: FakeChatServer, tmp_path
 ) -> None:
-    from reprogram.describe.generate import Sampling, generate_descriptions
+    from reprogram.text.describe.generate import Sampling, generate_descriptions
 
     chat_server.rule = lambda _index, _payload: "short"
     result = generate_descriptions(

@@ -16,7 +16,9 @@ import typer
 from test_describe_server import FakeChatServer, serve
 from typer.testing import CliRunner
 
-from reprogram.describe import (
+from reprogram.cli.describe import register
+from reprogram.errors import ReprogramError
+from reprogram.text.describe import (
     AuthenticationError,
     ChatClient,
     Sampling,
@@ -24,10 +26,8 @@ from reprogram.describe import (
     generate_descriptions,
     template_descriptions,
 )
-from reprogram.describe.cli import register
-from reprogram.describe.manifest import MANIFEST_NAME, read_manifest
-from reprogram.descriptions import read_description_file, valid_sentences
-from reprogram.errors import ReprogramError
+from reprogram.text.describe.manifest import MANIFEST_NAME, read_manifest
+from reprogram.text.descriptions import read_description_file, valid_sentences
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CLASSES = ["banded", "dotted", "zig.zag"]
@@ -242,7 +242,7 @@ def test_parallel_workers_stop_on_401(chat_server: FakeChatServer, tmp_path: Pat
 KILLED_RUN = textwrap.dedent(
     """
     import sys
-    from reprogram.describe import ChatClient, generate_descriptions
+    from reprogram.text.describe import ChatClient, generate_descriptions
     classes = [f"class{i}" for i in range(8)]
     client = ChatClient("fake-model", sys.argv[1], "sk-test", timeout=60, max_retries=0)
     generate_descriptions(classes, "texture", ["pattern"], sys.argv[2], client=client, key="toy")

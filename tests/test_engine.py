@@ -54,7 +54,7 @@ def test_every_method_writes_a_complete_run_folder(tmp_path, dataset, method):
 
 
 def test_prompt_parameter_counts_match_the_paper_at_224():
-    from reprogram.prompts import PromptBank
+    from reprogram.model.prompts import PromptBank
 
     mean, std = (0.5,) * 3, (0.5,) * 3
     assert PromptBank("watermark", 1, 224, mean, std).trainable_parameters == 69_840
@@ -65,7 +65,7 @@ def test_prompt_parameter_counts_match_the_paper_at_224():
 
 
 def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
-    from reprogram.prompts import PromptBank
+    from reprogram.model.prompts import PromptBank
 
     bank = PromptBank("padding", 2, 56, (0.0,) * 3, (1.0,) * 3)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from PIL import Image
 from reprogram.data import decode_center, few_shot, load_dataset
 from reprogram.data.fewshot import few_shot_key
 from reprogram.errors import ReprogramError
-from reprogram.io import cache_dir
+from reprogram.storage.files import cache_dir
 
 CLASSES = {"ant": 10, "bee": 7, "cow": 3}  # training images per class (cow has fewer than K)
 

@@ -10,7 +10,7 @@ from PIL import Image
 from reprogram.data import dataset_info, load_dataset
 from reprogram.data.imagenet import text_classnames, unique_names
 from reprogram.errors import ReprogramError
-from reprogram.packaged import packaged_descriptions
+from reprogram.text.packaged import packaged_descriptions
 
 # a 6-class stand-in for CoOp's classnames.txt, with its two repeated names
 CLASSES = [

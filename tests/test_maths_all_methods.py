@@ -2,7 +2,7 @@
 
 One short engine run per method (default settings except tiny epochs, batch and m; fp32; a
 non-zero weight decay; 12 training images in batches of 5, so the last batch is ragged) is
-compared with the maths of ../shared/reference/dvp.md written here without the library: text
+compared with the published maths (docs/methods.md; the DVP and AttrVR code) written here without the library: text
 features from ``open_clip.tokenize`` + ``encode_text``; images decoded with PIL and torchvision
 (``Resize`` + ``CenterCrop``, or ``Resize`` + ``resized_crop`` + flip when augmenting); the
 padding prompt (image at 192/224 of the input, zero padding, ``sigmoid(theta)`` on the frame,
@@ -66,7 +66,7 @@ AGGREGATION = {"attrvr": "mean-top-k", "dvp-cse": "prm", "dvp-cls": "prm"}  # ot
 # torchvision (and the published PIL pipeline) does, up to 2/255 per pixel; measured, that moves
 # the prompts by at most 0.4% of their largest entry (1.1e-3), epoch losses by 1.1e-4 and logits
 # by 1e-4, while flipping no image, a box sampled on (w, h), no weight decay, a cosine over the
-# training steps only or a 1-px narrower VP frame move the prompts by 13-50% of it.
+# training steps only or a 1-px narrower VP frame move the prompts by 13% of it or more.
 TOLERANCE = {  # prompts: a fraction of their largest entry; losses, logits: absolute
     False: {"theta": 1e-4, "loss": 1e-5, "logits": 2e-5, "images": 0},
     True: {"theta": 0.02, "loss": 5e-4, "logits": 1e-3, "images": 1},

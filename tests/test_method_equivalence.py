@@ -174,9 +174,9 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
 def test_bf16_runs_only_the_image_encoder_in_bf16(tmp_path):
     """Scores, logits and PRM counts are fp32 maths on the encoder's (bf16) features, even
     inside a caller's autocast."""
-    from reprogram.aggregation import ReweightingMatrix
     from reprogram.engine.setup import prepare
-    from reprogram.precision import Precision
+    from reprogram.model.aggregation import ReweightingMatrix
+    from reprogram.model.precision import Precision
 
     data = make_folder_dataset(tmp_path / "data")
     config = quick_config(data, "dvp-cse", precision="bf16", device="cpu")
@@ -208,7 +208,7 @@ def test_bf16_runs_only_the_image_encoder_in_bf16(tmp_path):
 
 
 def test_a_bf16_run_counts_fp32_scores_and_reaches_fp32_accuracy(tmp_path, monkeypatch):
-    from reprogram.prm import PRM
+    from reprogram.model.prm import PRM
 
     observed = []
     original = PRM.observe

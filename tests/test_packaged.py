@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from reprogram.describe.manifest import MANIFEST_NAME, OLD_MANIFEST_NAME, read_manifest
-from reprogram.describe.templates import template_descriptions
 from reprogram.engine.setup import cause_names, default_description_files, is_template_file
 from reprogram.errors import ReprogramError
-from reprogram.methods import get_recipe
-from reprogram.packaged import (
+from reprogram.model.methods import get_recipe
+from reprogram.text.describe.manifest import MANIFEST_NAME, OLD_MANIFEST_NAME, read_manifest
+from reprogram.text.describe.templates import template_descriptions
+from reprogram.text.packaged import (
     file_record,
     listing,
     materialize,

@@ -25,9 +25,9 @@ import pytest
 import torch
 from helpers import cli, make_folder_dataset, quick_config
 
-from reprogram import attribution as attr
 from reprogram.engine.runs import load_run
 from reprogram.engine.train import fit
+from reprogram.model import attribution as attr
 from reprogram.report.common import select_rows
 from reprogram.report.explain import explain
 from reprogram.report.load import BackboneCache, Options, RunData, load_run_data, summarise

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reprogram.benchmark import BenchmarkSettings, check_reusable, run_config
 from reprogram.engine.config import TrainConfig, save_config
 from reprogram.engine.runs import comparison_table, format_cell, row_name, table_markdown
 from reprogram.errors import ReprogramError
+from reprogram.toy.benchmark import BenchmarkSettings, check_reusable, run_config
 
 BASE = TrainConfig(method="ar", dataset="folder:/data/task", backbone="random:tiny", epochs=5)
 

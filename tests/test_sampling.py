@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from reprogram.descriptions import (
+from reprogram.errors import ReprogramError
+from reprogram.model.methods import MethodOptions, build_text_bank, get_recipe
+from reprogram.text.descriptions import (
     cluster_features,
     cluster_groups,
     read_description_file,
     sample_descriptions,
 )
-from reprogram.errors import ReprogramError
-from reprogram.methods import MethodOptions, build_text_bank, get_recipe
 
 CLASSES = [f"class_{i}" for i in range(12)]
 

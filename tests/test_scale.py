@@ -14,8 +14,8 @@ from reprogram.data.images import decode_short_side, decode_short_side_buckets, 
 from reprogram.data.readers import Sample
 from reprogram.engine.batches import TrainData, load_train_data
 from reprogram.engine.setup import prepare
-from reprogram.methods import Reprogrammer, group_order
-from reprogram.prompts import PromptBank
+from reprogram.model.methods import Reprogrammer, group_order
+from reprogram.model.prompts import PromptBank
 
 
 def _mixed_images(folder, count: int = 24, seed: int = 0) -> list[Sample]:

@@ -20,11 +20,11 @@ import pytest
 import torch
 from helpers import cli, make_folder_dataset, quick_config
 
-from reprogram import io
 from reprogram.engine import checkpoint as ckpt
 from reprogram.engine.lock import RunLock
 from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
+from reprogram.storage import files as io
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_write_removes(tmp_path):
     target = tmp_path / "checkpoint.pt"
     # what a kill -9 during torch.save leaves: a temporary file of a process that is gone
     script = (
-        "import os, sys, torch; from reprogram.io import atomic_torch_save\n"
+        "import os, sys, torch; from reprogram.storage.files import atomic_torch_save\n"
         "torch.save = lambda obj, path: os.kill(os.getpid(), 9)\n"
         f"atomic_torch_save(1, {str(target)!r})\n"
     )
@@ -372,7 +372,7 @@ def test_a_damaged_metrics_line_names_the_file_and_line(finished_run, tmp_path, 
 
 
 def test_describe_out_that_is_a_file_is_one_line(tmp_path):
-    from reprogram.describe.generate import generate_descriptions
+    from reprogram.text.describe.generate import generate_descriptions
 
     out = tmp_path / "taken"
     out.write_text("a file")

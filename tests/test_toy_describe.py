@@ -2,7 +2,7 @@
 
 import json
 
-from reprogram.descriptions import read_description_file, valid_sentences
+from reprogram.text.descriptions import read_description_file, valid_sentences
 from reprogram.toy import describe, world
 from reprogram.toy.describe import ClassSpec
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from reprogram.backbones import load_backbone
 from reprogram.backbones.openclip import architecture_config
-from reprogram.toy.cli import register
+from reprogram.cli.toy import register
 from reprogram.toy.pretrain import PretrainConfig, multi_positive_loss, pretrain, read_info
 
 TINY = PretrainConfig(steps=1, batch_size=8, warmup=1, eval_every=0, eval_per_class=1)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reprogram.descriptions import read_description_file
 from reprogram.errors import ReprogramError
+from reprogram.text.descriptions import read_description_file
 from reprogram.toy import tasks
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reprogram.io import atomic_torch_save, cache_dir
+from reprogram.storage.files import atomic_torch_save, cache_dir
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

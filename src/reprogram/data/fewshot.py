@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from reprogram.data.readers import Sample, Splits
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, cache_dir
+from reprogram.storage.files import atomic_write_json, cache_dir
 
 MAX_VAL_SHOTS = 4
 CACHE_VERSION = 1  # of the draw below: a change of the sampling must bump it

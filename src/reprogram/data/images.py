@@ -25,7 +25,7 @@ from PIL import Image
 
 from reprogram.data.readers import Sample
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write, atomic_write_json, cache_dir
+from reprogram.storage.files import atomic_write, atomic_write_json, cache_dir
 
 # Bump when decoding changes what a file decodes to: decoded-image cache entries are keyed by it
 # (and by Pillow's version, whose resampling may change between releases).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reprogram.data.catalog import DatasetInfo, dataset_info
 from reprogram.errors import ReprogramError
-from reprogram.io import read_json
+from reprogram.storage.files import read_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")

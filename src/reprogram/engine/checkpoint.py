@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from reprogram.errors import ReprogramError
-from reprogram.io import (
+from reprogram.storage.files import (
     DISK_FULL,
     StorageError,
     atomic_torch_save,

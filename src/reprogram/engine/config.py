@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from reprogram.errors import ReprogramError
-from reprogram.methods import MethodOptions
+from reprogram.model.methods import MethodOptions
 
 # Execution settings: how a run is executed, not what it computes. On --resume they come from
 # the command line; everything else (the run's identity) comes from the checkpoint.
@@ -86,7 +86,7 @@ class TrainConfig:
         return MethodOptions(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
     def validate(self) -> TrainConfig:
-        from reprogram.methods import get_recipe
+        from reprogram.model.methods import get_recipe
 
         get_recipe(self.method)
         if self.select_on not in ("val", "test"):
@@ -272,7 +272,7 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    from reprogram.io import atomic_write_text
+    from reprogram.storage.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 

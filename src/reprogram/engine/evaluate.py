@@ -8,8 +8,8 @@ import torch
 
 from reprogram.data.images import DecodedImages, as_float
 from reprogram.engine.distributed import World
-from reprogram.methods import Reprogrammer
-from reprogram.precision import Precision
+from reprogram.model.methods import Reprogrammer
+from reprogram.model.precision import Precision
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from reprogram.errors import ReprogramError
-from reprogram.io import StorageError, describe_os_error, ensure_dir, pid_alive
+from reprogram.storage.files import StorageError, describe_os_error, ensure_dir, pid_alive
 
 LOCK_NAME = ".lock"
 

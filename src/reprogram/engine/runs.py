@@ -11,7 +11,6 @@ from typing import Any
 import torch
 import yaml
 
-from reprogram.attribution import top_class_drivers
 from reprogram.backbones import Backbone
 from reprogram.data import load_dataset
 from reprogram.data.images import (
@@ -22,16 +21,17 @@ from reprogram.data.images import (
     resize_short_side,
     to_uint8_chw,
 )
-from reprogram.descriptions import TextBank
 from reprogram.engine.checkpoint import CONFIG, load_checkpoint, read_results
 from reprogram.engine.config import RUNTIME_FIELDS, TrainConfig
 from reprogram.engine.evaluate import Evaluation, evaluate
 from reprogram.engine.progress import Reporter
 from reprogram.engine.setup import build_backbone, build_model
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_text
-from reprogram.methods import Reprogrammer
-from reprogram.precision import Precision, resolve_precision
+from reprogram.model.attribution import top_class_drivers
+from reprogram.model.methods import Reprogrammer
+from reprogram.model.precision import Precision, resolve_precision
+from reprogram.storage.files import atomic_write_text
+from reprogram.text.descriptions import TextBank
 
 
 @dataclass

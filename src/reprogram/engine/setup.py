@@ -13,14 +13,14 @@ from reprogram.backbones import Backbone, load_backbone
 from reprogram.data import Splits, dataset_info, few_shot, load_dataset
 from reprogram.data.catalog import is_published
 from reprogram.data.imagenet import text_classnames
-from reprogram.descriptions import TextBank, read_description_file
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
 from reprogram.errors import ReprogramError
-from reprogram.methods import Recipe, Reprogrammer, build_reprogrammer, get_recipe
-from reprogram.packaged import PAPER_CAUSES, materialize, published_specs
-from reprogram.packaged import PREFIX as PACKAGED_PREFIX
-from reprogram.precision import resolve_device
+from reprogram.model.methods import Recipe, Reprogrammer, build_reprogrammer, get_recipe
+from reprogram.model.precision import resolve_device
+from reprogram.text.descriptions import TextBank, read_description_file
+from reprogram.text.packaged import PAPER_CAUSES, materialize, published_specs
+from reprogram.text.packaged import PREFIX as PACKAGED_PREFIX
 
 DESCRIPTIONS_ENV = "REPROGRAM_DESCRIPTIONS"
 
@@ -101,7 +101,7 @@ def cause_names(specs: Sequence[str], dataset: str) -> list[str] | None:
     From the ``reprogram describe`` manifest beside a file, else from the published causes of a
     packaged or published-name file (``dtd_cse_2.json`` is dtd's second cause).
     """
-    from reprogram.describe.manifest import cause_name
+    from reprogram.text.describe.manifest import cause_name
 
     known = dataset_info(dataset).causes if _published_key(dataset) else ()
     names = []
@@ -117,7 +117,7 @@ def cause_names(specs: Sequence[str], dataset: str) -> list[str] | None:
 
 
 def is_template_file(spec: str) -> bool:
-    from reprogram.describe.manifest import is_template
+    from reprogram.text.describe.manifest import is_template
 
     return not str(spec).startswith(PACKAGED_PREFIX) and is_template(spec)
 
@@ -185,7 +185,7 @@ def warn_descriptions(
     warnings: RunWarnings, recipe: Recipe, files: Sequence[str], classnames: Sequence[str], m: int
 ) -> None:
     """What ``reprogram descriptions check`` finds that changes what a run trains on."""
-    from reprogram.describe.check import check_file
+    from reprogram.text.describe.check import check_file
 
     if recipe.texts == "causes" and len(files) == 1:
         warnings.add(

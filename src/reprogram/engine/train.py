@@ -48,9 +48,9 @@ from reprogram.engine.setup import (
     warn_small_classes,
 )
 from reprogram.errors import ReprogramError
-from reprogram.methods import Reprogrammer
-from reprogram.packaged import file_record
-from reprogram.precision import Precision
+from reprogram.model.methods import Reprogrammer
+from reprogram.model.precision import Precision
+from reprogram.text.packaged import file_record
 
 
 def cosine_schedule(
@@ -208,7 +208,7 @@ def _fit_locked(config: TrainConfig, run_dir: str | Path, resume: bool) -> dict[
             raise ReprogramError(
                 f"{run_dir}: checkpoint was made with another backbone ({checkpoint['backbone']})"
             )
-        from reprogram.descriptions import TextBank
+        from reprogram.text.descriptions import TextBank
 
         model = build_model(
             config, backbone, splits.classnames, TextBank.from_dict(checkpoint["text_bank"])

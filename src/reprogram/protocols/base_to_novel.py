@@ -22,9 +22,9 @@ from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import load_run, mean_std
 from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, atomic_write_text
 from reprogram.protocols.classes import subsample_classes
 from reprogram.protocols.transfer import evaluate_samples, transfer_model
+from reprogram.storage.files import atomic_write_json, atomic_write_text
 
 RESULTS_FILE = "base2novel.json"
 TABLE_FILE = "base2novel.md"

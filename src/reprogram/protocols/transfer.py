@@ -22,16 +22,16 @@ import torch
 
 from reprogram.data import decode_center, load_dataset
 from reprogram.data.readers import Sample
-from reprogram.descriptions import TextBank
 from reprogram.engine.evaluate import Evaluation, predict_logits, summarise
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import LoadedRun, load_run
 from reprogram.engine.setup import build_model
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, atomic_write_text
-from reprogram.methods import Reprogrammer
-from reprogram.precision import resolve_precision
+from reprogram.model.methods import Reprogrammer
+from reprogram.model.precision import resolve_precision
 from reprogram.protocols.classes import subset_mapping
+from reprogram.storage.files import atomic_write_json, atomic_write_text
+from reprogram.text.descriptions import TextBank
 
 SAME, SUBSET, NEW = "same classes", "class subset", "new classes"
 

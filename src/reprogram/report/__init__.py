@@ -1,12 +1,12 @@
 """Interpretability reports for finished runs: ``explain(run_dirs, out_dir)`` writes an HTML page.
 
 * :mod:`reprogram.report.load`: a run read once (results, history, model, test images, and its
-  attribution by :mod:`reprogram.attribution`, the maths shared with ``reprogram predict``).
+  attribution by :mod:`reprogram.model.attribution`, the maths shared with ``reprogram predict``).
 * :mod:`reprogram.report.sections`: one module per section, each ``compute_x(data)`` (the numbers,
   as a dataclass) and ``render_x(view, out)`` (figures, tables, prose).
 * :mod:`reprogram.report.plots`: matplotlib figures (Agg).
 * :mod:`reprogram.report.html`: the page builders (inline CSS, no external resources).
-* :mod:`reprogram.report.explain`: the page assembled; :mod:`reprogram.report.cli` the command.
+* :mod:`reprogram.report.explain`: the page assembled; :mod:`reprogram.cli.report` the command.
 """
 
 from __future__ import annotations

@@ -17,9 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from reprogram.attribution import dominance_threshold
 from reprogram.engine.runs import find_runs
-from reprogram.io import atomic_write_text, ensure_dir
+from reprogram.model.attribution import dominance_threshold
 from reprogram.report import html as h
 from reprogram.report.common import Output, select_rows, slug
 from reprogram.report.load import (
@@ -49,6 +48,7 @@ from reprogram.report.sections.files import compute_files, render_files
 from reprogram.report.sections.overview import compute_overview, render_overview
 from reprogram.report.sections.prm import compute_prm, render_prm
 from reprogram.report.sections.prompts import compute_prompts, render_prompts
+from reprogram.storage.files import atomic_write_text, ensure_dir
 
 
 def explain(

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from reprogram.attribution import Attribution, attribute
 from reprogram.backbones import Backbone
 from reprogram.data import DecodedImages
 from reprogram.engine.checkpoint import METRICS, read_metrics, read_results
 from reprogram.engine.runs import LoadedRun
 from reprogram.errors import ReprogramError
+from reprogram.model.attribution import Attribution, attribute
 from reprogram.report.common import run_title
 
 Log = Callable[[str], None]
@@ -91,7 +91,7 @@ class RunData:
 
     @property
     def dtype(self) -> torch.dtype:
-        from reprogram.precision import resolve_precision
+        from reprogram.model.precision import resolve_precision
 
         return resolve_precision(self.run.config.precision, self.model.text_features.device)
 

@@ -10,7 +10,7 @@ downstream tasks on which visual reprogramming can be shown to learn.
 * :mod:`reprogram.toy.tasks` — the task registry, written in the ``folder:`` layout (``make_task``).
 * :mod:`reprogram.toy.pretrain` — contrastive pretraining of the ``toy`` open_clip architecture.
 * :mod:`reprogram.toy.zeroshot` — the held-out-combination zero-shot check.
-* :mod:`reprogram.toy.cli` — the ``reprogram toy`` commands (``register(app)``).
+* :mod:`reprogram.cli.toy` — the ``reprogram toy`` commands (``register(app)``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reprogram.io import atomic_write_json
+from reprogram.storage.files import atomic_write_json
 from reprogram.toy.world import FACTORS, PHRASES, with_article
 
 DEFAULT_CAUSES = ("shape", "color", "texture")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from reprogram.backbones.base import OPENAI_MEAN, OPENAI_STD
 from reprogram.backbones.openclip import architecture_config, build_open_clip_model
-from reprogram.io import atomic_write
+from reprogram.storage.files import atomic_write
 from reprogram.toy import world
 from reprogram.toy.zeroshot import TrainingEncoder, heldout_accuracy
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, atomic_write_text
+from reprogram.storage.files import atomic_write_json, atomic_write_text
 from reprogram.toy import world
 from reprogram.toy.describe import DEFAULT_CAUSES, ClassSpec, write_descriptions
 from reprogram.toy.real_tasks import (

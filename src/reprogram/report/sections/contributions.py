@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reprogram.attribution import (
+from reprogram.model.attribution import (
     Dominance,
     dominance_threshold,
     dominant_prompts,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reprogram.attribution import prm_weights, prompt_count
+from reprogram.model.attribution import prm_weights, prompt_count
 from reprogram.report import html as h
 from reprogram.report.common import Output, write_csv
 from reprogram.report.sections.accuracy import images_per_class

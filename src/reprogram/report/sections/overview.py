@@ -26,7 +26,7 @@ class Overview:
 def compute_overview(data: RunData) -> Overview:
     summary = None
     try:
-        from reprogram.methods import get_recipe
+        from reprogram.model.methods import get_recipe
 
         summary = get_recipe(data.summary.results.get("method", "")).summary
     except ReprogramError:

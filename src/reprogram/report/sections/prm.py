@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reprogram.attribution import (
+from reprogram.model.attribution import (
     DescriptionRank,
     group_mass,
     prm_weights,

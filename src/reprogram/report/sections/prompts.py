@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from reprogram.attribution import Driver, prompt_name, top_class_drivers
+from reprogram.model.attribution import Driver, prompt_name, top_class_drivers
 from reprogram.report import html as h
 from reprogram.report import plots
 from reprogram.report.common import Output, save_png, to_image
@@ -102,7 +102,7 @@ def frames(model) -> list[Frame]:
 
 def _examples(data: RunData) -> list[Example]:
     from reprogram.data.images import as_float
-    from reprogram.precision import Precision
+    from reprogram.model.precision import Precision
 
     model, images = data.model, data.images
     prompts = model.prompts

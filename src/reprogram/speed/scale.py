@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from reprogram.bench import measure
-from reprogram.bench.synthetic import SyntheticSpec, write_dataset
 from reprogram.errors import ReprogramError
+from reprogram.speed import measure
+from reprogram.speed.synthetic import SyntheticSpec, write_dataset
 
 SCHEMA = "reprogram-bench-scale/1"
 TARGET_HOST_BYTES = 12 * 10**9  # the target on the 2-core, 24 GB development machine
@@ -103,7 +103,7 @@ def run_scale(
     from reprogram.engine.progress import Reporter
 
     options = dataclasses.replace(options or ScaleOptions(), **overrides).validate()
-    from reprogram.precision import resolve_device
+    from reprogram.model.precision import resolve_device
 
     device = resolve_device(options.device)
     steps = Steps(device, Reporter(quiet), log or (lambda _text: None))
@@ -148,8 +148,8 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
     from reprogram.engine.evaluate import evaluate
     from reprogram.engine.setup import build_backbone, build_model, default_description_files
     from reprogram.engine.train import cosine_schedule, train_one_epoch
-    from reprogram.methods import build_text_bank, get_recipe
-    from reprogram.precision import Precision
+    from reprogram.model.methods import build_text_bank, get_recipe
+    from reprogram.model.precision import Precision
 
     spec = SyntheticSpec(
         classes=options.classes,
@@ -184,7 +184,7 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
     splits = steps.run("list files and draw shots", 0, lambda _: load_data(config))
     backbone = steps.run("load backbone", 0, lambda _: build_backbone(config))
     recipe = get_recipe(config.method)
-    from reprogram.descriptions import read_description_file
+    from reprogram.text.descriptions import read_description_file
 
     files = default_description_files(recipe, config.dataset)
     descriptions = [(f, read_description_file(f)) for f in files]

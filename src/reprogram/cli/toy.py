@@ -147,7 +147,7 @@ def preview_command(
     import numpy as np
     from PIL import Image
 
-    from reprogram.io import atomic_write_text
+    from reprogram.storage.files import atomic_write_text
     from reprogram.toy import world
 
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ their code. What makes it "reference-style":
 * one SGD optimiser and one cosine schedule (per step) per prompt;
 * the running loss is read back to the host every step (as a progress bar's postfix does).
 
-The maths is the same as :class:`reprogram.methods.Reprogrammer` (that is checked by
+The maths is the same as :class:`reprogram.model.methods.Reprogrammer` (that is checked by
 :func:`compare_logits`); only the structure differs.
 """
 
@@ -33,8 +33,8 @@ from PIL import Image
 from torch import nn
 
 from reprogram.data.readers import Sample
-from reprogram.methods import Reprogrammer
-from reprogram.precision import Precision
+from reprogram.model.methods import Reprogrammer
+from reprogram.model.precision import Precision
 
 
 def reference_dtype(device: torch.device) -> torch.dtype:

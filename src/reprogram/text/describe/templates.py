@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from itertools import product
 from pathlib import Path
 
-from reprogram.describe.classes import validate_classes
-from reprogram.describe.client import Usage
-from reprogram.describe.generate import DescriptionFile, GenerationResult, prompt_sets
-from reprogram.describe.manifest import TEMPLATE_NOTE, claim_files
-from reprogram.describe.prompts import PromptSet
+from reprogram.text.describe.classes import validate_classes
+from reprogram.text.describe.client import Usage
+from reprogram.text.describe.generate import DescriptionFile, GenerationResult, prompt_sets
+from reprogram.text.describe.manifest import TEMPLATE_NOTE, claim_files
+from reprogram.text.describe.prompts import PromptSet
 
 OPENINGS = (
     "A photo of",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from reprogram.methods import Reprogrammer
-from reprogram.precision import Precision
+from reprogram.model.methods import Reprogrammer
+from reprogram.model.precision import Precision
 
 
 def synchronize(device: torch.device) -> None:

@@ -23,7 +23,7 @@ from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import comparison_table, format_cell, row_name
 from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, atomic_write_text
+from reprogram.storage.files import atomic_write_json, atomic_write_text
 
 ALL_METHODS = ("zero-shot", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls")
 

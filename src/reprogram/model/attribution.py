@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from reprogram.aggregation import Mean, MeanTopK, ReweightingMatrix
-from reprogram.methods import Reprogrammer
+from reprogram.model.aggregation import Mean, MeanTopK, ReweightingMatrix
+from reprogram.model.methods import Reprogrammer
 
 EPS = 1e-12
 
@@ -137,7 +137,7 @@ def top_class_drivers(
 ) -> list[Driver]:
     """For each image, what drove the logit of its top class (or of ``classes[i]`` if given).
 
-    ``scores`` and ``logits`` are a :class:`~reprogram.methods.ReprogramOutput`'s fields.
+    ``scores`` and ``logits`` are a :class:`~reprogram.model.methods.ReprogramOutput`'s fields.
     """
     weights = description_weights(model, scores)
     contributions = scores.float() * weights
@@ -230,7 +230,7 @@ def attribute(
 ) -> Attribution:
     """Run the model over uint8 images (N×3×S×S) and accumulate contributions per class."""
     from reprogram.data.images import as_float
-    from reprogram.precision import Precision
+    from reprogram.model.precision import Precision
 
     model.eval()
     device = model.text_features.device

@@ -14,9 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reprogram.aggregation import Aggregator, Mean, MeanTopK, ReweightingMatrix
 from reprogram.backbones import Backbone
-from reprogram.descriptions import (
+from reprogram.errors import ReprogramError
+from reprogram.model.aggregation import Aggregator, Mean, MeanTopK, ReweightingMatrix
+from reprogram.model.precision import Precision
+from reprogram.model.prompts import PromptBank
+from reprogram.text.descriptions import (
     TEMPLATE,
     TextBank,
     cluster_groups,
@@ -25,9 +28,6 @@ from reprogram.descriptions import (
     single_group_bank,
     template_texts,
 )
-from reprogram.errors import ReprogramError
-from reprogram.precision import Precision
-from reprogram.prompts import PromptBank
 
 
 @dataclass(frozen=True)

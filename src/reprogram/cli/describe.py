@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from reprogram.describe.check import (
+from reprogram.errors import ReprogramError
+from reprogram.text.describe.check import (
     DEFAULT_MIN_VALID,
     DEFAULT_TARGET,
     CheckReport,
@@ -18,18 +19,17 @@ from reprogram.describe.check import (
     check_descriptions,
     infer_dataset,
 )
-from reprogram.describe.classes import dataset_classes, read_class_list
-from reprogram.describe.client import DEFAULT_DEADLINE, DEFAULT_MODEL, ChatClient
-from reprogram.describe.generate import (
+from reprogram.text.describe.classes import dataset_classes, read_class_list
+from reprogram.text.describe.client import DEFAULT_DEADLINE, DEFAULT_MODEL, ChatClient
+from reprogram.text.describe.generate import (
     MODES,
     GenerationResult,
     ProgressInfo,
     Sampling,
     generate_descriptions,
 )
-from reprogram.describe.prompts import SYSTEM_PROMPT, file_key, parse_list
-from reprogram.describe.templates import template_descriptions
-from reprogram.errors import ReprogramError
+from reprogram.text.describe.prompts import SYSTEM_PROMPT, file_key, parse_list
+from reprogram.text.describe.templates import template_descriptions
 
 PAPER_CAUSES = 3  # DVP-cse uses the first three causes of a dataset
 
@@ -366,7 +366,7 @@ def list_command(
     ] = None,
 ) -> None:
     """List the description sets packaged with reprogram (DVP and AttrVR releases, MIT)."""
-    from reprogram.packaged import summary_lines
+    from reprogram.text.packaged import summary_lines
 
     for line in summary_lines(dataset):
         typer.echo(line)

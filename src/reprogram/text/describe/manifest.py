@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_text, read_json
+from reprogram.storage.files import atomic_write_text, read_json
 
 MANIFEST_NAME = "describe_manifest.yaml"
 OLD_MANIFEST_NAME = "describe_manifest.json"  # written before 2026-12; still read

@@ -71,7 +71,7 @@ class Precision:
 
     def everywhere(self) -> contextlib.AbstractContextManager:
         """Autocast over a whole region, as the official scripts do (their re-implementation
-        in ``reprogram.bench`` only; the engine uses :meth:`encoder`)."""
+        in ``reprogram.speed`` only; the engine uses :meth:`encoder`)."""
         return self.encoder()
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:

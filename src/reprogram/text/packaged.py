@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write, cache_dir
+from reprogram.storage.files import atomic_write, cache_dir
 
 PREFIX = "packaged:"
 ARCHIVE = "descriptions.tar.xz"

@@ -9,7 +9,7 @@ Phases (all on the same device, random backbone weights, a fresh cache folder):
    reference model built from it must agree; FLOPs of one training step of each
    (``FlopCounterMode``); training-step throughput of each on in-memory tensors (ours through
    the engine's own ``train_one_epoch``, without augmentation); our evaluation throughput.
-3. **reference, end to end**: the official-structure loop (:mod:`reprogram.bench.reference`)
+3. **reference, end to end**: the official-structure loop (:mod:`reprogram.speed.reference`)
    for ``reference_epochs`` epochs, then projected to ``epochs`` (set-up + PRM epoch + the mean
    training epoch for the remaining ones), since the full reference run takes an hour on an H100.
 """
@@ -31,8 +31,10 @@ from pathlib import Path
 
 import torch
 
-from reprogram.bench import measure
-from reprogram.bench.reference import (
+from reprogram.errors import ReprogramError
+from reprogram.model.precision import Precision
+from reprogram.speed import measure
+from reprogram.speed.reference import (
     FileImages,
     ReferenceModel,
     ReferenceOptimiser,
@@ -42,9 +44,7 @@ from reprogram.bench.reference import (
     reference_transforms,
     train_step,
 )
-from reprogram.bench.synthetic import SyntheticSpec, description_files, write_dataset
-from reprogram.errors import ReprogramError
-from reprogram.precision import Precision
+from reprogram.speed.synthetic import SyntheticSpec, description_files, write_dataset
 
 SCHEMA = "reprogram-bench/1"
 # The issue's targets for the H100 configuration (ViT-B-16, dvp-cse, 47 classes, 752/1,692 images).
@@ -96,7 +96,7 @@ class BenchOptions:
             raise ReprogramError(
                 "bench: reference_epochs must be at least 2 (a PRM epoch and a training epoch)"
             )
-        from reprogram.methods import get_recipe
+        from reprogram.model.methods import get_recipe
 
         if not get_recipe(self.method).trainable:
             raise ReprogramError(
@@ -125,7 +125,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _prepare_data(options: BenchOptions, tmp: Path) -> tuple[str, list[str], dict]:
     """(dataset spec, description files or [] for the defaults, dataset summary)."""
     from reprogram.engine.setup import default_description_files
-    from reprogram.methods import get_recipe
+    from reprogram.model.methods import get_recipe
 
     if options.data is None:
         spec = SyntheticSpec(
@@ -285,7 +285,7 @@ def run_bench(
     """Benchmark our engine against the reference-style loop; returns (and writes) the results."""
     from reprogram.engine.setup import load_data, prepare
     from reprogram.engine.train import fit
-    from reprogram.precision import resolve_device, resolve_precision
+    from reprogram.model.precision import resolve_device, resolve_precision
 
     options = dataclasses.replace(options or BenchOptions(), **overrides).validate()
     say = log or (lambda _text: None)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from reprogram.describe.classes import validate_classes
-from reprogram.describe.client import Completion, EndpointError, Usage
-from reprogram.describe.manifest import MANIFEST_NAME, claim_files
-from reprogram.describe.prompts import (
+from reprogram.errors import ReprogramError
+from reprogram.storage.files import atomic_write_json, ensure_dir
+from reprogram.text.describe.classes import validate_classes
+from reprogram.text.describe.client import Completion, EndpointError, Usage
+from reprogram.text.describe.manifest import MANIFEST_NAME, claim_files
+from reprogram.text.describe.prompts import (
     ATTRIBUTE_SAMPLES,
     CAUSE_PROMPT,
     CAUSE_SAMPLES,
@@ -27,15 +29,17 @@ from reprogram.describe.prompts import (
     cause_sets,
     clean_answer,
 )
-from reprogram.descriptions import MIN_DESCRIPTION_CHARS, read_description_file, valid_sentences
-from reprogram.errors import ReprogramError
-from reprogram.io import atomic_write_json, ensure_dir
+from reprogram.text.descriptions import (
+    MIN_DESCRIPTION_CHARS,
+    read_description_file,
+    valid_sentences,
+)
 
 MODES = ("causes", "attributes")
 
 
 class Completer(Protocol):
-    """What the generator needs from a client (:class:`~reprogram.describe.client.ChatClient`)."""
+    """What the generator needs from a client (``text.describe.client.ChatClient``)."""
 
     model: str
     base_url: str

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from reprogram.bench import measure
-from reprogram.bench.run import BenchOptions, run_bench
+from reprogram.speed import measure
+from reprogram.speed.run import BenchOptions, run_bench
 
 SCHEMA = "reprogram-gpu-check/1"
 TARGETS = {
@@ -92,11 +92,11 @@ def _forward_only(model, images: torch.Tensor, batch: int, precision, repeats: i
 
 def _eval_vs_forward(options: BenchOptions, tmp: Path) -> dict:
     """Evaluation images/s as run (uint8 decoded images → logits) against forward only."""
-    from reprogram.bench.run import _prepare_data, _train_config
     from reprogram.data.images import as_float, decode_center
     from reprogram.engine.evaluate import evaluate
     from reprogram.engine.setup import prepare
-    from reprogram.precision import Precision
+    from reprogram.model.precision import Precision
+    from reprogram.speed.run import _prepare_data, _train_config
 
     dataset, descriptions, _ = _prepare_data(options, tmp)
     config = _train_config(options, dataset, descriptions)
@@ -121,12 +121,12 @@ def _eval_vs_forward(options: BenchOptions, tmp: Path) -> dict:
 
 def _memory(backbone: str, batch: int, steps: int, device_name: str, tmp: Path) -> dict:
     """Peak device memory (host RSS on a CPU) of DVP-cse training steps with checkpointing."""
-    from reprogram.bench.synthetic import description_files
     from reprogram.engine.batches import TrainData
     from reprogram.engine.config import TrainConfig
     from reprogram.engine.setup import build_backbone, build_model
     from reprogram.engine.train import cosine_schedule, train_one_epoch
-    from reprogram.precision import Precision
+    from reprogram.model.precision import Precision
+    from reprogram.speed.synthetic import description_files
 
     names = [f"class_{i:03d}" for i in range(47)]
     files = description_files(names, tmp / "memory-descriptions", 25)
@@ -172,9 +172,9 @@ def _top_k_sets(weights: torch.Tensor, k: int) -> list[set[int]]:
 
 def _precision_pair(options: BenchOptions, epochs: int, tmp: Path) -> dict:
     """The same short run in fp32 and bf16 autocast: PRM top-k agreement, accuracy difference."""
-    from reprogram.bench.run import _prepare_data, _train_config
     from reprogram.engine.checkpoint import load_checkpoint
     from reprogram.engine.train import fit
+    from reprogram.speed.run import _prepare_data, _train_config
 
     dataset, descriptions, _ = _prepare_data(options, tmp / "pair")
     runs = {}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from reprogram.errors import ReprogramError
-from reprogram.io import read_json
+from reprogram.storage.files import read_json
 
 MIN_DESCRIPTION_CHARS = 20  # the paper keeps sentences of at least this many characters
 
@@ -21,7 +21,7 @@ MIN_DESCRIPTION_CHARS = 20  # the paper keeps sentences of at least this many ch
 def read_description_file(path: str | Path) -> dict[str, list[str]]:
     """Read a ``{class: [sentences]}`` JSON file (or a ``packaged:NAME``), checking its shape."""
     if str(path).startswith("packaged:"):
-        from reprogram.packaged import materialize
+        from reprogram.text.packaged import materialize
 
         path = materialize(path)
     data = read_json(path)

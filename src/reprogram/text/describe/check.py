@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprogram.describe.manifest import is_template
-from reprogram.descriptions import read_description_file, valid_sentences
 from reprogram.errors import ReprogramError
+from reprogram.text.describe.manifest import is_template
+from reprogram.text.descriptions import read_description_file, valid_sentences
 
 DEFAULT_MIN_VALID = 10  # below this a class is a problem (the published sets have 12 or more)
 DEFAULT_TARGET = 20  # m, the sentences sampled per class: fewer means sampling with replacement

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reprogram.benchmark import BenchmarkSettings, run_benchmark
 from reprogram.engine.progress import Reporter
+from reprogram.toy.benchmark import BenchmarkSettings, run_benchmark
 
 DEMO_TASK = "fashion-mnist"
 DEMO_METHODS = ("zero-shot", "vp", "dvp-cse")

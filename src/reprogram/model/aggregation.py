@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reprogram.prm import PRM
+from reprogram.model.prm import PRM
 
 
 class Aggregator(nn.Module):

@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines")] = False,
     ) -> None:
         """Time our engine against a loop in the official scripts' structure, on one device."""
-        from reprogram.bench.run import BenchOptions, format_table, run_bench
+        from reprogram.speed.run import BenchOptions, format_table, run_bench
 
         command = "reprogram " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         }
         given = {k: v for k, v in sizes.items() if v is not None}
         if scale:
-            from reprogram.bench.scale import ScaleOptions, format_scale, run_scale
+            from reprogram.speed.scale import ScaleOptions, format_scale, run_scale
 
             scale_options = ScaleOptions(
                 method=method,

@@ -214,7 +214,7 @@ def eval_command(
     from reprogram.engine.config import apply_overrides
     from reprogram.engine.runs import evaluate_split, load_run
     from reprogram.engine.setup import build_backbone, build_model
-    from reprogram.methods import get_recipe
+    from reprogram.model.methods import get_recipe
 
     if checkpoint is not None and (targets or dataset):
         from reprogram.protocols import transfer
@@ -387,7 +387,7 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """The main job on an embedded default, three seeds, mean ± std (see README)."""
-    from reprogram.demo import DEMO_EPOCHS, DEMO_SEEDS, run_demo
+    from reprogram.toy.demo import DEMO_EPOCHS, DEMO_SEEDS, run_demo
 
     run_demo(out, quiet=quiet, epochs=epochs or DEMO_EPOCHS, seeds=tuple(seeds or DEMO_SEEDS))
 
@@ -417,8 +417,8 @@ def benchmark_toy(
     quiet: QuietOpt = False,
 ) -> None:
     """Every method × every toy task × seeds on the committed toy CLIP → benchmark.md/.json."""
-    from reprogram.benchmark import ALL_METHODS, BenchmarkSettings, run_benchmark
     from reprogram.engine.config import parse_set_options
+    from reprogram.toy.benchmark import ALL_METHODS, BenchmarkSettings, run_benchmark
 
     settings = BenchmarkSettings(
         tasks=list(tasks or []),
@@ -436,10 +436,10 @@ def benchmark_toy(
 
 def register_subcommands(target: typer.Typer) -> None:
     """Add the command groups that live in their own modules (explicitly, not by import)."""
-    from reprogram.bench import cli as bench_cli
-    from reprogram.describe import cli as describe_cli
-    from reprogram.report import cli as report_cli
-    from reprogram.toy import cli as toy_cli
+    from reprogram.cli import describe as describe_cli
+    from reprogram.cli import report as report_cli
+    from reprogram.cli import speed as bench_cli
+    from reprogram.cli import toy as toy_cli
 
     for module in (describe_cli, toy_cli, report_cli, bench_cli):
         module.register(target)

@@ -1,0 +1,1 @@
+"""Method parts and the model they build: prompts, text features, aggregations, PRM."""

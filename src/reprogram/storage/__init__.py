@@ -1,0 +1,1 @@
+"""Where results live on disk: atomic files and the per-user cache."""

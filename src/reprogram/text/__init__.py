@@ -1,0 +1,1 @@
+"""Class texts: description files, sampling, packaged sets, generation with an LLM."""
