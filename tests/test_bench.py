@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -15,19 +16,7 @@ from reprogram.speed.reference import ReferenceModel, compare_logits, reference_
 from reprogram.speed.run import BenchOptions, format_table, run_bench
 from reprogram.speed.synthetic import SyntheticSpec, write_dataset
 
-TINY = dict(
-    backbone="random:tiny",
-    classes=3,
-    train_per_class=2,
-    test_images=4,
-    image_size=48,
-    epochs=2,
-    reference_epochs=2,
-    steps=1,
-    batch_size=4,
-    eval_batch_size=8,
-    device="cpu",
-)
+TINY = BenchOptions.tiny()
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +26,14 @@ def dataset(tmp_path_factory):
 
 def test_bench_runs_end_to_end_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
-    options = BenchOptions(**{**TINY, "epochs": 3})  # the reference runs 2 epochs, projected to 3
+    options = dataclasses.replace(TINY, epochs=3)  # the reference runs 2 epochs, projected to 3
     result = run_bench(options, json_path=out, command="reprogram bench (test)")
     assert json.loads(out.read_text())["schema"] == "reprogram-bench/1"
     assert result["equivalence_passed"], result["equivalence"]
     check = result["equivalence"][0]
     assert check["precision"] == "fp32" and check["max_abs_diff"] <= 1e-4 * check["max_abs_logit"]
-    assert result["dataset"]["train_images"] == 6 and result["dataset"]["test_images"] == 4
+    assert result["dataset"]["train_images"] == TINY.classes * TINY.train_per_class
+    assert result["dataset"]["test_images"] == TINY.test_images
     ours, ref = result["ours"], result["reference"]
     for value in (
         ours["end_to_end_s"],
@@ -84,9 +74,9 @@ def test_bench_command_without_the_reference_run(tmp_path):
     register_subcommands(app)
     out = tmp_path / "bench.json"
     args = ["bench", "--json", str(out), "--quiet", "--skip-reference"]
-    for key, value in TINY.items():
-        if key != "eval_batch_size":
-            args += [f"--{key.replace('_', '-')}", str(value)]
+    sizes = "backbone classes train_per_class test_images image_size epochs reference_epochs"
+    for key in [*sizes.split(), "steps", "batch_size", "device", "precision"]:
+        args += [f"--{key.replace('_', '-')}", str(getattr(TINY, key))]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "training images/s" in done.output and "PASS" in done.output
@@ -96,9 +86,9 @@ def test_bench_command_without_the_reference_run(tmp_path):
     assert result["ratios"]["train_step"] > 0  # the step comparison still runs
     assert result["command"].startswith("reprogram ")
     with pytest.raises(ReprogramError):
-        BenchOptions(**{**TINY, "method": "zero-shot"}).validate()
+        dataclasses.replace(TINY, method="zero-shot").validate()
     with pytest.raises(ReprogramError):
-        BenchOptions(**{**TINY, "epochs": 1}).validate()
+        dataclasses.replace(TINY, epochs=1).validate()
 
 
 @pytest.mark.parametrize("method", ["dvp-cse", "dvp-cls", "attrvr", "vp"])

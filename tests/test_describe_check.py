@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from reprogram.cli.describe import register
+from reprogram.cli import describe, descriptions
 from reprogram.data import DATASETS
 from reprogram.errors import ReprogramError
 from reprogram.text.describe.check import check_descriptions, check_file, infer_dataset
@@ -35,7 +35,8 @@ def cli() -> typer.Typer:
     def main() -> None:
         """Test app."""
 
-    register(app)
+    describe.register(app)
+    descriptions.register(app)
     return app
 
 

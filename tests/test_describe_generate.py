@@ -16,7 +16,7 @@ import typer
 from test_describe_server import FakeChatServer, serve
 from typer.testing import CliRunner
 
-from reprogram.cli.describe import register
+from reprogram.cli import describe, descriptions
 from reprogram.errors import ReprogramError
 from reprogram.text.describe import (
     AuthenticationError,
@@ -354,7 +354,8 @@ def cli() -> typer.Typer:
     def main() -> None:
         """Test app."""
 
-    register(app)
+    describe.register(app)
+    descriptions.register(app)
     return app
 
 

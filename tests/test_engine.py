@@ -288,10 +288,10 @@ def test_resume_takes_the_identity_from_the_checkpoint_and_execution_from_the_ca
     monkeypatch.setattr(train_module, "local_device_name", lambda name: "cpu")  # 'auto' -> cpu
     original = train_module.train_one_epoch
 
-    def interrupted(model, data, optimizer, scheduler, scaler, config, epoch, *args):
-        if epoch == 2:
+    def interrupted(model, data, state, *args):
+        if state.epoch == 2:
             raise KeyboardInterrupt
-        return original(model, data, optimizer, scheduler, scaler, config, epoch, *args)
+        return original(model, data, state, *args)
 
     settings = dict(epochs=4, device="auto", eval_every=1)
     monkeypatch.setattr(train_module, "train_one_epoch", interrupted)
@@ -312,3 +312,64 @@ def test_resume_takes_the_identity_from_the_checkpoint_and_execution_from_the_ca
     a, b = (load_checkpoint(tmp_path / d)["state"] for d in ("resumed", "straight"))
     for key in b:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def _global_draws() -> tuple:
+    import random
+
+    import numpy as np
+
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
+def _seed_globals() -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+
+
+def test_fit_leaves_global_state_as_it_found_it(tmp_path, dataset, monkeypatch):
+    """A new run, an interrupted one and its resume each leave the deterministic-algorithms
+    flags and the python, numpy and torch RNGs as the caller had them."""
+    import reprogram.engine.train as train_module
+
+    _seed_globals()
+    expected = _global_draws()
+    original = train_module.train_one_epoch
+
+    def interrupted(model, data, state, *args):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+        return original(model, data, state, *args)
+
+    config = dict(epochs=2, deterministic=True)
+    calls = [
+        lambda: fit(quick_config(dataset, "dvp-cse", **config), tmp_path / "new"),
+        lambda: fit(quick_config(dataset, "dvp-cse", **config), tmp_path / "killed"),
+        lambda: fit(quick_config(dataset, "dvp-cse", **config), tmp_path / "killed", resume=True),
+    ]
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    try:
+        flagged = zip([(False, False), (True, False), (False, True)], calls, strict=True)
+        for index, (flags, call) in enumerate(flagged):
+            torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+            _seed_globals()
+            epoch = interrupted if index == 1 else original
+            monkeypatch.setattr(train_module, "train_one_epoch", epoch)
+            try:
+                call()
+            except KeyboardInterrupt:
+                assert index == 1
+            enabled = torch.are_deterministic_algorithms_enabled()
+            assert (enabled, torch.is_deterministic_algorithms_warn_only_enabled()) == flags
+            assert _global_draws() == expected, index
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    assert load_checkpoint(tmp_path / "killed")["finished"]

@@ -14,7 +14,7 @@ from PIL import Image
 from reprogram.data import decode_center, few_shot, load_dataset
 from reprogram.data.fewshot import few_shot_key
 from reprogram.errors import ReprogramError
-from reprogram.storage.files import cache_dir
+from reprogram.storage.cache import Cache
 
 CLASSES = {"ant": 10, "bee": 7, "cow": 3}  # training images per class (cow has fewer than K)
 
@@ -98,7 +98,7 @@ def test_cache_lives_outside_a_read_only_dataset(tmp_path, monkeypatch):
         picked = few_shot(splits, 2, seed=5)
         decoded = decode_center(picked.train, 8)
         assert len(decoded) == 6
-        entry = cache_dir("few-shot") / f"{few_shot_key(splits, 2, 5)}.json"
+        entry = Cache.default().folder("few-shot") / f"{few_shot_key(splits, 2, 5)}.json"
         assert entry.is_file() and entry.is_relative_to(cache)
         saved = json.loads(entry.read_text())
         assert (saved["shots"], saved["seed"]) == (2, 5)
@@ -112,7 +112,7 @@ def test_cache_lives_outside_a_read_only_dataset(tmp_path, monkeypatch):
 
 def test_damaged_cache_is_redrawn(splits):
     first = few_shot(splits, 3, seed=7)
-    entry = cache_dir("few-shot") / f"{few_shot_key(splits, 3, 7)}.json"
+    entry = Cache.default().folder("few-shot") / f"{few_shot_key(splits, 3, 7)}.json"
     entry.write_text("{not json")
     assert few_shot(splits, 3, seed=7) == first
     assert json.loads(entry.read_text())["seed"] == 7  # written again

@@ -19,6 +19,7 @@ from reprogram.data.images import (
     to_uint8_chw,
 )
 from reprogram.data.readers import Sample
+from reprogram.data.resize import resize_taps
 from reprogram.errors import ReprogramError
 
 
@@ -217,3 +218,67 @@ def test_flip_of_a_crop_mirrors_the_crop():
     out = crop_resize(canvas, boxes, 12, flip=torch.tensor([True, False]))
     torch.testing.assert_close(out[0:1], crop_resize(canvas[0:1], boxes[:1], 12).flip(-1))
     torch.testing.assert_close(out[1:2], crop_resize(canvas[1:2], boxes[:1], 12))
+
+
+# -- crop_resize as matrix products --------------------------------------------------------------
+def _interpolate_oracle(canvas, boxes, size, flip):
+    """The previous implementation: each box cut out, two ``F.interpolate`` calls."""
+    out = []
+    for i, (top, left, h, w) in enumerate(boxes.long().tolist()):
+        crop = as_float(canvas[i : i + 1, :, top : top + h, left : left + w])
+        wide = F.interpolate(crop, size=(h, size), mode="bicubic", antialias=True).clamp(0, 1)
+        tall = F.interpolate(wide, size=(size, size), mode="bicubic", antialias=True)
+        out.append(tall.flip(-1) if flip[i] else tall)
+    return torch.cat(out).clamp(0, 1)
+
+
+@pytest.mark.parametrize("banded", [True, False])
+@pytest.mark.parametrize("size", [7, 40, 80])  # one block, several, a partial last block
+def test_matrix_resize_equals_interpolate(banded, size):
+    height, width = 50, 67
+    sizes = torch.tensor([[height, width]] * 24)
+    boxes = random_resized_crop_params(sizes, torch.Generator().manual_seed(size)).long().tolist()
+    boxes += _edge_boxes(height, width) + [(0, 0, 2, 67), (13, 20, 37, 1), (0, 0, 50, 67)]
+    canvas = random_uint8(len(boxes), 3, height, width, seed=11)
+    boxes = torch.tensor(boxes, dtype=torch.float32)
+    flip = torch.arange(len(boxes)) % 2 == 1
+    out = crop_resize(canvas, boxes, size, flip, banded=banded)
+    expected = _interpolate_oracle(canvas, boxes, size, flip)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("length,size", [(1, 5), (7, 7), (9, 40), (298, 192), (61, 24), (500, 7)])
+def test_resize_taps_are_pytorchs_weights(length, size):
+    first, weights = resize_taps(torch.tensor([length]), size)
+    dense = torch.zeros(size, length)
+    for k in range(weights.shape[-1]):  # tap k of every output pixel, where it has weight
+        column = (first[0] + k).clamp(max=length - 1)
+        dense[torch.arange(size), column] += weights[0, :, k]
+    impulses = torch.eye(length).view(1, 1, length, length)  # row j: a unit at pixel j
+    reference = F.interpolate(impulses, size=(length, size), mode="bicubic", antialias=True)
+    torch.testing.assert_close(dense.t(), reference[0, 0], atol=1e-6, rtol=0)
+    assert (weights.sum(-1) - 1).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("banded", [True, False])
+def test_matrix_resize_reads_only_the_box_and_the_indexed_rows(banded):
+    canvas = random_uint8(5, 3, 30, 40, seed=12)
+    boxes = torch.tensor(
+        [[0, 0, 30, 40], [5, 7, 11, 13], [29, 0, 1, 40], [0, 39, 30, 1], [3, 30, 27, 10]],
+        dtype=torch.float32,
+    )
+    flip = torch.tensor([False, True, False, True, True])
+    rows = torch.tensor([4, 0, 2, 2, 1])
+    out = crop_resize(canvas, boxes, 70, flip, index=rows, banded=banded)
+    gathered = crop_resize(canvas[rows], boxes, 70, flip, banded=banded)
+    torch.testing.assert_close(out, gathered, atol=0, rtol=0)
+    for i, row in enumerate(rows.tolist()):  # only box i kept, the rest of its image noise
+        top, left, h, w = boxes[i].long().tolist()
+        noisy = random_uint8(5, 3, 30, 40, seed=14 + i)
+        noisy[row, :, top : top + h, left : left + w] = canvas[
+            row, :, top : top + h, left : left + w
+        ]
+        alone = crop_resize(
+            noisy, boxes[i : i + 1], 70, flip[i : i + 1], rows[i : i + 1], banded=banded
+        )
+        torch.testing.assert_close(alone, out[i : i + 1], atol=0, rtol=0)

@@ -2,7 +2,7 @@
 
 One short engine run per method (default settings except tiny epochs, batch and m; fp32; a
 non-zero weight decay; 12 training images in batches of 5, so the last batch is ragged) is
-compared with the published maths (docs/methods.md; the DVP and AttrVR code) written here without the library: text
+compared with the published maths (docs/methods.md) written here without the library: text
 features from ``open_clip.tokenize`` + ``encode_text``; images decoded with PIL and torchvision
 (``Resize`` + ``CenterCrop``, or ``Resize`` + ``resized_crop`` + flip when augmenting); the
 padding prompt (image at 192/224 of the input, zero padding, ``sigmoid(theta)`` on the frame,

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import cli
 from PIL import Image
 
 from reprogram.engine.setup import cause_names, default_description_files, is_template_file
 from reprogram.errors import ReprogramError
 from reprogram.model.methods import get_recipe
+from reprogram.model.parts import ATTRIBUTES, CAUSES
 from reprogram.text.describe.manifest import MANIFEST_NAME, OLD_MANIFEST_NAME, read_manifest
 from reprogram.text.describe.templates import template_descriptions
 from reprogram.text.packaged import (
@@ -27,7 +29,6 @@ from reprogram.text.packaged import (
     materialize,
     packaged_bytes,
     packaged_files,
-    published_specs,
     summary_lines,
 )
 
@@ -96,7 +97,7 @@ def test_published_dataset_defaults(method, expected):
 
 
 def test_other_causes_and_sources():
-    causes = published_specs("causes", "fgvc", [4, 2, 7])
+    causes = CAUSES.packaged_specs("fgvc", [4, 2, 7])
     assert causes == [
         "packaged:causes/fgvc_csl_4.json",
         "packaged:causes/fgvc_cse_2.json",
@@ -108,20 +109,20 @@ def test_other_causes_and_sources():
         "packaged:attributes-other-llms/llama/oxford_flowers_dist.json",
     ]
     with pytest.raises(ReprogramError, match="exists for: dtd, fgvc, oxford_flowers"):
-        published_specs("attributes", "eurosat", None, "phi3")
+        ATTRIBUTES.packaged_specs("eurosat", [], "phi3")
     with pytest.raises(ReprogramError, match="packaged causes: 1, 2, 3"):
-        published_specs("causes", "eurosat", [4])
+        CAUSES.packaged_specs("eurosat", [4])
     with pytest.raises(ReprogramError, match="unknown description source 'gpt5'"):
-        published_specs("attributes", "dtd", None, "gpt5")
+        ATTRIBUTES.packaged_specs("dtd", [], "gpt5")
     with pytest.raises(ReprogramError, match="not to causes"):
-        published_specs("causes", "dtd", None, "llama")
+        CAUSES.packaged_specs("dtd", [], "llama")
     assert default_description_files(get_recipe("dvp-cls"), "imagenet_sketch") == [
         "packaged:attributes/imagenet_des.json"
     ]
 
 
 def test_cause_names_of_packaged_files():
-    specs = published_specs("causes", "dtd", [1, 2, 5])
+    specs = CAUSES.packaged_specs("dtd", [1, 2, 5])
     assert cause_names(specs, "dtd") == ["pattern", "coarseness/granularity", "regularity"]
 
 
@@ -215,10 +216,7 @@ def test_train_dvp_cse_on_dtd_with_packaged_descriptions(tmp_path):
     args = ["train", "--method", "dvp-cse", "--dataset", "dtd", "--root", str(data)]
     args += ["--backbone", "tiny", "--weights", str(weights), "--out", str(out), "--quiet"]
     args += ["--epochs", "1", "--shots", "2", "--set", "m=3", "--set", "allow_small_classes=true"]
-    result = subprocess.run(
-        [sys.executable, "-m", "reprogram", *args], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert cli(*args) == 0
     results = json.loads((out / "results.json").read_text())
     names = [f"packaged:causes/dtd_cse_{n}.json" for n in (1, 2, 3)]
     assert [d["name"] for d in results["descriptions"]] == names
@@ -282,17 +280,12 @@ def test_report_overview_names_the_files_and_labels_template_ones():
     assert "TEMPLATE FALLBACK" in html(True)
 
 
-def test_descriptions_list_command_and_causes_option():
+def test_descriptions_list_command_and_causes_option(capsys):
     from reprogram.engine.config import load_config
 
-    result = subprocess.run(
-        [sys.executable, "-m", "reprogram", "descriptions", "list", "--dataset", "oxford_flowers"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 17 and "cause: fragrance" in result.stdout
+    assert cli("descriptions", "list", "--dataset", "oxford_flowers") == 0
+    printed = capsys.readouterr().out
+    assert len(printed.splitlines()) == 17 and "cause: fragrance" in printed
     config = load_config(None, {"causes": "4,5,6,7", "description_source": "llama"})
     assert config.causes == [4, 5, 6, 7] and config.description_source == "llama"
 

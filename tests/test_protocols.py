@@ -12,18 +12,18 @@ from PIL import Image
 
 from reprogram.data import decode_center, load_dataset
 from reprogram.data.readers import Sample, Splits
+from reprogram.data.subsets import (
+    base_novel_labels,
+    restrict_classes,
+    subsample_classes,
+    subset_mapping,
+)
 from reprogram.engine.evaluate import evaluate, predict_logits
 from reprogram.engine.runs import load_run
 from reprogram.engine.setup import build_model, load_data
 from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
 from reprogram.protocols.base_to_novel import harmonic_mean, run_base_to_novel
-from reprogram.protocols.classes import (
-    base_novel_labels,
-    restrict_classes,
-    subsample_classes,
-    subset_mapping,
-)
 from reprogram.protocols.transfer import (
     evaluate_transfer,
     nearest_centroid_groups,

@@ -95,3 +95,33 @@ def test_benchmark_reuses_only_runs_of_the_same_settings(tmp_path):
     # descriptions filled in by the run from the task folder do not count as a difference
     filled = fake_run(tmp_path / "filled", replace(wanted, descriptions=["/t/des.json"]), 0.5)
     check_reusable(filled, wanted)
+
+
+def test_the_toy_benchmark_runs_one_small_task_then_reuses_its_runs(tmp_path):
+    from reprogram.toy.benchmark import run_benchmark
+
+    small = dict(shots=2, train_pool=2, val_pool=1, test_per_class=1, batch_size=8, epochs=1)
+    tiny = {"backbone": "random:tiny", "weights": None}  # the loop, not the toy CLIP, is tested
+    settings = BenchmarkSettings(
+        tasks=["digits"],
+        methods=["zero-shot", "vp"],
+        seeds=[1],
+        device="cpu",
+        overrides=tiny,
+        **small,
+    )
+    table = run_benchmark(tmp_path, settings, quiet=True)
+    assert [row_name(row) for row in table["rows"]] == ["zero-shot", "vp"]
+    runs = {
+        m: tmp_path / "runs" / "digits" / m / "seed-1" / "results.json" for m in ("zero-shot", "vp")
+    }
+    for row in table["rows"]:
+        [cell] = row["cells"].values()
+        accuracy = json.loads(runs[row_name(row)].read_text())["test_accuracy"]
+        assert cell["mean"] == pytest.approx(100 * accuracy) and cell["n"] == 1
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"] == table["rows"]
+    assert (tmp_path / "benchmark.md").read_text().splitlines()[2].startswith("| digits |")
+    written = {m: p.stat().st_mtime_ns for m, p in runs.items()}
+    again = run_benchmark(tmp_path, settings, quiet=True)  # finished runs are reused, not retrained
+    assert {m: p.stat().st_mtime_ns for m, p in runs.items()} == written
+    assert again["rows"] == table["rows"]

@@ -182,6 +182,7 @@ def test_compile_with_inductor_matches_eager(dataset):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronisation is a GPU matter")
 def test_training_steps_do_not_synchronise_with_the_host(dataset):
     """The number of synchronising calls of an epoch does not grow with its number of steps."""
+    from reprogram.engine.state import RunState
     from reprogram.engine.train import TrainData, cosine_schedule, train_one_epoch
 
     config = quick_config(dataset, "dvp-cse", device="cuda", batch_size=4)
@@ -208,17 +209,7 @@ def test_training_steps_do_not_synchronise_with_the_host(dataset):
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                train_one_epoch(
-                    model,
-                    data,
-                    optimizer,
-                    scheduler,
-                    None,
-                    config,
-                    0,
-                    torch.bfloat16,
-                    lambda n=1, **_: None,
-                )
+                train_one_epoch(model, data, RunState(optimizer, scheduler), config, torch.bfloat16)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in caught)

@@ -338,6 +338,27 @@ def test_cache_keys_carry_the_version_of_what_made_them(dataset, monkeypatch):
     assert "open_clip_torch=" in base._library_versions()
 
 
+def test_an_activated_cache_is_the_default_and_the_environment_is_untouched(tmp_path, monkeypatch):
+    from reprogram.storage.cache import Cache, cache_key
+
+    monkeypatch.setenv("REPROGRAM_CACHE", str(tmp_path / "env"))
+    assert Cache.default().root == tmp_path / "env"
+    before = dict(os.environ)
+    with Cache(tmp_path / "mine").activate() as cache:
+        assert Cache.default() is cache
+        entry = cache.put_json("few-shot", "a.json", {"x": 1})
+        assert entry == tmp_path / "mine" / "few-shot" / "a.json"
+        assert cache.get_json("few-shot", "a.json") == {"x": 1}
+        assert dict(os.environ) == before
+    assert Cache.default().root == tmp_path / "env"
+    entry.write_text("{not json")
+    assert Cache(tmp_path / "mine").get_json("few-shot", "a.json") is None  # damaged: a miss
+    assert Cache.disabled().put_json("few-shot", "a.json", {}) is None
+    assert Cache.disabled().folder("images") is None
+    assert cache_key(1, "a") != cache_key(2, "a") != cache_key(1, "a", "b")
+    assert len(cache_key(1, "a")) == 32 and len(cache_key(1, "a", length=24)) == 24
+
+
 def test_an_unusable_cache_folder_falls_back_to_no_cache(dataset, tmp_path, monkeypatch):
     not_a_folder = tmp_path / "cache-file"
     not_a_folder.write_text("")

@@ -107,10 +107,10 @@ def test_warnings_survive_a_resume(dataset, tmp_path, monkeypatch):
 
     original = train_module.train_one_epoch
 
-    def interrupted(model, data, optimizer, scheduler, scaler, config, epoch, *args):
-        if epoch == 1:
+    def interrupted(model, data, state, *args):
+        if state.epoch == 1:
             raise KeyboardInterrupt
-        return original(model, data, optimizer, scheduler, scaler, config, epoch, *args)
+        return original(model, data, state, *args)
 
     one = [str(dataset / "descriptions" / "cse_1.json")]
     config = quick_config(dataset, "dvp-cse", descriptions=one, shots=2, device="cpu")

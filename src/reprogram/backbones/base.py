@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reprogram.storage.files import atomic_torch_save, cache_dir
+from reprogram.storage.cache import Cache, cache_key
+from reprogram.storage.files import atomic_torch_save
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,6 +44,27 @@ def fingerprint_state_dict(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def key_problems(
+    missing: Sequence[str],
+    unexpected: Sequence[str],
+    mismatched: Sequence[tuple[str, Sequence[int], Sequence[int]]],
+) -> list[str]:
+    """What is wrong between a weights file and a model, one phrase per kind (up to 3 keys each):
+    ``mismatched`` holds ``(key, file shape, model shape)``."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if mismatched:
+        shapes = ", ".join(
+            f"{key}: file {tuple(file_shape)} vs model {tuple(model_shape)}"
+            for key, file_shape, model_shape in mismatched[:3]
+        )
+        parts.append(f"{len(mismatched)} keys of another shape ({shapes})")
+    return parts
+
+
 @dataclass
 class TextFeatureCache:
     """Text features on disk keyed by backbone fingerprint and the exact list of texts."""
@@ -53,11 +75,10 @@ class TextFeatureCache:
 
     def _path(self, fingerprint: str, texts: Sequence[str]) -> Path | None:
         """The entry's file, keyed by what produced it; None when there is no usable cache."""
-        produced_by = f"v{TEXT_CACHE_VERSION}|{_library_versions()}"
         listing = json.dumps(list(texts))
-        key = hashlib.sha256(f"{produced_by}\0{fingerprint}\0{listing}".encode()).hexdigest()
-        folder = self.folder or cache_dir("text-features")
-        return Path(folder) / fingerprint / f"{key[:32]}.pt" if folder else None
+        key = cache_key(TEXT_CACHE_VERSION, _library_versions(), fingerprint, listing)
+        folder = self.folder or Cache.default().folder("text-features")
+        return Path(folder) / fingerprint / f"{key}.pt" if folder else None
 
     def load(self, fingerprint: str, texts: Sequence[str]) -> torch.Tensor | None:
         path = self._path(fingerprint, texts)

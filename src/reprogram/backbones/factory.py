@@ -109,9 +109,9 @@ def _load(spec: BackboneSpec) -> Backbone:
     if weights is None and name == "toy":  # the toy CLIP ships with the package
         from dataclasses import replace
 
-        from reprogram.toy import pretrained_weights_path
+        from reprogram.backbones.packaged import toy_weights_path
 
-        return _load(replace(spec, weights=str(pretrained_weights_path())))
+        return _load(replace(spec, weights=str(toy_weights_path())))
     if weights is None:
         if Path(arch).is_dir():
             return _load_folder(spec, Path(arch))

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import torch
 
-from reprogram.backbones.base import OPENAI_MEAN, OPENAI_STD, Backbone, BackboneSpec
+from reprogram.backbones.base import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    Backbone,
+    BackboneSpec,
+    key_problems,
+)
 from reprogram.errors import ReprogramError
 
 
@@ -67,17 +73,7 @@ def check_loading_info(folder: Path, info: dict) -> None:
     missing = sorted(info.get("missing_keys") or [])
     unexpected = sorted(info.get("unexpected_keys") or [])
     mismatched = sorted(info.get("mismatched_keys") or [], key=lambda item: str(item[0]))
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-    if mismatched:
-        shapes = ", ".join(
-            f"{key}: file {tuple(file_shape)} vs model {tuple(model_shape)}"
-            for key, file_shape, model_shape in mismatched[:3]
-        )
-        parts.append(f"{len(mismatched)} keys of another shape ({shapes})")
+    parts = key_problems(missing, unexpected, mismatched)
     if parts:
         raise ReprogramError(
             f"weights in {folder} do not match its config.json: " + "; ".join(parts) + ". "

@@ -18,6 +18,7 @@ from reprogram.backbones.base import (
     Backbone,
     BackboneSpec,
     TextFeatureCache,
+    key_problems,
 )
 from reprogram.errors import ReprogramError
 
@@ -200,21 +201,13 @@ def load_weights(
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if mismatched:
-            shapes = ", ".join(
-                f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                for k in mismatched[:3]
-            )
-            parts.append(f"{len(mismatched)} keys of another shape ({shapes})")
+    mismatched = [
+        (k, state[k].shape, expected[k].shape)
+        for k in sorted(set(expected) & set(state))
+        if tuple(expected[k].shape) != tuple(state[k].shape)
+    ]
+    parts = key_problems(missing, unexpected, mismatched)
+    if parts:
         raise ReprogramError(
             f"weights {path} do not match architecture '{arch}': "
             + "; ".join(parts)

@@ -1,8 +1,7 @@
-"""CLI: ``reprogram describe`` and ``reprogram descriptions check``, a thin layer."""
+"""``reprogram describe``: class descriptions from an LLM endpoint or templates, a thin layer."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,15 +10,7 @@ from typing import Annotated
 import typer
 
 from reprogram.errors import ReprogramError
-from reprogram.text.describe.check import (
-    DEFAULT_MIN_VALID,
-    DEFAULT_TARGET,
-    CheckReport,
-    FileReport,
-    check_descriptions,
-    infer_dataset,
-)
-from reprogram.text.describe.classes import dataset_classes, read_class_list
+from reprogram.text.describe.classes import describe_inputs
 from reprogram.text.describe.client import DEFAULT_DEADLINE, DEFAULT_MODEL, ChatClient
 from reprogram.text.describe.generate import (
     MODES,
@@ -28,51 +19,15 @@ from reprogram.text.describe.generate import (
     Sampling,
     generate_descriptions,
 )
-from reprogram.text.describe.prompts import SYSTEM_PROMPT, file_key, parse_list
+from reprogram.text.describe.prompts import SYSTEM_PROMPT, parse_list
 from reprogram.text.describe.templates import template_descriptions
 
 PAPER_CAUSES = 3  # DVP-cse uses the first three causes of a dataset
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``describe`` and the ``descriptions`` group (with ``check``) to ``app``."""
+    """Add ``describe`` to ``app``."""
     app.command("describe")(describe_command)
-    group = typer.Typer(help="Inspect class-description files.", no_args_is_help=True)
-    group.command("check")(check_command)
-    group.command("list")(list_command)
-    app.add_typer(group, name="descriptions")
-
-
-def _resolve_inputs(
-    classes: Path | None,
-    dataset: str | None,
-    task: str | None,
-    causes: str | None,
-    num_causes: int,
-    key: str | None,
-    mode: str,
-) -> tuple[list[str], str, list[str], str]:
-    """Class names, task noun, causes and file key from the options."""
-    if (classes is None) == (dataset is None):
-        raise ReprogramError("give exactly one of --classes FILE or --dataset NAME")
-    if dataset is not None:
-        names, info_task, info_causes, info_key = dataset_classes(dataset)
-        if not 1 <= num_causes <= len(info_causes):
-            raise ReprogramError(
-                f"--num-causes must be 1..{len(info_causes)} for {dataset} "
-                f"(its causes: {', '.join(info_causes)})"
-            )
-        cause_list = parse_list(causes) or list(info_causes[:num_causes])
-        return names, task or info_task, cause_list, key or info_key
-    assert classes is not None
-    if not task:
-        raise ReprogramError("--task is required with --classes (e.g. --task texture)")
-    cause_list = parse_list(causes)
-    if mode == "causes" and not cause_list:
-        raise ReprogramError(
-            "--causes is required with --classes in cause mode (e.g. 'pattern,color')"
-        )
-    return read_class_list(classes), task, cause_list, key or file_key(classes.stem)
 
 
 @contextmanager
@@ -209,7 +164,7 @@ def describe_command(
     """Generate class descriptions with an OpenAI-compatible LLM (resumable), or templates."""
     if mode not in MODES:
         raise ReprogramError(f"unknown --mode '{mode}' (known: {', '.join(MODES)})")
-    names, task_noun, cause_list, file_prefix = _resolve_inputs(
+    names, task_noun, cause_list, file_prefix = describe_inputs(
         classes, dataset, task, causes, num_causes, key, mode
     )
     kinds = parse_list(attributes)
@@ -274,99 +229,3 @@ def describe_command(
     _print_result(result, out)
     if not result.ok:
         raise typer.Exit(1)
-
-
-def _details(report: FileReport, limit: int = 10) -> list[str]:
-    def shown(items: list[str]) -> str:
-        more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-        return ", ".join(items[:limit]) + more
-
-    lines = []
-    if report.missing:
-        lines.append(f"missing: {shown(report.missing)}")
-    for missing, near in report.near_misses.items():
-        lines.append(f"'{missing}' is missing but the file has '{near}'")
-    if report.too_few:
-        lines.append(
-            f"too few valid sentences: {shown([f'{c} ({k})' for c, k in report.too_few.items()])}"
-        )
-    if report.duplicate_keys:
-        lines.append(f"class keys repeated in the JSON: {shown(report.duplicate_keys)}")
-    if report.extra:
-        lines.append(f"not in the class list: {shown(report.extra)}")
-    if report.below_target:
-        items = [f"{c} ({k})" for c, k in report.below_target.items()]
-        lines.append(f"below the target count: {shown(items)}")
-    return lines
-
-
-def print_check_report(report: CheckReport) -> None:
-    """One line per file, then the details of what is wrong."""
-    for file in report.files:
-        problems = file.problems(report.strict)
-        warnings = [w for w in file.warnings() if w not in problems]
-        status = typer.style("FAIL", fg="red") if problems else typer.style("ok", fg="green")
-        summary = "; ".join(problems) if problems else f"{file.classes} classes"
-        note = f" (warnings: {'; '.join(warnings)})" if warnings else ""
-        typer.echo(f"{status}  {file.path}: {summary}{note}")
-        for line in _details(file):
-            typer.echo(f"      {line}")
-    verdict = "all files pass" if report.ok else "problems found"
-    typer.echo(
-        f"{verdict} (valid = at least 20 characters; min {report.min_valid} valid per class, "
-        f"target {report.target})"
-    )
-
-
-def check_command(
-    files: Annotated[list[Path], typer.Argument(help="Description files to check.")],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Check against a published dataset's classes.")
-    ] = None,
-    classes: Annotated[
-        Path | None, typer.Option("--classes", help="Check against this class list.")
-    ] = None,
-    min_valid: Annotated[
-        int, typer.Option("--min-valid", help="Fewer valid sentences than this is a problem.")
-    ] = DEFAULT_MIN_VALID,
-    target: Annotated[
-        int, typer.Option("--target", help="Fewer than this is a warning (m, sampled per class).")
-    ] = DEFAULT_TARGET,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as problems.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-) -> None:
-    """Check description files: missing classes, too few valid sentences, duplicates.
-
-    Exits 1 when a problem is found. Without --dataset/--classes the dataset is taken from
-    published-style file names (dtd_cse_1.json -> dtd).
-    """
-    if dataset is not None and classes is not None:
-        raise ReprogramError("give only one of --dataset NAME or --classes FILE")
-    if classes is not None:
-        names = read_class_list(classes)
-    else:
-        dataset = dataset or infer_dataset(files)
-        if dataset is None:
-            raise ReprogramError(
-                "cannot tell the classes from the file names: pass --dataset or --classes"
-            )
-        names = dataset_classes(dataset)[0]
-    report = check_descriptions(files, names, min_valid=min_valid, target=target, strict=strict)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        print_check_report(report)
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-def list_command(
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="One dataset's files (dtd, fgvc, imagenet, …).")
-    ] = None,
-) -> None:
-    """List the description sets packaged with reprogram (DVP and AttrVR releases, MIT)."""
-    from reprogram.text.packaged import summary_lines
-
-    for line in summary_lines(dataset):
-        typer.echo(line)

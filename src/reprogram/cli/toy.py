@@ -1,13 +1,14 @@
-"""``reprogram toy …``: pretrain the toy CLIP, write downstream tasks, check zero-shot accuracy.
-
-The main CLI adds these commands with ``register(app)``.
-"""
+"""``reprogram toy …`` (pretrain the toy CLIP, write tasks, check zero-shot accuracy), and the
+runs on it: ``reprogram demo`` and ``reprogram benchmark toy``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from reprogram.cli.options import QuietOpt, SetOpt
 
 toy_app = typer.Typer(
     help="The offline reference world: a procedural world, a small CLIP trained on it, tasks.",
@@ -15,8 +16,13 @@ toy_app = typer.Typer(
 )
 
 
+benchmark_app = typer.Typer(help="Benchmark suites: every method on every task for several seeds.")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``toy`` command group to ``app``."""
+    """Add the ``toy`` group, ``demo`` and ``benchmark toy`` to ``app``."""
+    app.command("demo")(demo)
+    app.add_typer(benchmark_app, name="benchmark")
     app.add_typer(toy_app, name="toy")
 
 
@@ -142,25 +148,62 @@ def preview_command(
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """Render a grid of random world images and their captions, to look at."""
-    import math
-
-    import numpy as np
     from PIL import Image
 
-    from reprogram.storage.files import atomic_write_text
-    from reprogram.toy import world
+    from reprogram.storage.files import atomic_write, atomic_write_text
+    from reprogram.toy.world import preview_grid
 
-    rng = np.random.default_rng(seed)
-    scenes = world.sample_scenes(count, rng)
-    images = world.render(scenes, image_size)
-    texts, _ = world.captions_for(scenes, rng)
-    cols = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / cols)
-    grid = np.zeros((rows * image_size, cols * image_size, 3), dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        grid[r * image_size : (r + 1) * image_size, c * image_size : (c + 1) * image_size] = image
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(out)
+    grid, texts = preview_grid(count, image_size, seed)
+    atomic_write(out, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"))
     atomic_write_text(out.with_name(out.name + ".txt"), "\n".join(texts) + "\n")
     typer.echo(f"wrote {out} and {out.name}.txt")
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="where runs are written")] = Path("runs/demo"),
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="default: 1 2 3")] = None,
+    epochs: Annotated[int | None, typer.Option(help="default: 30")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The main job on an embedded default, three seeds, mean ± std (see README)."""
+    from reprogram.toy.demo import DEMO_EPOCHS, DEMO_SEEDS, run_demo
+
+    run_demo(out, quiet=quiet, epochs=epochs or DEMO_EPOCHS, seeds=tuple(seeds or DEMO_SEEDS))
+
+
+@benchmark_app.command("toy")
+def benchmark_toy(
+    out: Annotated[Path, typer.Option(help="data, runs and the table go here")] = Path(
+        "runs/benchmark-toy"
+    ),
+    tasks: Annotated[
+        list[str] | None, typer.Option("--tasks", help="toy tasks (default: all shifted ones)")
+    ] = None,
+    methods: Annotated[
+        list[str] | None, typer.Option("--methods", help="methods (default: all six)")
+    ] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seeds")] = None,
+    epochs: Annotated[int, typer.Option()] = 30,
+    shots: Annotated[int, typer.Option()] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option()] = 40.0,
+    device: Annotated[str, typer.Option()] = "auto",
+    sets: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Every method × every toy task × seeds on the committed toy CLIP → benchmark.md/.json."""
+    from reprogram.engine.config import parse_set_options
+    from reprogram.toy.benchmark import ALL_METHODS, BenchmarkSettings, run_benchmark
+
+    settings = BenchmarkSettings(
+        tasks=list(tasks or []),
+        methods=list(methods or ALL_METHODS),
+        seeds=list(seeds or [1, 2, 3]),
+        epochs=epochs,
+        shots=shots,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        overrides=parse_set_options(sets or []),
+    )
+    run_benchmark(out, settings, quiet=quiet)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import operator
 import random
@@ -13,7 +11,7 @@ from dataclasses import replace
 
 from reprogram.data.readers import Sample, Splits
 from reprogram.errors import ReprogramError
-from reprogram.storage.files import atomic_write_json, cache_dir
+from reprogram.storage.cache import Cache, cache_key
 
 MAX_VAL_SHOTS = 4
 CACHE_VERSION = 1  # of the draw below: a change of the sampling must bump it
@@ -32,8 +30,7 @@ def _sample_per_class(samples: list[Sample], k: int, rng: random.Random) -> list
 
 def few_shot_key(splits: Splits, shots: int, seed: int) -> str:
     listing = json.dumps([splits.name, [(s.path, s.label) for s in splits.train + splits.val]])
-    text = f"v{CACHE_VERSION}|{listing}|{shots}|{seed}"
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return cache_key(CACHE_VERSION, listing, str(shots), str(seed), length=24)
 
 
 def shots_per_class(
@@ -66,6 +63,7 @@ def few_shot(
     seed: int,
     use_cache: bool = True,
     allow_small: bool = True,
+    cache: Cache | None = None,
 ) -> Splits:
     """Return a copy of ``splits`` with ``shots`` training and ``min(shots, 4)`` validation
     images per class, drawn with ``seed`` (different seeds give different draws).
@@ -86,30 +84,29 @@ def few_shot(
     shots = count
     if not allow_small:
         check_enough_shots(splits, shots)
-    folder = cache_dir("few-shot") if use_cache else None
-    cache = folder / f"{few_shot_key(splits, shots, seed)}.json" if folder else None
-    if cache is not None and cache.is_file():
+    store = (cache or Cache.default()) if use_cache else Cache.disabled()
+    name = f"{few_shot_key(splits, shots, seed)}.json"
+    data = store.get_json("few-shot", name)
+    if data is not None:
         try:
-            data = json.loads(cache.read_text())
             train = [Sample(str(p), int(label)) for p, label in data["train"]]
             val = [Sample(str(p), int(label)) for p, label in data["val"]]
             if set(train) <= set(splits.train) and set(val) <= set(splits.val):
                 return replace(splits, train=train, val=val)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is drawn again (the draw is deterministic)
     rng = random.Random(f"few-shot:{seed}")
     train = _sample_per_class(splits.train, shots, rng)
     val = _sample_per_class(splits.val, min(shots, MAX_VAL_SHOTS), rng)
-    if cache is not None:
-        with contextlib.suppress(OSError):  # an unwritable cache only costs a redraw next time
-            atomic_write_json(
-                cache,
-                {
-                    "dataset": splits.name,
-                    "shots": shots,
-                    "seed": seed,
-                    "train": [(s.path, s.label) for s in train],
-                    "val": [(s.path, s.label) for s in val],
-                },
-            )
+    store.put_json(  # an unwritable cache only costs a redraw next time
+        "few-shot",
+        name,
+        {
+            "dataset": splits.name,
+            "shots": shots,
+            "seed": seed,
+            "train": [(s.path, s.label) for s in train],
+            "val": [(s.path, s.label) for s in val],
+        },
+    )
     return replace(splits, train=train, val=val)

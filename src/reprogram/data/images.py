@@ -4,7 +4,8 @@
   cache (keyed by files, their sizes and mtimes, and S), so repeated evaluations only run the model.
 * Training images: Resize(S, bicubic) on the short side, kept whole on a uint8 canvas; then
   RandomResizedCrop(S) and a horizontal flip are applied to a whole batch at once
-  (:func:`random_resized_crop_params`, :func:`crop_resize`) on the device the batch lives on.
+  (:func:`random_resized_crop_params`, :func:`reprogram.data.resize.crop_resize`) on the device
+  the batch lives on.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from reprogram.data.readers import Sample
+from reprogram.data.resize import crop_resize  # noqa: F401  (re-exported)
 from reprogram.errors import ReprogramError
-from reprogram.storage.files import atomic_write, atomic_write_json, cache_dir
+from reprogram.storage.cache import Cache
+from reprogram.storage.files import atomic_write, atomic_write_json
 
 # Bump when decoding changes what a file decodes to: decoded-image cache entries are keyed by it
 # (and by Pillow's version, whose resampling may change between releases).
@@ -193,9 +195,10 @@ def decode_center(
     skip_bad: bool = False,
     use_cache: bool = True,
     progress=None,
+    cache: Cache | None = None,
 ) -> DecodedImages:
     """Resize(size) + CenterCrop(size) every image once; cached as a memory-mapped ``.npy``."""
-    folder = cache_dir("images") if use_cache else None
+    folder = ((cache or Cache.default()) if use_cache else Cache.disabled()).folder("images")
     use_cache = folder is not None
     key = _cache_key(samples, size, "center")
     array_path, meta_path = Path(folder or ".") / f"{key}.npy", Path(folder or ".") / f"{key}.json"
@@ -393,45 +396,6 @@ def random_resized_crop_params(
         torch.div(width.squeeze(1) - w_final, 2, rounding_mode="floor"),
     )
     return torch.stack([top, left, h_final, w_final], dim=1).float()
-
-
-def _bicubic_aa(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return F.interpolate(
-        images, size=(height, width), mode="bicubic", antialias=True, align_corners=False
-    )
-
-
-def crop_resize(
-    canvas: torch.Tensor, boxes: torch.Tensor, out_size: int, flip: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Crop each box (top, left, h, w in canvas pixels, integers) and resize it to ``out_size``
-    with antialiased bicubic interpolation, mirroring where ``flip`` is true.
-
-    Each image is torchvision's ``resized_crop(img, top, left, h, w, size, BICUBIC,
-    antialias=True)`` on its uint8 tensor (and PIL's resize, which the published code used),
-    before their rounding: the box is cut out first (nothing outside it is read), then resized
-    horizontally, clamped to [0, 1] as uint8 intermediates are, and resized vertically. Boxes of
-    one size are resized together. Returns floats in [0, 1] on the canvas's device.
-    """
-    boxes = boxes.cpu().round().long().tolist()  # pass CPU boxes: no device synchronisation
-    out = torch.empty(len(boxes), canvas.shape[1], out_size, out_size, device=canvas.device)
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for index, (_, _, h, w) in enumerate(boxes):
-        by_size.setdefault((h, w), []).append(index)
-    for (h, w), indices in by_size.items():
-        crops = torch.stack(
-            [
-                canvas[i, :, boxes[i][0] : boxes[i][0] + h, boxes[i][1] : boxes[i][1] + w]
-                for i in indices
-            ]
-        )
-        wide = _bicubic_aa(crops.float().div_(255.0), h, out_size).clamp_(0.0, 1.0)
-        out[torch.tensor(indices, device=canvas.device)] = _bicubic_aa(wide, out_size, out_size)
-    mirrored = flip.cpu().nonzero().squeeze(1) if flip is not None else torch.zeros(0)
-    if len(mirrored):
-        mirrored = mirrored.to(canvas.device)
-        out[mirrored] = out[mirrored].flip(-1)
-    return out.clamp_(0.0, 1.0)
 
 
 def as_float(pixels: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from reprogram.data.images import (
+    BucketedImages,
+    DecodedImages,
     as_float,
     crop_resize,
     decode_center,
@@ -42,6 +44,32 @@ class TrainData:
     bucket: torch.Tensor | None = None
     row: torch.Tensor | None = None
     buckets: list[torch.Tensor] = field(init=False, repr=False)
+
+    @classmethod
+    def centred(cls, decoded: DecodedImages, size: int, device: torch.device) -> TrainData:
+        """Centre-cropped images (no augmentation) moved to ``device``."""
+        return cls(
+            decoded.pixels.to(device),
+            decoded.sizes,
+            decoded.labels.to(device),
+            False,
+            size,
+            decoded.skipped,
+        )
+
+    @classmethod
+    def bucketed(cls, images: BucketedImages, size: int, device: torch.device) -> TrainData:
+        """Whole images on size buckets, cropped at random per batch, moved to ``device``."""
+        return cls(
+            [canvas.to(device) for canvas in images.buckets],
+            images.sizes,
+            images.labels.to(device),
+            True,
+            size,
+            images.skipped,
+            images.bucket,
+            images.row,
+        )
 
     def __post_init__(self) -> None:
         self.buckets = [self.pixels] if torch.is_tensor(self.pixels) else list(self.pixels)
@@ -78,29 +106,27 @@ class TrainData:
         if len(local) == 0:  # no share of a last batch smaller than the world
             return torch.zeros(0, 3, self.image_size, self.image_size, device=device), labels
         if len(self.buckets) == 1:
-            pixels = self._pixels(0, self.row[local])
             if not self.augment:
-                return as_float(pixels), labels
-            return self._crop(pixels, boxes, flips), labels
+                return as_float(self._pixels(0, self.row[local])), labels
+            return self._crop(0, self.row[local], boxes, flips), labels
         buckets = self.bucket[local]
         images = torch.empty(len(local), 3, self.image_size, self.image_size, device=device)
         for b in torch.unique(buckets).tolist():  # CPU tensors: no device synchronisation
             where = (buckets == b).nonzero().squeeze(1)
-            pixels = self._pixels(b, self.row[local[where]])
+            rows = self.row[local[where]]
             part_images = (
-                self._crop(pixels, boxes[where], flips[where]) if self.augment else as_float(pixels)
+                self._crop(b, rows, boxes[where], flips[where])
+                if self.augment
+                else as_float(self._pixels(b, rows))
             )
             images.index_copy_(0, where.to(device, non_blocking=True), part_images)
         return images, labels
 
-    def _crop(self, pixels: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        device = pixels.device
-        return crop_resize(
-            pixels,
-            boxes.to(device, non_blocking=True),
-            self.image_size,
-            flips.to(device, non_blocking=True),
-        )
+    def _crop(
+        self, bucket: int, rows: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor
+    ) -> torch.Tensor:
+        """Images ``rows`` of a bucket, cropped and resized where they lie (CPU boxes)."""
+        return crop_resize(self.buckets[bucket], boxes, self.image_size, flips, index=rows)
 
 
 def load_train_data(parts: RunParts, device: torch.device) -> TrainData:
@@ -109,23 +135,6 @@ def load_train_data(parts: RunParts, device: torch.device) -> TrainData:
     samples = parts.splits.train
     skip = parts.config.skip_bad_images
     if not parts.config.augment:
-        decoded = decode_center(samples, size, skip_bad=skip)
-        return TrainData(
-            decoded.pixels.to(device),
-            decoded.sizes,
-            decoded.labels.to(device),
-            False,
-            size,
-            decoded.skipped,
-        )
+        return TrainData.centred(decode_center(samples, size, skip_bad=skip), size, device)
     bucketed = decode_short_side_buckets(samples, size, skip_bad=skip)
-    return TrainData(
-        [canvas.to(device) for canvas in bucketed.buckets],
-        bucketed.sizes,
-        bucketed.labels.to(device),
-        True,
-        size,
-        bucketed.skipped,
-        bucketed.bucket,
-        bucketed.row,
-    )
+    return TrainData.bucketed(bucketed, size, device)

@@ -91,6 +91,18 @@ def load_run(
     return LoadedRun(config, model.eval(), classnames, checkpoint)
 
 
+def zero_shot_model(config: TrainConfig) -> tuple[Reprogrammer, list[str]]:
+    """The model and class names of a method that trains nothing, built from ``config``."""
+    from reprogram.model.methods import get_recipe
+
+    if get_recipe(config.method).trainable:
+        raise ReprogramError(
+            f"method '{config.method}' must be trained first: use --checkpoint RUN"
+        )
+    classnames = load_dataset(config.dataset, config.root, config.split_seed).classnames
+    return build_model(config, build_backbone(config), classnames), classnames
+
+
 def class_difference(found: list[str], expected: list[str], limit: int = 5) -> str:
     """Which classes differ between a dataset (``found``) and a run (``expected``)."""
 
@@ -122,7 +134,7 @@ def evaluate_split(
     reporter: Reporter | None = None,
 ) -> Evaluation:
     """Evaluate a model on a split of the config's dataset (the class lists must agree)."""
-    from reprogram.protocols.classes import subsample_classes
+    from reprogram.data.subsets import subsample_classes
 
     splits = load_dataset(config.dataset, config.root, config.split_seed)
     if split == "val" and config.shots:

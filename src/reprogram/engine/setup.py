@@ -19,7 +19,7 @@ from reprogram.errors import ReprogramError
 from reprogram.model.methods import Recipe, Reprogrammer, build_reprogrammer, get_recipe
 from reprogram.model.precision import resolve_device
 from reprogram.text.descriptions import TextBank, read_description_file
-from reprogram.text.packaged import PAPER_CAUSES, materialize, published_specs
+from reprogram.text.packaged import PAPER_CAUSES, materialize
 from reprogram.text.packaged import PREFIX as PACKAGED_PREFIX
 
 DESCRIPTIONS_ENV = "REPROGRAM_DESCRIPTIONS"
@@ -54,10 +54,7 @@ def _folder_description_files(
         patterns = [f"{p}{stem}.json" for stem in stems for p in (prefix, anyprefix)]
         return str(_find_in(folder, patterns, f"'{stems[0]}' for method '{recipe.name}'"))
 
-    if recipe.texts == "causes":
-        return [find(f"cse_{n}", f"csl_{n}") for n in causes]
-    kinds = ("des", "dist") if recipe.texts == "attribute-pair" else ("des",)
-    return [find(kind) for kind in kinds]
+    return [find(*stems) for stems in recipe.texts.file_stems(causes)]
 
 
 def default_description_files(
@@ -88,7 +85,7 @@ def default_description_files(
         folder = Path(os.environ[DESCRIPTIONS_ENV])
         return _folder_description_files(recipe, folder, key + "_", numbers)
     elif key:
-        return published_specs(recipe.texts, key, list(causes), source)
+        return recipe.texts.packaged_specs(key, list(causes), source)
     raise ReprogramError(
         f"method '{recipe.name}' needs description files: pass --descriptions FILE … "
         "(or use a published dataset, whose descriptions are packaged)"
@@ -187,7 +184,7 @@ def warn_descriptions(
     """What ``reprogram descriptions check`` finds that changes what a run trains on."""
     from reprogram.text.describe.check import check_file
 
-    if recipe.texts == "causes" and len(files) == 1:
+    if recipe.texts.per_cause and len(files) == 1:
         warnings.add(
             f"{recipe.name} was given one description file: it trains one prompt only "
             "(the paper uses one file per cause, e.g. 3)"
@@ -218,7 +215,7 @@ def load_data(config: TrainConfig, warnings: RunWarnings | None = None) -> Split
 
 
 def _load_splits(config: TrainConfig) -> Splits:
-    from reprogram.protocols.classes import subsample_classes
+    from reprogram.data.subsets import subsample_classes
 
     splits = load_dataset(config.dataset, config.root, config.split_seed)
     # classes short of shots are refused where training would use them (allow_small_classes)
@@ -273,7 +270,7 @@ def build_model(
     )
     if bank is None and descriptions:
         names = cause_names(config.descriptions, config.dataset)
-        if recipe.texts == "causes" and names and len(names) == len(model.bank.group_names):
+        if recipe.texts.per_cause and names and len(names) == len(model.bank.group_names):
             model.bank.group_names = names
         model.bank.template = any(is_template_file(f) for f in config.descriptions)
     if config.grad_checkpointing and hasattr(backbone, "set_grad_checkpointing"):

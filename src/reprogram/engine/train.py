@@ -6,13 +6,16 @@ collect top-k counts during that same pass and re-estimate omega after it; the f
 ``eval_every`` epochs and the best validation state is kept (ties keep the earliest); the test
 split is evaluated once, at the end, with that state. ``select_on='test'`` reproduces the
 official scripts instead: the test split after every training epoch, the best one kept.
+
+:func:`fit` reads top-down: build (data → model → optimiser and schedule) → resume → for each
+epoch :func:`train_one_epoch`, maybe evaluate, checkpoint → finish (test once, results).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from reprogram.data.fewshot import shots_per_class
-from reprogram.data.images import decode_center
+from reprogram.data.images import DecodedImages, decode_center
 from reprogram.engine.batches import TrainData, load_train_data
-from reprogram.engine.checkpoint import (
-    CHECKPOINT,
-    RESULTS,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    write_metrics,
-    write_results,
-)
+from reprogram.engine.checkpoint import CHECKPOINT, RESULTS, write_metrics, write_results
 from reprogram.engine.config import TrainConfig, resumed_config, save_config
 from reprogram.engine.curves import CurveWriter
 from reprogram.engine.distributed import World, init_world, local_device_name
@@ -47,32 +41,20 @@ from reprogram.engine.setup import (
     prepare,
     warn_small_classes,
 )
+from reprogram.engine.state import (
+    Checkpointer,
+    RunState,
+    cosine_schedule,
+    initial_best,
+    preserved_global_state,
+    schedule_steps,
+)
 from reprogram.errors import ReprogramError
 from reprogram.model.methods import Reprogrammer
 from reprogram.model.precision import Precision
 from reprogram.text.packaged import file_record
 
-
-def cosine_schedule(
-    optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.CosineAnnealingLR:
-    """Cosine annealing per step from the base lr towards 0 over ``total_steps`` (the
-    published scripts' ``CosineAnnealingLR``)."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-
-
-def schedule_steps(config: TrainConfig, warmup: int, steps_per_epoch: int) -> int:
-    """The cosine's length. ``all-epochs`` (published): every epoch's steps, the PRM-only ones
-    included, although only training steps advance it, so the last lr is not 0.
-    ``training-steps``: the training epochs' steps only (the last step is taken at lr ~0)."""
-    if config.lr_schedule_span == "all-epochs":
-        return config.epochs * steps_per_epoch
-    if config.lr_schedule_span == "training-steps":
-        return (config.epochs - warmup) * steps_per_epoch
-    raise ReprogramError(
-        f"lr_schedule_span must be 'all-epochs' or 'training-steps', "
-        f"got '{config.lr_schedule_span}'"
-    )
+__all__ = ["TrainData", "cosine_schedule", "epoch_generator", "fit", "fit_seeds", "train_one_epoch"]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -80,26 +62,29 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def _no_progress(n: int = 1, **_: Any) -> None:
+    pass
+
+
 def train_one_epoch(
     model: Reprogrammer,
     data: TrainData,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    scaler: torch.amp.GradScaler | None,
+    state: RunState,
     config: TrainConfig,
-    epoch: int,
     precision: Precision | torch.dtype,
-    advance,
+    advance=_no_progress,
     world: World = World(),
 ) -> dict[str, float]:
-    """One pass over the training images; ``optimizer=None`` only estimates the PRM.
+    """Epoch ``state.epoch`` (0-based): one pass over the training images. Without an optimiser,
+    or in a PRM-estimation epoch, it only estimates the PRM. ``state.epoch`` is not advanced.
 
     The loss is the sum over this process's share divided by the global batch size, and
     gradients are summed across processes: the same maths as one process on the whole batch.
     """
     device = data.device
     precision = Precision.of(precision, device)
-    generator = epoch_generator(config.seed, epoch)
+    training = not state.estimating
+    generator = epoch_generator(config.seed, state.epoch)
     order = torch.randperm(len(data.labels), generator=generator)
     model.aggregator.reset_counts()
     loss_sum = torch.zeros((), device=device)
@@ -109,18 +94,14 @@ def train_one_epoch(
         index = order[start : start + config.batch_size]
         images, labels = data.batch(index, generator, world.shard(index))
         if len(labels) == 0:  # a last batch smaller than the world leaves this process nothing
-            if optimizer is not None:
-                _step_without_samples(model, optimizer, scheduler, scaler, world)
+            if training:
+                state.step_without_samples(model, world)
             continue
-        with torch.set_grad_enabled(optimizer is not None):
+        with torch.set_grad_enabled(training):
             output = model(images, precision)  # fp32 scores and logits
         loss = F.cross_entropy(output.logits, labels, reduction="sum") / len(index)
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            for parameter in model.prompt_parameters():
-                world.all_reduce_sum(parameter.grad)
-            _optimizer_step(optimizer, scheduler, scaler)
+        if training:
+            state.step(loss, model, world)
         model.aggregator.observe(output.scores.detach(), labels)
         loss_sum += loss.detach() * len(index)
         correct += (output.logits.detach().argmax(dim=1) == labels).sum()
@@ -140,34 +121,27 @@ def train_one_epoch(
     }
 
 
-def _step_without_samples(model: Reprogrammer, optimizer, scheduler, scaler, world: World) -> None:
-    """Take part in the gradient all-reduce (with zeros) and the optimiser step, like the others."""
-    optimizer.zero_grad(set_to_none=True)
-    for parameter in model.prompt_parameters():
-        parameter.grad = world.all_reduce_sum(torch.zeros_like(parameter))
-    _optimizer_step(optimizer, scheduler, scaler)
+@dataclass
+class Run:
+    """What one ``fit`` works with: its parts, where it writes, how it computes and reports."""
 
+    parts: RunParts
+    run_dir: Path
+    precision: Precision
+    world: World
+    reporter: Reporter
+    started: float  # perf_counter at the start
+    val_images: DecodedImages
+    test_images: DecodedImages
+    skipped: list[str]  # undecodable images (validation, training)
 
-def _optimizer_step(optimizer, scheduler, scaler) -> None:
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    scheduler.step()
+    @property
+    def config(self) -> TrainConfig:
+        return self.parts.config
 
-
-def _check_resume_target(run_dir: Path, resume: bool) -> dict[str, Any] | None:
-    has_checkpoint = (run_dir / CHECKPOINT).is_file()
-    if resume:
-        if not has_checkpoint:
-            raise ReprogramError(f"--resume: no checkpoint in {run_dir}")
-        return load_checkpoint(run_dir)
-    if (run_dir / RESULTS).is_file():
-        raise ReprogramError(f"{run_dir} already holds a finished run; choose another --out")
-    if has_checkpoint:
-        raise ReprogramError(f"{run_dir} holds an unfinished run; add --resume to continue it")
-    return None
+    @property
+    def model(self) -> Reprogrammer:
+        return self.parts.model
 
 
 def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -175,14 +149,46 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
 
     The run folder is locked for the whole run: a second run into it fails at once. With
     ``resume``, the run's identity comes from its checkpoint and only the execution settings
-    (``RUNTIME_FIELDS`` in ``engine/config.py``: device, compile, quiet, …) from ``config``."""
-    with run_lock(run_dir):
-        return _fit_locked(config, run_dir, resume)
+    (``RUNTIME_FIELDS`` in ``engine/config.py``: device, compile, quiet, …) from ``config``.
+    The deterministic-algorithms flags and the global RNGs are left as they were found."""
+    with run_lock(run_dir), preserved_global_state():
+        return _fit(config, Path(run_dir), resume)
 
 
-def _fit_locked(config: TrainConfig, run_dir: str | Path, resume: bool) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    checkpoint = _check_resume_target(run_dir, resume)
+def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Build → resume → per epoch: train, maybe evaluate and select, record, checkpoint → finish."""
+    checkpoint = Checkpointer.existing(run_dir, resume)
+    run = _build(config, run_dir, checkpoint)
+    model, config = run.model, run.config
+    trainable = model.recipe.trainable and config.epochs > 0
+    warmup = (
+        min(config.prm_warmup_epochs, config.epochs) if model.recipe.aggregation.estimates else 0
+    )
+    state = RunState(warmup=warmup, best=initial_best(model), warnings=run.parts.warnings)
+    checkpointer = Checkpointer(run_dir, run.parts, run.world)
+    if trainable:
+        data = _train_data(run)
+        state = _optimisation(run, state, data)
+        if checkpoint is not None:
+            _resume(run, state, checkpoint, checkpointer)
+        curves = CurveWriter(run_dir, config.tensorboard and run.world.is_main)  # --tensorboard
+        while state.epoch < config.epochs:
+            row = _train_epoch(run, data, state)  # advances state.epoch
+            checkpointer.check_finite(row, state.epoch)
+            if not row["estimate_only"]:  # every process evaluates its shard
+                checkpointer.select(state, _evaluate_epoch(run, row), model)
+            if run.world.is_main:
+                _record(run, state, row, curves)
+                checkpointer.after_epoch(state)
+        curves.close()
+        if state.best["epoch"] > 0:  # nothing selected (only PRM-estimation epochs): keep the last
+            model.load_trainable_state(state.best["state"])
+    return run.world.broadcast_object(_finish(run, state, checkpointer))
+
+
+def _build(config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None) -> Run:
+    """Resolve the config, seed, build the run's parts, write config.yaml and decode the
+    evaluation images (every test image before training: a bad one fails now)."""
     if checkpoint is not None:  # identity from the checkpoint, execution from the caller
         config = resumed_config(checkpoint["config"], config)
     config.validate()
@@ -190,233 +196,159 @@ def _fit_locked(config: TrainConfig, run_dir: str | Path, resume: bool) -> dict[
     execution = replace(config, device=local_device_name(config.device))
     world = init_world("cuda" if execution.device.startswith("cuda") else "cpu")
     reporter = Reporter(config.quiet or not world.is_main)
-    wall_start = time.perf_counter()
+    started = time.perf_counter()
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
-
-    warnings = RunWarnings(reporter)
-    if checkpoint is None:
-        parts = prepare(execution, warnings)
-        config = parts.config = replace(parts.config, device=config.device)
-    else:
-        for message in checkpoint.get("warnings", []):  # those of the first start, in order
-            warnings.add(message)
-        splits = load_data(config, warnings)
-        backbone = build_backbone(execution)
-        if backbone.fingerprint != checkpoint["backbone"]["fingerprint"]:
-            raise ReprogramError(
-                f"{run_dir}: checkpoint was made with another backbone ({checkpoint['backbone']})"
-            )
-        from reprogram.text.descriptions import TextBank
-
-        model = build_model(
-            config, backbone, splits.classnames, TextBank.from_dict(checkpoint["text_bank"])
-        )
-        parts = RunParts(config, splits, backbone, model, warnings)
-    model, device = parts.model, parts.backbone.device
+    parts = _parts(config, execution, checkpoint, RunWarnings(reporter), run_dir)
+    config, model = parts.config, parts.model
     if config.compile:
         model.enable_compile()
-    precision = Precision.resolve(config.precision, device)  # the run's one precision policy
+    precision = Precision.resolve(config.precision, parts.backbone.device)  # one policy per run
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
+    val = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
+    test = decode_center(parts.splits.test, model.image_size, skip_bad=config.skip_bad_images)
+    return Run(parts, run_dir, precision, world, reporter, started, val, test, list(val.skipped))
 
-    val_images = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
-    # every test image is decoded before training: a bad one fails now, not after the last epoch
-    all_test = decode_center(parts.splits.test, model.image_size, skip_bad=config.skip_bad_images)
-    trainable = model.recipe.trainable and config.epochs > 0
-    warmup = (
-        min(config.prm_warmup_epochs, config.epochs) if model.recipe.aggregation == "prm" else 0
-    )
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "score": -1.0, "state": model.trainable_state()}
-    start_epoch = last_saved = 0
-    optimizer = scheduler = scaler = None
-    skipped: list[str] = list(val_images.skipped)
 
-    if trainable:
-        data = load_train_data(parts, device)
-        skipped += data.skipped
-        warn_small_classes(warnings, data.labels.tolist(), parts.splits.classnames, 1, "training")
-        steps_per_epoch = math.ceil(len(data.labels) / config.batch_size)
-        optimizer = torch.optim.SGD(
-            model.prompt_parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
+def _parts(
+    config: TrainConfig,
+    execution: TrainConfig,
+    checkpoint: dict[str, Any] | None,
+    warnings: RunWarnings,
+    run_dir: Path,
+) -> RunParts:
+    """Data, backbone and model: new, or rebuilt from the checkpoint's exact texts."""
+    if checkpoint is None:
+        parts = prepare(execution, warnings)
+        parts.config = replace(parts.config, device=config.device)
+        return parts
+    for message in checkpoint.get("warnings", []):  # those of the first start, in order
+        warnings.add(message)
+    splits = load_data(config, warnings)
+    backbone = build_backbone(execution)
+    if backbone.fingerprint != checkpoint["backbone"]["fingerprint"]:
+        raise ReprogramError(
+            f"{run_dir}: checkpoint was made with another backbone ({checkpoint['backbone']})"
         )
-        scheduler = cosine_schedule(optimizer, schedule_steps(config, warmup, steps_per_epoch))
-        scaler = precision.grad_scaler()
-        if checkpoint is not None:
-            model.load_trainable_state(checkpoint["state"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            set_rng_state(checkpoint["rng"])
-            history, best, start_epoch = (
-                checkpoint["history"],
-                checkpoint["best"],
-                checkpoint["epoch"],
-            )
-            last_saved = start_epoch
-            write_metrics(run_dir, history)
-            reporter.line(f"resuming {run_dir} at epoch {start_epoch + 1}/{config.epochs}")
-        test_images = all_test if config.select_on == "test" else None
-        eval_every = config.resolved_eval_every()
-        curves = CurveWriter(run_dir, config.tensorboard and world.is_main)  # --tensorboard
-        for epoch in range(start_epoch, config.epochs):
-            estimate_only = epoch < warmup
-            model.prompts.train()
-            label = "estimate PRM" if estimate_only else "train"
-            with reporter.bar(
-                f"epoch {epoch + 1}/{config.epochs} {label}", len(data.labels)
-            ) as advance:
-                row = train_one_epoch(
-                    model,
-                    data,
-                    None if estimate_only else optimizer,
-                    scheduler,
-                    scaler,
-                    config,
-                    epoch,
-                    precision,
-                    advance,
-                    world,
-                )
-            _check_finite(row, model, epoch + 1, config, last_saved)
-            lr = 0.0 if estimate_only else optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch + 1, **row, "lr": lr, "estimate_only": estimate_only}
-            last = epoch + 1 == config.epochs
-            if not estimate_only:  # every process evaluates its shard (sharded evaluation)
-                score = None
-                if (epoch + 1) % eval_every == 0 or last:
-                    val = evaluate(
-                        model, val_images, config.eval_batch_size, precision, world=world
-                    )
-                    row["val_acc"] = score = val.accuracy
-                if test_images is not None:  # the official protocol: after every training epoch
-                    row["test_acc"] = score = evaluate(
-                        model, test_images, config.eval_batch_size, precision, world=world
-                    ).accuracy
-                if score is not None and math.isfinite(score) and score > best["score"]:
-                    # strict: ties keep the earliest epoch, as the published scripts do
-                    best = {"epoch": epoch + 1, "score": score, "state": model.trainable_state()}
-            if not world.is_main:
-                continue
-            row["time_s"] = time.perf_counter() - wall_start
-            history.append(row)
-            reporter.line(_epoch_line(row))
-            write_metrics(run_dir, history)
-            curves.write(row)
-            if (epoch + 1) % config.checkpoint_every == 0 or last:
-                save_checkpoint(
-                    run_dir,
-                    _checkpoint(parts, optimizer, scheduler, history, best, epoch + 1, False),
-                )
-                last_saved = epoch + 1
-        curves.close()
-        if best["epoch"] > 0:  # nothing selected (only PRM-estimation epochs): keep the last
-            model.load_trainable_state(best["state"])
+    from reprogram.text.descriptions import TextBank
 
-    results = _finish(
-        parts,
-        run_dir,
-        history,
-        best,
-        precision,
-        val_images,
-        all_test,
-        skipped,
-        reporter,
-        wall_start,
-        optimizer,
-        scheduler,
-        world,
+    bank = TextBank.from_dict(checkpoint["text_bank"])
+    model = build_model(config, backbone, splits.classnames, bank)
+    return RunParts(config, splits, backbone, model, warnings)
+
+
+def _train_data(run: Run) -> TrainData:
+    data = load_train_data(run.parts, run.parts.backbone.device)
+    run.skipped += data.skipped
+    classnames = run.parts.splits.classnames
+    warn_small_classes(run.parts.warnings, data.labels.tolist(), classnames, 1, "training")
+    return data
+
+
+def _optimisation(run: Run, state: RunState, data: TrainData) -> RunState:
+    """SGD with momentum and a per-step cosine schedule, as the published scripts."""
+    config = run.config
+    steps_per_epoch = math.ceil(len(data.labels) / config.batch_size)
+    optimizer = torch.optim.SGD(
+        run.model.prompt_parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
-    return world.broadcast_object(results)  # every process returns the main one's results
+    scheduler = cosine_schedule(optimizer, schedule_steps(config, state.warmup, steps_per_epoch))
+    return replace(
+        state, optimizer=optimizer, scheduler=scheduler, scaler=run.precision.grad_scaler()
+    )
 
 
-def _check_finite(
-    row: dict[str, Any], model: Reprogrammer, epoch: int, config: TrainConfig, last_saved: int
+def _resume(
+    run: Run, state: RunState, checkpoint: dict[str, Any], checkpointer: Checkpointer
 ) -> None:
-    """Stop at the first epoch whose loss or learned state is not finite (nothing is saved)."""
-    state = [v for v in model.trainable_state().values() if v.is_floating_point()]
-    loss_finite = math.isfinite(row["loss"])
-    if loss_finite and all(bool(torch.isfinite(v).all()) for v in state):
-        return
-    what = "the prompts became non-finite" if loss_finite else f"the training loss is {row['loss']}"
-    cause = (
-        f"lr={config.lr} is not a finite number"
-        if not math.isfinite(config.lr)
-        else f"the learning rate (lr={config.lr:g}) is likely too large, or a method option "
-        "degenerate (e.g. attr_top_k=0)"
-    )
-    kept = f"the checkpoint of epoch {last_saved} is kept" if last_saved else "nothing was saved"
-    raise ReprogramError(f"epoch {epoch}: {what}; {cause}; fix it and train again ({kept})")
+    state.restore(checkpoint, run.model)
+    checkpointer.resumed(state)
+    write_metrics(run.run_dir, state.history)
+    run.reporter.line(f"resuming {run.run_dir} at epoch {state.epoch + 1}/{run.config.epochs}")
+
+
+def _train_epoch(run: Run, data: TrainData, state: RunState) -> dict[str, Any]:
+    """Train (or only estimate the PRM in) the next epoch, advance ``state.epoch``, its row."""
+    config, estimate_only = run.config, state.estimating
+    run.model.prompts.train()
+    label = "estimate PRM" if estimate_only else "train"
+    title = f"epoch {state.epoch + 1}/{config.epochs} {label}"
+    with run.reporter.bar(title, len(data.labels)) as advance:
+        row = train_one_epoch(run.model, data, state, config, run.precision, advance, run.world)
+    row = {**row, "lr": state.lr, "estimate_only": estimate_only}  # the lr after its steps
+    state.epoch += 1
+    return {"epoch": state.epoch, **row}
+
+
+def _evaluate_epoch(run: Run, row: dict[str, Any]) -> float | None:
+    """Validation every ``eval_every`` epochs and after the last; with ``select_on='test'``
+    the test split after every training epoch (the official protocol). Returns the score."""
+    config, score = run.config, None
+    epoch = row["epoch"]
+    if epoch % config.resolved_eval_every() == 0 or epoch == config.epochs:
+        row["val_acc"] = score = _accuracy(run, run.val_images)
+    if config.select_on == "test":
+        row["test_acc"] = score = _accuracy(run, run.test_images)
+    return score
+
+
+def _accuracy(run: Run, images: DecodedImages) -> float:
+    batch = run.config.eval_batch_size
+    return evaluate(run.model, images, batch, run.precision, world=run.world).accuracy
+
+
+def _record(run: Run, state: RunState, row: dict[str, Any], curves: CurveWriter) -> None:
+    row["time_s"] = time.perf_counter() - run.started
+    state.history.append(row)
+    run.reporter.line(_epoch_line(row))
+    write_metrics(run.run_dir, state.history)
+    curves.write(row)
 
 
 def _epoch_line(row: dict[str, Any]) -> str:
-    parts = [
-        f"epoch {row['epoch']}",
-        f"loss {row['loss']:.4f}",
-        f"train acc {row['train_acc']:.3f}",
-    ]
-    if "val_acc" in row:
-        parts.append(f"val acc {row['val_acc']:.3f}")
-    if "test_acc" in row:
-        parts.append(f"test acc {row['test_acc']:.3f}")
-    parts.append(f"{row['images_per_s']:.0f} img/s")
-    return "  ".join(parts)
+    fields = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+    for key in ("train_acc", "val_acc", "test_acc"):
+        if key in row:
+            fields.append(f"{key.replace('_', ' ')} {row[key]:.3f}")
+    return "  ".join([*fields, f"{row['images_per_s']:.0f} img/s"])
 
 
-def _checkpoint(
-    parts: RunParts, optimizer, scheduler, history, best, epoch: int, finished: bool
-) -> dict:
-    model = parts.model
-    return {
-        "config": parts.config.to_dict(),
-        "method": parts.config.method,
-        "classnames": parts.splits.classnames,
-        "backbone": parts.backbone.describe(),
-        "text_bank": model.bank.to_dict(),
-        "state": model.trainable_state(),
-        "best": best,
-        "optimizer": optimizer.state_dict() if optimizer else None,
-        "scheduler": scheduler.state_dict() if scheduler else None,
-        "rng": rng_state(),
-        "epoch": epoch,
-        "history": history,
-        "finished": finished,
-        "warnings": parts.warnings.messages,
-    }
-
-
-def _finish(
-    parts,
-    run_dir,
-    history,
-    best,
-    precision,
-    val_images,
-    test_images,
-    skipped,
-    reporter,
-    wall_start,
-    optimizer,
-    scheduler,
-    world: World = World(),
-):
-    config, model = parts.config, parts.model
-    skipped = sorted(set(skipped) | set(test_images.skipped))
-    with reporter.bar("test", len(test_images)) as advance:
-        test: Evaluation = evaluate(
-            model, test_images, config.eval_batch_size, precision, advance, world
-        )
-    val = evaluate(model, val_images, config.eval_batch_size, precision, world=world)
-    if not world.is_main:  # the others took part in the sharded evaluations; main writes
+def _finish(run: Run, state: RunState, checkpointer: Checkpointer) -> dict[str, Any]:
+    """Test once with the selected state, then write the final checkpoint and results.json."""
+    config, model, batch = run.config, run.model, run.config.eval_batch_size
+    with run.reporter.bar("test", len(run.test_images)) as advance:
+        test = evaluate(model, run.test_images, batch, run.precision, advance, run.world)
+    val = evaluate(model, run.val_images, batch, run.precision, world=run.world)
+    if not run.world.is_main:  # the others took part in the sharded evaluations; main writes
         return {}
+    skipped = sorted(set(run.skipped) | set(run.test_images.skipped))
+    results = _results(run, state, val, test, skipped)
+    if skipped:
+        run.reporter.line(f"skipped {len(skipped)} undecodable images (e.g. {skipped[0]})")
+    state.epoch = config.epochs
+    checkpointer.save(state, finished=True)
+    write_results(run.run_dir, results)
+    selected = state.best["epoch"]
+    run.reporter.line(
+        f"{config.method} on {config.dataset}: "
+        f"val acc {val.accuracy:.4f}  test acc {test.accuracy:.4f}"
+        + (f"  (selected epoch {selected} on {config.select_on})" if selected > 0 else "")
+    )
+    return results
+
+
+def _results(
+    run: Run, state: RunState, val: Evaluation, test: Evaluation, skipped: list[str]
+) -> dict[str, Any]:
+    config, model, parts = run.config, run.model, run.parts
     classnames = parts.splits.classnames
-    results = {
+    return {
         "method": config.method,
         "dataset": config.dataset,
         "seed": config.seed,
@@ -424,7 +356,7 @@ def _finish(
         "epochs": config.epochs,
         "backbone": parts.backbone.describe(),
         "select_on": config.select_on,
-        "selected_epoch": best["epoch"] if best["epoch"] > 0 else None,
+        "selected_epoch": state.best["epoch"] if state.best["epoch"] > 0 else None,
         "val_accuracy": val.accuracy,
         "test_accuracy": test.accuracy,
         "per_class_accuracy": dict(zip(classnames, test.per_class, strict=True)),
@@ -439,21 +371,9 @@ def _finish(
         "classnames": classnames,
         "descriptions": [file_record(spec) for spec in config.descriptions],
         "template_descriptions": model.bank.template,
-        "wall_time_s": time.perf_counter() - wall_start,
+        "wall_time_s": time.perf_counter() - run.started,
         "warnings": parts.warnings.messages,
     }
-    if skipped:
-        reporter.line(f"skipped {len(skipped)} undecodable images (e.g. {skipped[0]})")
-    save_checkpoint(
-        run_dir, _checkpoint(parts, optimizer, scheduler, history, best, config.epochs, True)
-    )
-    write_results(run_dir, results)
-    reporter.line(
-        f"{config.method} on {config.dataset}: "
-        f"val acc {val.accuracy:.4f}  test acc {test.accuracy:.4f}"
-        + (f"  (selected epoch {best['epoch']} on {config.select_on})" if best["epoch"] > 0 else "")
-    )
-    return results
 
 
 def fit_seeds(

@@ -1,7 +1,8 @@
 """How a class's description scores z[c, :] become its logit.
 
 Every aggregator maps scores B×C×M to logits B×C. ``observe``/``update`` let an aggregator learn
-from training passes (only the PRM does).
+from training passes (only the PRM does). ``description_weights`` gives the weight each score has
+in its logit (the aggregations are linear once a top-k choice is made; see model/attribution.py).
 """
 
 from __future__ import annotations
@@ -25,12 +26,28 @@ class Aggregator(nn.Module):
     def reduce_counts(self, all_reduce_sum) -> None:
         """Sum what ``observe`` collected across processes (no-op by default)."""
 
+    def description_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """d logit / d z (B×C×M, fp32): z * weights sums to the logit for the positively
+        homogeneous aggregations (all of this library's); subclasses give it in closed form."""
+        return gradient_weights(self, scores)
+
+
+def gradient_weights(aggregator: nn.Module, scores: torch.Tensor) -> torch.Tensor:
+    """d logit / d z of any aggregator, by autograd."""
+    with torch.enable_grad():
+        z = scores.detach().float().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(aggregator(z).sum(), z)
+    return grad.detach()
+
 
 class Mean(Aggregator):
     """The plain average of a class's scores (identity when M = 1)."""
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.mean(dim=-1)
+
+    def description_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(scores.float(), 1.0 / scores.shape[-1])
 
 
 class MeanTopK(Aggregator):
@@ -56,6 +73,26 @@ class MeanTopK(Aggregator):
             return first
         return self.alpha * first + (1 - self.alpha) * self._mean_top_k(scores, self.columns_b)
 
+    def description_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        """``mix / k`` for each set's top-k scores (mix: alpha, 1 - alpha; 1 alone), else 0."""
+        scores = scores.float()
+        weights = torch.zeros_like(scores)
+        two_sets = self.columns_b.numel() > 0
+        mixes = (
+            (self.columns_a, self.alpha if two_sets else 1.0),
+            (self.columns_b, 1 - self.alpha),
+        )
+        for columns, mix in mixes:
+            if columns.numel() == 0:
+                continue
+            columns = columns.to(scores.device)
+            chosen = scores.index_select(-1, columns)
+            k = min(self.top_k, chosen.shape[-1])
+            top = chosen.topk(k, dim=-1).indices
+            block = torch.zeros_like(chosen).scatter_(-1, top, mix / k)
+            weights.index_copy_(weights.dim() - 1, columns, block)
+        return weights
+
 
 class ReweightingMatrix(Aggregator):
     """DVP's PRM as an aggregator."""
@@ -66,6 +103,9 @@ class ReweightingMatrix(Aggregator):
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return self.prm(scores)
+
+    def description_weights(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.prm.weights.to(scores.device, torch.float32).expand_as(scores)
 
     def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         self.prm.observe(scores, labels)

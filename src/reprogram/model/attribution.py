@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reprogram.model.aggregation import Mean, MeanTopK, ReweightingMatrix
+from reprogram.model.aggregation import ReweightingMatrix, gradient_weights
 from reprogram.model.methods import Reprogrammer
 
 EPS = 1e-12
@@ -40,16 +40,9 @@ def description_weights(model: Reprogrammer, scores: torch.Tensor) -> torch.Tens
     """The weight each description score gets in its class logit (B×C×M, fp32).
 
     Constant for the mean and the PRM; 0 or ``mix / k`` for AttrVR's top-k (it depends on z).
+    Each aggregator knows its own (``Aggregator.description_weights``).
     """
-    scores = scores.float()
-    aggregator = model.aggregator
-    if isinstance(aggregator, ReweightingMatrix):
-        return aggregator.prm.weights.to(scores.device, torch.float32).expand_as(scores)
-    if isinstance(aggregator, Mean):
-        return torch.full_like(scores, 1.0 / scores.shape[-1])
-    if isinstance(aggregator, MeanTopK):
-        return _mean_top_k_weights(aggregator, scores)
-    return _gradient(aggregator, scores)
+    return model.aggregator.description_weights(scores.float())
 
 
 def description_contributions(model: Reprogrammer, scores: torch.Tensor) -> torch.Tensor:
@@ -57,32 +50,7 @@ def description_contributions(model: Reprogrammer, scores: torch.Tensor) -> torc
     return scores.float() * description_weights(model, scores)
 
 
-def _mean_top_k_weights(aggregator: MeanTopK, scores: torch.Tensor) -> torch.Tensor:
-    weights = torch.zeros_like(scores)
-    two_sets = aggregator.columns_b.numel() > 0
-    mixes = (
-        (aggregator.columns_a, aggregator.alpha if two_sets else 1.0),
-        (aggregator.columns_b, 1 - aggregator.alpha),
-    )
-    for columns, mix in mixes:
-        if columns.numel() == 0:
-            continue
-        columns = columns.to(scores.device)
-        chosen = scores.index_select(-1, columns)
-        k = min(aggregator.top_k, chosen.shape[-1])
-        top = chosen.topk(k, dim=-1).indices
-        block = torch.zeros_like(chosen).scatter_(-1, top, mix / k)
-        weights.index_copy_(weights.dim() - 1, columns, block)
-    return weights
-
-
-def _gradient(aggregator: torch.nn.Module, scores: torch.Tensor) -> torch.Tensor:
-    """Any other aggregator: d logit / d z (z * gradient sums to the logit for positively
-    homogeneous aggregations, as all of this library's are)."""
-    with torch.enable_grad():
-        z = scores.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(aggregator(z).sum(), z)
-    return grad.detach()
+_gradient = gradient_weights  # any other aggregator: d logit / d z
 
 
 def prompt_count(model: Reprogrammer) -> int:

@@ -1,142 +1,41 @@
-"""The methods as recipes over shared parts, and the model they build.
+"""The model a method builds: a frozen backbone, prompts, texts and an aggregation.
 
 Every method is ``z[c, j] = s * cos(f_img(P_g(c,j)(x)), f_txt(e_cj))`` followed by an aggregation
-per class (see docs/methods.md). A :class:`Recipe` names the parts; :func:`build_reprogrammer`
-assembles a :class:`Reprogrammer` from a recipe, a backbone, class names and description files.
+per class (see docs/methods.md). A :class:`~reprogram.model.recipes.Recipe` names the parts;
+:func:`build_reprogrammer` assembles a :class:`Reprogrammer` from a recipe, a backbone, class names
+and description files, asking each part to do its share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from reprogram.backbones import Backbone
 from reprogram.errors import ReprogramError
-from reprogram.model.aggregation import Aggregator, Mean, MeanTopK, ReweightingMatrix
+from reprogram.model.aggregation import Aggregator
+from reprogram.model.options import MethodOptions
 from reprogram.model.precision import Precision
 from reprogram.model.prompts import PromptBank
-from reprogram.text.descriptions import (
-    TEMPLATE,
-    TextBank,
-    cluster_groups,
-    concatenated_bank,
-    sample_descriptions,
-    single_group_bank,
-    template_texts,
-)
+from reprogram.model.recipes import Recipe, get_recipe, list_methods, register_method
+from reprogram.text.descriptions import TextBank
 
-
-@dataclass(frozen=True)
-class Recipe:
-    """Which parts a method uses."""
-
-    name: str
-    prompt: str  # padding | watermark | none
-    texts: str  # template | descriptions | attributes | attribute-pair | causes
-    grouping: str  # single | by-file | kmeans
-    aggregation: str  # mean | mean-top-k | prm
-    summary: str
-
-    @property
-    def trainable(self) -> bool:
-        return self.prompt != "none"
-
-    @property
-    def needs_descriptions(self) -> bool:
-        return self.texts != "template"
-
-
-METHODS: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe(
-            "zero-shot",
-            "none",
-            "template",
-            "single",
-            "mean",
-            "Frozen CLIP with the class-name template; nothing is trained.",
-        ),
-        Recipe(
-            "zero-shot-desc",
-            "none",
-            "descriptions",
-            "single",
-            "mean",
-            "Frozen CLIP scored by the average over each class's descriptions; nothing is trained.",
-        ),
-        Recipe(
-            "vp",
-            "watermark",
-            "template",
-            "single",
-            "mean",
-            "VP: an unconstrained additive frame on the full-size normalised image; "
-            "template logits.",
-        ),
-        Recipe(
-            "ar",
-            "padding",
-            "template",
-            "single",
-            "mean",
-            "AR: one padding prompt (image shrunk, sigmoid frame around it), template logits.",
-        ),
-        Recipe(
-            "attrvr",
-            "padding",
-            "attribute-pair",
-            "single",
-            "mean-top-k",
-            "AttrVR: one padding prompt; alpha * mean-top-k descriptive + (1 - alpha) * "
-            "mean-top-k distinctive attribute scores.",
-        ),
-        Recipe(
-            "dvp-cse",
-            "padding",
-            "causes",
-            "by-file",
-            "prm",
-            "DVP-cse: one padding prompt per cause, each scored against its cause's "
-            "descriptions, combined by the PRM.",
-        ),
-        Recipe(
-            "dvp-cls",
-            "padding",
-            "attributes",
-            "kmeans",
-            "prm",
-            "DVP-cls: attribute descriptions k-means clustered into v groups, one padding "
-            "prompt per cluster, combined by the PRM.",
-        ),
-    )
-}
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in METHODS:
-        raise ReprogramError(f"unknown method '{name}' (known: {', '.join(METHODS)})")
-    return METHODS[name]
-
-
-@dataclass
-class MethodOptions:
-    """Method hyper-parameters (the paper's defaults)."""
-
-    m: int = 20  # descriptions sampled per class and file
-    prm_top_k: int = 3
-    attr_top_k: int = 3
-    alpha: float = 0.5
-    clusters: int | None = None  # DVP-cls v; None: the dataset's published value, else 3
-    kmeans_seed: int = 0
-    kmeans_n_init: int | None = None  # None: scikit-learn's default (the published call)
-    description_sampling: str = "published"  # or "distinct" (see descriptions.sample_sentences)
-    template: str = TEMPLATE
-    frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)
+__all__ = [
+    "MethodOptions",
+    "Recipe",
+    "ReprogramOutput",
+    "Reprogrammer",
+    "build_aggregator",
+    "build_reprogrammer",
+    "build_text_bank",
+    "get_recipe",
+    "group_order",
+    "list_methods",
+    "register_method",
+]
 
 
 @dataclass
@@ -215,9 +114,7 @@ class Reprogrammer(nn.Module):
             grouped = grouped.index_select(1, self._ungroup)
         return self.logit_scale * grouped.view(-1, classes, per_class)
 
-    def forward(
-        self, images: torch.Tensor, precision: Precision | None = None
-    ) -> ReprogramOutput:
+    def forward(self, images: torch.Tensor, precision: Precision | None = None) -> ReprogramOutput:
         """Logits and scores; only the image encoder runs in ``precision``'s dtype (default
         fp32), everything after it in fp32 even inside a caller's autocast."""
         precision = precision or Precision(self.text_features.device.type)
@@ -263,42 +160,15 @@ def build_text_bank(
     seed: int,
 ) -> TextBank:
     """Texts per class for a recipe (grouping by cluster needs features, done by the caller)."""
-    if recipe.texts == "template":
-        return single_group_bank(template_texts(classnames, options.template), "template")
-    expected = {"attributes": 1, "attribute-pair": 2}.get(recipe.texts)
-    if not descriptions:
-        raise ReprogramError(
-            f"method '{recipe.name}' needs description files (--descriptions FILE …)"
-        )
-    if expected is not None and len(descriptions) != expected:
-        what = "a descriptive and a distinctive file" if expected == 2 else "one attribute file"
-        raise ReprogramError(f"method '{recipe.name}' needs {what}, got {len(descriptions)} files")
-    sampled = [
-        sample_descriptions(
-            data, classnames, options.m, seed, source=str(path), mode=options.description_sampling
-        )
-        for path, data in descriptions
-    ]
-    names = [Path(path).stem for path, _ in descriptions]
-    if recipe.texts == "causes":
-        bank = concatenated_bank(sampled, names)
-    elif recipe.texts == "attribute-pair":
-        bank = concatenated_bank(sampled, names, as_sets=True)
-    else:
-        bank = single_group_bank(
-            sampled[0] if len(sampled) == 1 else concatenated_bank(sampled, names).texts,
-            "+".join(names),
-        )
-    bank.sampling = options.description_sampling
+    blocks = recipe.texts.blocks(recipe.name, classnames, descriptions, options, seed)
+    bank = recipe.grouping.arrange(blocks, recipe.texts.as_sets)
+    if recipe.texts.needs_descriptions:
+        bank.sampling = options.description_sampling
     return bank
 
 
 def build_aggregator(recipe: Recipe, bank: TextBank, options: MethodOptions) -> Aggregator:
-    if recipe.aggregation == "prm":
-        return ReweightingMatrix(bank.num_classes, bank.per_class, options.prm_top_k)
-    if recipe.aggregation == "mean-top-k":
-        return MeanTopK(bank.sets, options.attr_top_k, options.alpha)
-    return Mean()
+    return recipe.aggregation.build(bank, options)
 
 
 def build_reprogrammer(
@@ -317,25 +187,9 @@ def build_reprogrammer(
     if bank is None:
         bank = build_text_bank(recipe, classnames, descriptions, options, seed)
     features = backbone.encode_text(bank.flat()).view(bank.num_classes, bank.per_class, -1)
-    if fresh and recipe.grouping == "kmeans":
-        clusters = options.clusters or 3
-        if clusters > bank.num_classes * bank.per_class:
-            raise ReprogramError(
-                f"clusters {clusters} is more than the {bank.num_classes * bank.per_class} "
-                "descriptions to cluster (classes x m): lower clusters or raise m"
-            )
-        bank.groups = cluster_groups(
-            features, clusters, options.kmeans_seed, options.kmeans_n_init
-        )
-        bank.group_names = [f"cluster {i + 1}" for i in range(clusters)]
-    count = len(bank.group_names)
-    prompts = PromptBank(
-        recipe.prompt,
-        count if recipe.prompt != "none" else 1,
-        backbone.input_size,
-        backbone.mean,
-        backbone.std,
-        options.frame,
-    ).to(features.device)
+    if fresh:
+        recipe.grouping.regroup(bank, features, options)
+    prompts = recipe.prompt.build(len(bank.group_names), backbone, options.frame)
+    prompts = prompts.to(features.device)
     aggregator = build_aggregator(recipe, bank, options).to(features.device)
     return Reprogrammer(recipe, backbone, prompts, bank, aggregator, features)

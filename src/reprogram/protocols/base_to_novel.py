@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from reprogram.data import load_dataset
+from reprogram.data.subsets import subsample_classes
 from reprogram.engine.checkpoint import CHECKPOINT, RESULTS, read_results
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import load_run, mean_std
 from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
-from reprogram.protocols.classes import subsample_classes
 from reprogram.protocols.transfer import evaluate_samples, transfer_model
 from reprogram.storage.files import atomic_write_json, atomic_write_text
 
@@ -78,10 +78,8 @@ def run_base_to_novel(config: TrainConfig, out: str | Path, resume: bool = False
         "harmonic_mean": harmonic_mean(base, novel_acc),
         "base_count": base_results["test_count"],
         "novel_count": evaluation.count,
-        "novel_prm": "uniform over each novel class's own descriptions"
-        if recipe.aggregation == "prm"
-        else None,
-        "novel_clusters": "nearest trained centroid" if recipe.grouping == "kmeans" else None,
+        "novel_prm": recipe.aggregation.on_new_classes,
+        "novel_clusters": recipe.grouping.on_new_classes,
         "description_files": model.description_files,
         "base_classnames": list(run.classnames),
         "novel_classnames": list(novel.classnames),

@@ -22,6 +22,7 @@ import torch
 
 from reprogram.data import decode_center, load_dataset
 from reprogram.data.readers import Sample
+from reprogram.data.subsets import subset_mapping
 from reprogram.engine.evaluate import Evaluation, predict_logits, summarise
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import LoadedRun, load_run
@@ -29,7 +30,6 @@ from reprogram.engine.setup import build_model
 from reprogram.errors import ReprogramError
 from reprogram.model.methods import Reprogrammer
 from reprogram.model.precision import resolve_precision
-from reprogram.protocols.classes import subset_mapping
 from reprogram.storage.files import atomic_write_json, atomic_write_text
 from reprogram.text.descriptions import TextBank
 
@@ -69,7 +69,7 @@ def transfer_model(
         config = replace(config, causes=[], description_source="")
     model = build_model(config, run.backbone, classnames)
     trained: TextBank = run.model.bank
-    if model.recipe.grouping == "kmeans":
+    if model.recipe.grouping.from_features:
         bank = model.bank
         bank.groups = nearest_centroid_groups(
             run.model.text_features, run.model.groups, model.text_features
@@ -148,7 +148,7 @@ def evaluate_target(
     config = run.config
     splits = load_dataset(dataset, root or config.root, config.split_seed)
     samples = splits.split(split)
-    has_prm = run.model.recipe.aggregation == "prm"
+    has_prm = run.model.recipe.aggregation.estimates
     names = list(splits.classnames)
     if names == list(run.classnames):
         mode, model, columns = SAME, run.model, None

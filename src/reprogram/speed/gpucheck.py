@@ -18,12 +18,12 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from reprogram.speed import measure
+from reprogram.speed.report import fmt
 from reprogram.speed.run import BenchOptions, run_bench
 
 SCHEMA = "reprogram-gpu-check/1"
@@ -60,20 +60,7 @@ class CheckSizes:
 
     @classmethod
     def dry(cls) -> CheckSizes:
-        bench = BenchOptions(
-            backbone="random:tiny",
-            classes=2,
-            train_per_class=2,
-            test_images=4,
-            image_size=32,
-            epochs=2,
-            reference_epochs=2,
-            steps=1,
-            batch_size=4,
-            eval_batch_size=8,
-            device="cpu",
-            precision="fp32",
-        )
+        bench = BenchOptions.tiny()
         return cls(bench, "random:tiny", 4, 1, 2, "cpu")
 
 
@@ -96,10 +83,10 @@ def _eval_vs_forward(options: BenchOptions, tmp: Path) -> dict:
     from reprogram.engine.evaluate import evaluate
     from reprogram.engine.setup import prepare
     from reprogram.model.precision import Precision
-    from reprogram.speed.run import _prepare_data, _train_config
+    from reprogram.speed.options import prepare_data, train_config
 
-    dataset, descriptions, _ = _prepare_data(options, tmp)
-    config = _train_config(options, dataset, descriptions)
+    dataset, descriptions, _ = prepare_data(options, tmp)
+    config = train_config(options, dataset, descriptions)
     parts = prepare(config)
     model, device = parts.model, parts.backbone.device
     precision = Precision.resolve(config.precision, device)
@@ -124,6 +111,7 @@ def _memory(backbone: str, batch: int, steps: int, device_name: str, tmp: Path) 
     from reprogram.engine.batches import TrainData
     from reprogram.engine.config import TrainConfig
     from reprogram.engine.setup import build_backbone, build_model
+    from reprogram.engine.state import RunState
     from reprogram.engine.train import cosine_schedule, train_one_epoch
     from reprogram.model.precision import Precision
     from reprogram.speed.synthetic import description_files
@@ -151,10 +139,8 @@ def _memory(backbone: str, batch: int, steps: int, device_name: str, tmp: Path) 
     scheduler = cosine_schedule(optimizer, steps)
     model.prompts.train()
     with measure.PeakMemory(device) as peak:
-        row = train_one_epoch(
-            model, data, optimizer, scheduler, precision.grad_scaler(), config, 1, precision,
-            lambda n=1, **_: None,
-        )  # fmt: skip
+        state = RunState(optimizer, scheduler, precision.grad_scaler(), epoch=1)
+        row = train_one_epoch(model, data, state, config, precision)
     return {
         "backbone": backbone,
         "batch_size": batch,
@@ -174,12 +160,12 @@ def _precision_pair(options: BenchOptions, epochs: int, tmp: Path) -> dict:
     """The same short run in fp32 and bf16 autocast: PRM top-k agreement, accuracy difference."""
     from reprogram.engine.checkpoint import load_checkpoint
     from reprogram.engine.train import fit
-    from reprogram.speed.run import _prepare_data, _train_config
+    from reprogram.speed.options import prepare_data, train_config
 
-    dataset, descriptions, _ = _prepare_data(options, tmp / "pair")
+    dataset, descriptions, _ = prepare_data(options, tmp / "pair")
     runs = {}
     for name in ("fp32", "bf16"):
-        config = _train_config(options, dataset, descriptions)
+        config = train_config(options, dataset, descriptions)
         config = dataclasses.replace(config, precision=name, epochs=epochs, compile=False)
         results = fit(config, tmp / f"pair-{name}")
         state = load_checkpoint(tmp / f"pair-{name}")["state"]
@@ -221,14 +207,7 @@ def run_check(
     """Run the three parts and write ``gpu-check.json`` and ``gpu-check.md`` into ``out_dir``."""
     sizes = CheckSizes.dry() if dry_run else CheckSizes.full()
     device = torch.device(sizes.device)
-    record: dict = {
-        "schema": SCHEMA,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dry_run": dry_run,
-        "device": measure.device_name(device),
-        "torch": torch.__version__,
-        "targets": TARGETS,
-    }
+    record = measure.record_header(SCHEMA, device, dry_run=dry_run, targets=TARGETS)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reprogram-gpu-check-") as tmp_name:
         tmp = Path(tmp_name)
@@ -280,20 +259,6 @@ def _verdicts(record: dict) -> dict:
     return {k: None for k in verdicts} if record["dry_run"] else verdicts
 
 
-def _fmt(value, kind: str = "") -> str:
-    if value is None:
-        return "-"
-    if kind == "pct":
-        return f"{100 * value:.1f} %"
-    if kind == "gib":
-        return f"{value / 2**30:.2f} GiB"
-    if kind == "x":
-        return f"{value:.2f}x"
-    if kind == "s":
-        return f"{value:.1f} s"
-    return f"{value:,.1f}" if isinstance(value, float) else str(value)
-
-
 def format_markdown(record: dict) -> str:
     """The record as a Markdown section for docs/benchmarks.md."""
     kind = "CPU dry run (tiny backbone; not the GPU figures)" if record["dry_run"] else "GPU check"
@@ -304,21 +269,21 @@ def format_markdown(record: dict) -> str:
         if name == "eval_vs_forward" or row is None:
             continue
         lines.append(
-            f"| {name.replace('_', ' ')} | {_fmt(row['end_to_end_s'], 's')} | "
-            f"{_fmt(row['reference_end_to_end_s'], 's')} | {_fmt(row['speedup'], 'x')} | "
-            f"{_fmt(row['train_step_ratio'], 'x')} | {_fmt(row['mfu'], 'pct')} |"
+            f"| {name.replace('_', ' ')} | {fmt(row['end_to_end_s'], 's')} | "
+            f"{fmt(row['reference_end_to_end_s'], 's')} | {fmt(row['speedup'], 'x')} | "
+            f"{fmt(row['train_step_ratio'], 'x')} | {fmt(row['mfu'], 'pct')} |"
         )
     ev, mem, pair = record["bench"]["eval_vs_forward"], record["memory"], record["precision"]
     lines += [
         "",
-        f"- evaluation {_fmt(ev['eval_images_per_s'])} images/s as run, "
-        f"{_fmt(ev['forward_only_images_per_s'])} forward only ({_fmt(ev['ratio'], 'x')})",
+        f"- evaluation {fmt(ev['eval_images_per_s'])} images/s as run, "
+        f"{fmt(ev['forward_only_images_per_s'])} forward only ({fmt(ev['ratio'], 'x')})",
         f"- {mem['backbone']} DVP-cse, batch {mem['batch_size']}, gradient checkpointing, "
-        f"{mem['precision']}: peak {_fmt(mem['peak_bytes'], 'gib')} ({mem['memory_kind']})",
+        f"{mem['precision']}: peak {fmt(mem['peak_bytes'], 'bytes')} ({mem['memory_kind']})",
         f"- fp32 vs bf16 autocast, {pair['epochs']} epochs: PRM top-{pair['top_k']} agreement "
-        f"{_fmt(pair['prm_top_k_agreement'], 'pct')} (identical sets in "
-        f"{_fmt(pair['prm_top_k_identical_classes'], 'pct')} of classes), test accuracy "
-        f"{_fmt(pair['fp32_test_accuracy'], 'pct')} vs {_fmt(pair['bf16_test_accuracy'], 'pct')}"
+        f"{fmt(pair['prm_top_k_agreement'], 'pct')} (identical sets in "
+        f"{fmt(pair['prm_top_k_identical_classes'], 'pct')} of classes), test accuracy "
+        f"{fmt(pair['fp32_test_accuracy'], 'pct')} vs {fmt(pair['bf16_test_accuracy'], 'pct')}"
         f" (difference {100 * pair['accuracy_difference']:+.2f} points)",
         "- targets met (GPU only): "
         + ", ".join(

@@ -8,6 +8,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,17 @@ def device_name(device: torch.device) -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"CPU {model} ({torch.get_num_threads()} threads of {os.cpu_count()} cores)"
+
+
+def record_header(schema: str, device: torch.device, **fields) -> dict:
+    """The first keys of every speed record: schema, date (UTC), device, torch, then ``fields``."""
+    return {
+        "schema": schema,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        **fields,
+    }
 
 
 def matmul_peak(

@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import torch
 from reprogram.errors import ReprogramError
 from reprogram.speed import measure
 from reprogram.speed.synthetic import SyntheticSpec, write_dataset
+from reprogram.storage.cache import Cache
 
 SCHEMA = "reprogram-bench-scale/1"
 TARGET_HOST_BYTES = 12 * 10**9  # the target on the 2-core, 24 GB development machine
@@ -107,26 +107,14 @@ def run_scale(
 
     device = resolve_device(options.device)
     steps = Steps(device, Reporter(quiet), log or (lambda _text: None))
-    result: dict = {
-        "schema": SCHEMA,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "device": measure.device_name(device),
-        "torch": torch.__version__,
-        "options": dataclasses.asdict(options),
-    }
+    result = measure.record_header(
+        SCHEMA, device, command=command, options=dataclasses.asdict(options)
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="reprogram-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        previous = os.environ.get("REPROGRAM_CACHE")
-        os.environ["REPROGRAM_CACHE"] = str(tmp / "cache")
-        try:
+        with Cache(tmp / "cache").activate():
             result.update(_steps(options, tmp, device, steps))
-        finally:
-            if previous is None:
-                os.environ.pop("REPROGRAM_CACHE", None)
-            else:
-                os.environ["REPROGRAM_CACHE"] = previous
     result["steps"] = steps.rows
     result["total_s"] = time.perf_counter() - started
     step_peaks = [r["host_peak_bytes"] or 0 for r in steps.rows]
@@ -147,6 +135,7 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
     from reprogram.engine.config import TrainConfig
     from reprogram.engine.evaluate import evaluate
     from reprogram.engine.setup import build_backbone, build_model, default_description_files
+    from reprogram.engine.state import RunState
     from reprogram.engine.train import cosine_schedule, train_one_epoch
     from reprogram.model.methods import build_text_bank, get_recipe
     from reprogram.model.precision import Precision
@@ -204,16 +193,7 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
 
     def decode_train(advance) -> TrainData:
         decoded = decode_short_side_buckets(splits.train, size, progress=advance)
-        return TrainData(
-            [b.to(device) for b in decoded.buckets],
-            decoded.sizes,
-            decoded.labels.to(device),
-            True,
-            size,
-            decoded.skipped,
-            decoded.bucket,
-            decoded.row,
-        )
+        return TrainData.bucketed(decoded, size, device)
 
     data = steps.run("decode training images", len(splits.train), decode_train)
     test = steps.run(
@@ -229,7 +209,7 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
         "one training epoch",
         len(data.labels),
         lambda advance: train_one_epoch(
-            model, data, optimizer, scheduler, None, config, 1, precision, advance
+            model, data, RunState(optimizer, scheduler, epoch=1), config, precision, advance
         ),
     )
     evaluation = steps.run(

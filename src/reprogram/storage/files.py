@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes, output folders and the per-user cache folder.
+"""Small file helpers: atomic writes, output folders and reading JSON (the cache: ``cache``).
 
 Atomic writes go to a temporary file beside the target, named ``.<name>.<pid>.<random>.rp-tmp``
 and created with mode 0o666 so that the kernel applies the umask (0644 under umask 022), are
@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import secrets
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,24 +186,3 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ReprogramError(f"{path}: not valid JSON ({err})") from err
     except OSError as err:
         raise ReprogramError(f"cannot read {path} ({describe_os_error(err)})") from err
-
-
-def cache_dir(sub: str = "") -> Path | None:
-    """The cache folder (``$REPROGRAM_CACHE`` or ``~/.cache/reprogram``), never a dataset folder.
-
-    ``None`` (with a warning) when it cannot be created: callers then work without a cache.
-    """
-    root = os.environ.get("REPROGRAM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reprogram"
-    )
-    path = Path(root) / sub if sub else Path(root)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        warnings.warn(
-            f"cache folder {path} is unusable ({describe_os_error(err)}); working without a cache "
-            "(set REPROGRAM_CACHE to a writable folder)",
-            stacklevel=2,
-        )
-        return None
-    return path

@@ -14,13 +14,15 @@ import io
 import lzma
 import re
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from reprogram.errors import ReprogramError
-from reprogram.storage.files import atomic_write, cache_dir
+from reprogram.storage.cache import Cache
+from reprogram.storage.files import atomic_write
 
 PREFIX = "packaged:"
 ARCHIVE = "descriptions.tar.xz"
@@ -116,26 +118,30 @@ def _cause_file(key: str, number: int) -> str:
     )
 
 
-def published_specs(
-    texts: str, key: str, causes: list[int] | None = None, source: str = ""
-) -> list[str]:
-    """``packaged:`` names a method uses on a published dataset.
-
-    ``texts`` is the recipe's: ``causes`` (DVP-cse: causes 1-3 or ``causes``), ``attributes``
-    (DVP-cls: ``_des``), ``attribute-pair`` (AttrVR: ``_des`` and ``_dist``), ``descriptions``
-    (zero-shot-desc: ``_des``). ``source`` picks one of AttrVR's other LLMs (attributes only).
-    """
+def _check_source(source: str) -> None:
     if source and source not in SOURCES:
         raise ReprogramError(
             f"unknown description source '{source}' (packaged: {', '.join(SOURCES)})"
         )
-    if texts == "causes":
-        if source:
-            raise ReprogramError(
-                "--description-source applies to attribute sets (dvp-cls, attrvr), not to causes"
-            )
-        return [PREFIX + _cause_file(key, n) for n in causes or PAPER_CAUSES]
-    kinds = ("des", "dist") if texts == "attribute-pair" else ("des",)
+
+
+def published_cause_specs(key: str, causes: list[int] | None = None, source: str = "") -> list[str]:
+    """``packaged:`` cause files of published dataset ``key`` (DVP-cse: causes 1-3 or ``causes``).
+
+    ``source`` is refused: AttrVR's other LLMs wrote attribute sets only.
+    """
+    _check_source(source)
+    if source:
+        raise ReprogramError(
+            "--description-source applies to attribute sets (dvp-cls, attrvr), not to causes"
+        )
+    return [PREFIX + _cause_file(key, n) for n in causes or PAPER_CAUSES]
+
+
+def published_attribute_specs(key: str, kinds: Sequence[str], source: str = "") -> list[str]:
+    """``packaged:`` attribute files of ``key``, one per kind (``des``, ``dist``); ``source``
+    picks one of AttrVR's other LLMs."""
+    _check_source(source)
     names = [_file_name(key, kind, None, source) for kind in kinds]
     missing = [n for n in names if n not in _members()]
     if missing:
@@ -155,7 +161,7 @@ def materialize(spec: str | Path) -> Path:
         return Path(spec)
     data = packaged_bytes(text)
     digest = hashlib.sha256(data).hexdigest()
-    base = cache_dir("descriptions")
+    base = Cache.default().folder("descriptions")
     if base is None:
         raise ReprogramError("no cache folder for the packaged descriptions: set REPROGRAM_CACHE")
     path = base / digest[:16] / text.removeprefix(PREFIX)

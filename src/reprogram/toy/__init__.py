@@ -15,25 +15,10 @@ downstream tasks on which visual reprogramming can be shown to learn.
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
+from reprogram.backbones.packaged import TOY_WEIGHTS_NAME as WEIGHTS_NAME
+from reprogram.backbones.packaged import toy_weights_path as pretrained_weights_path
 
 ARCH = "toy"
-WEIGHTS_NAME = "toy-clip.safetensors"
-
-
-def pretrained_weights_path() -> Path:
-    """Path of the committed pretrained toy CLIP (fp16 safetensors, architecture ``toy``)."""
-    ref = resources.files("reprogram") / "assets" / "toy" / WEIGHTS_NAME
-    path = Path(str(ref))
-    if not path.is_file():
-        from reprogram.errors import ReprogramError
-
-        raise ReprogramError(
-            f"the packaged toy CLIP is missing ({path}); make one with "
-            "`reprogram toy pretrain --out FILE` and pass --weights FILE"
-        )
-    return path
 
 
 def load_pretrained(device: str = "cpu"):

@@ -198,9 +198,25 @@ __all__ = [
     "captions_for",
     "mention_mask",
     "noun_phrase",
+    "preview_grid",
     "object_layer",
     "render",
     "sample_scenes",
     "second_shade",
     "with_article",
 ]
+
+
+def preview_grid(count: int, image_size: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``count`` random world images tiled into one H×W×3 uint8 grid, and their captions."""
+    rng = np.random.default_rng(seed)
+    scenes = sample_scenes(count, rng)
+    images = render(scenes, image_size)
+    texts, _ = captions_for(scenes, rng)
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    grid = np.zeros((rows * image_size, cols * image_size, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * image_size : (r + 1) * image_size, c * image_size : (c + 1) * image_size] = image
+    return grid, texts

@@ -69,7 +69,7 @@ def compute_contributions(data) -> ContributionsView:
         return view
     count = prompt_count(model)
     if count <= 1:
-        what = "no visual prompt" if model.prompts.kind == "none" else "a single prompt"
+        what = "a single prompt" if model.recipe.prompt.trains else "no visual prompt"
         view.skipped = (
             f"method '{data.method}' uses {what}: every class logit comes entirely from it, so "
             "there is nothing to split."

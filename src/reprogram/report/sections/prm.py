@@ -64,15 +64,8 @@ class PRMView:
 
 def _no_prm_reason(data: RunData) -> str:
     recipe, method = data.model.recipe, data.method
-    if recipe.aggregation == "mean-top-k":
-        return (
-            f"method '{method}' has no PRM: each class logit is α·(mean of the top-k descriptive "
-            "attribute scores) + (1 − α)·(mean of the top-k distinctive ones)."
-        )
     if recipe.needs_descriptions:
-        return (
-            f"method '{method}' has no PRM: each class logit is the mean of its description scores."
-        )
+        return f"method '{method}' has no PRM: each class logit is {recipe.aggregation.logit_rule}."
     return (
         f"method '{method}' has no PRM and no descriptions: each class has one text, "
         f"the template “{data.run.config.template}” with the class name."

@@ -48,6 +48,7 @@ class PromptsView:
     method: str
     skipped: str | None = None  # no model: nothing can be shown
     kind: str = "none"  # padding, watermark or none
+    shrinks_image: bool = False  # padding: the image enters shrunk, the frame around it
     frames: list[Frame] = field(default_factory=list)
     examples: list[Example] | None = None  # None: no test images
     images_reason: str = ""
@@ -76,8 +77,8 @@ def frames(model) -> list[Frame]:
     Watermark prompts: the additive pattern applied to a mid-grey image, in pixel units.
     The stretched copy maps the largest deviation from mid-grey on the frame to full contrast.
     """
-    prompts = model.prompts
-    if prompts.kind == "none":
+    prompts, kind = model.prompts, model.recipe.prompt
+    if not kind.trains:
         return []
     patterns = prompts.patterns().detach().float().cpu()
     mask = prompts.mask.float().cpu()
@@ -85,7 +86,7 @@ def frames(model) -> list[Frame]:
     names = model.bank.group_names
     made = []
     for index in range(prompts.count):
-        if prompts.kind == "padding":
+        if kind.shrinks_image:
             frame = patterns[index] + (1 - mask) * 0.5
         else:
             frame = 0.5 + patterns[index] * std
@@ -117,7 +118,7 @@ def _examples(data: RunData) -> list[Example]:
     drivers = top_class_drivers(model, output.scores, output.logits)
     examples = []
     for i, index in enumerate(chosen):
-        if prompts.kind == "padding":  # the image enters shrunk; light grey marks the frame
+        if model.recipe.prompt.shrinks_image:  # light grey marks the frame around it
             image = torch.nn.functional.pad(batch[i], (prompts.frame,) * 4, value=0.85)
         else:
             image = batch[i]
@@ -130,7 +131,7 @@ def _examples(data: RunData) -> list[Example]:
                 driver=driver,
                 input=to_image(image),
                 prompted=[to_image(shown[p, i]) for p in range(prompts.count)]
-                if prompts.kind != "none"
+                if model.recipe.prompt.trains
                 else [],
             )
         )
@@ -143,7 +144,8 @@ def compute_prompts(data: RunData) -> PromptsView:
     if model is None:
         view.skipped = data.no_model_reason()
         return view
-    view.kind = model.prompts.kind
+    view.kind = model.recipe.prompt.name
+    view.shrinks_image = model.recipe.prompt.shrinks_image
     view.frames = frames(model)
     if data.images is None:
         view.images_reason = data.no_images_reason()
@@ -159,7 +161,7 @@ def _frame_caption(view: PromptsView, out: Output) -> str:
         "“frame” is each prompt on its own: "
         + (
             "sigmoid(θ) on the frame, the inside (where the image goes) grey; "
-            if view.kind == "padding"
+            if view.shrinks_image
             else "its additive pattern applied to a mid-grey image; "
         )
         + "“stretched” is the same with its deviation from grey stretched to full contrast, "
@@ -253,7 +255,7 @@ def render_prompts(view: PromptsView, out: Output) -> h.Raw:
         "Row “input”: test images (true class above) as they enter the model"
         + (
             ", shrunk to the inner size; light grey marks where the frame goes"
-            if view.kind == "padding"
+            if view.shrinks_image
             else ""
         )
         + ". "

@@ -182,3 +182,22 @@ def infer_dataset(paths: Sequence[str | Path]) -> str | None:
             return None
         found.add(by_key[match["key"]])
     return found.pop() if len(found) == 1 else None
+
+
+def expected_classes(
+    files: Sequence[str | Path], dataset: str | None = None, classes: str | Path | None = None
+) -> list[str]:
+    """The class names description ``files`` are checked against: a class list file, a
+    published dataset's, or the dataset their published-style names say (dtd_cse_1.json)."""
+    from reprogram.text.describe.classes import dataset_classes, read_class_list
+
+    if dataset is not None and classes is not None:
+        raise ReprogramError("give only one of --dataset NAME or --classes FILE")
+    if classes is not None:
+        return read_class_list(classes)
+    dataset = dataset or infer_dataset(files)
+    if dataset is None:
+        raise ReprogramError(
+            "cannot tell the classes from the file names: pass --dataset or --classes"
+        )
+    return dataset_classes(dataset)[0]

@@ -51,3 +51,38 @@ def dataset_classes(name: str) -> tuple[list[str], str, tuple[str, ...], str]:
     info = dataset_info(name)
     names = list(dict.fromkeys(text_classnames(info.classnames)))  # ImageNet: one per spelling
     return names, info.task, info.causes, info.description_key
+
+
+def describe_inputs(
+    classes: Path | None,
+    dataset: str | None,
+    task: str | None,
+    causes: str | None,
+    num_causes: int,
+    key: str | None,
+    mode: str,
+) -> tuple[list[str], str, list[str], str]:
+    """Class names, task noun, causes and file key of ``reprogram describe``'s options
+    (exactly one of a class list file or a published dataset)."""
+    from reprogram.text.describe.prompts import file_key, parse_list
+
+    if (classes is None) == (dataset is None):
+        raise ReprogramError("give exactly one of --classes FILE or --dataset NAME")
+    if dataset is not None:
+        names, info_task, info_causes, info_key = dataset_classes(dataset)
+        if not 1 <= num_causes <= len(info_causes):
+            raise ReprogramError(
+                f"--num-causes must be 1..{len(info_causes)} for {dataset} "
+                f"(its causes: {', '.join(info_causes)})"
+            )
+        cause_list = parse_list(causes) or list(info_causes[:num_causes])
+        return names, task or info_task, cause_list, key or info_key
+    assert classes is not None
+    if not task:
+        raise ReprogramError("--task is required with --classes (e.g. --task texture)")
+    cause_list = parse_list(causes)
+    if mode == "causes" and not cause_list:
+        raise ReprogramError(
+            "--causes is required with --classes in cause mode (e.g. 'pattern,color')"
+        )
+    return read_class_list(classes), task, cause_list, key or file_key(classes.stem)

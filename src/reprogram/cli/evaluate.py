@@ -1,0 +1,166 @@
+"""``reprogram eval``, ``predict`` and ``compare``: use and compare finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reprogram.cli.options import (
+    BackboneOpt,
+    ConfigOpt,
+    DatasetOpt,
+    DescriptionsOpt,
+    DeviceOpt,
+    QuietOpt,
+    RootOpt,
+    SeedOpt,
+    SetOpt,
+    WeightsOpt,
+    config_of,
+    overrides,
+    warn_ignored,
+)
+from reprogram.errors import ReprogramError
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval``, ``predict`` and ``compare`` to ``app``."""
+    app.command("eval")(eval_command)
+    app.command("predict")(predict)
+    app.command("compare")(compare)
+
+
+def eval_command(
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="a run folder (from 'reprogram train')")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    method: Annotated[
+        str | None, typer.Option(help="without --checkpoint: a zero-shot method")
+    ] = None,
+    dataset: DatasetOpt = None,
+    root: RootOpt = None,
+    backbone: BackboneOpt = None,
+    weights: WeightsOpt = None,
+    descriptions: DescriptionsOpt = None,
+    shots: Annotated[int | None, typer.Option(help="few-shot draw used for --split val")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    config_file: ConfigOpt = None,
+    sets: SetOpt = None,
+    targets: Annotated[
+        str | None,
+        typer.Option(
+            "--targets", help="with --checkpoint: several target datasets, a,b,c (one table)"
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="transfer results file (default: RUN/eval-TARGET.json and .md)"),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a trained run, or a zero-shot method, on a dataset split; print the accuracy.
+
+    With --checkpoint and another --dataset (or --targets): cross-dataset transfer or domain
+    generalisation (see docs/protocols.md); a results JSON and a table are written.
+    """
+    values = dict(locals())
+    from reprogram.engine.config import apply_overrides
+    from reprogram.engine.runs import evaluate_split, load_run, zero_shot_model
+
+    if checkpoint is not None and (targets or dataset) and _transfer(values):
+        return
+    if checkpoint is not None:
+        identity = {k: values[k] for k in ("method", "backbone", "descriptions", "shots", "seed")}
+        warn_ignored("eval", "--checkpoint", **identity, config=config_file, set=sets)
+        run = load_run(checkpoint, device=device, weights=weights, root=root)
+        changes = overrides(dataset=dataset, quiet=quiet)
+        config = apply_overrides(run.config, changes, "command line")
+        model, classnames = run.model, run.classnames
+    else:
+        values["method"] = method or "zero-shot"
+        config = config_of(values, skip=("checkpoint", "split", "targets", "out")).validate()
+        model, classnames = zero_shot_model(config)
+    result = evaluate_split(model, config, split, classnames)
+    typer.echo(
+        f"{config.method} on {config.dataset} [{split}]: "
+        f"accuracy {result.accuracy:.4f} ({result.count} images)"
+    )
+
+
+def _transfer(values: dict) -> bool:
+    """``eval --checkpoint RUN`` on other datasets (``--targets`` or another ``--dataset``):
+    evaluate, write the results and print the table; False when the dataset is the run's own."""
+    from reprogram.protocols import transfer
+
+    checkpoint, targets, dataset = values["checkpoint"], values["targets"], values["dataset"]
+    names = [t.strip() for t in (targets or "").split(",") if t.strip()] or [dataset]
+    if not (targets or transfer.is_other_dataset(checkpoint, dataset)):
+        return False
+    identity = {k: values[k] for k in ("method", "backbone", "shots", "seed")}
+    ignored = dict(config=values["config_file"], set=values["sets"])
+    warn_ignored("eval", "--checkpoint", **identity, **ignored)
+    result = transfer.evaluate_transfer(
+        checkpoint,
+        names,
+        root=values["root"],
+        descriptions=values["descriptions"] or None,
+        split=values["split"],
+        device=values["device"],
+        quiet=values["quiet"],
+        weights=values["weights"],
+    )
+    written = transfer.write_transfer(
+        result, values["out"] or transfer.default_output(checkpoint, names)
+    )
+    typer.echo(transfer.transfer_markdown(result) + f"\nwritten: {written}")
+    return True
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    checkpoint: Annotated[Path, typer.Option(help="a run folder")],
+    top_k: Annotated[int, typer.Option("--top-k")] = 5,
+    device: DeviceOpt = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="the run's weights file, if it moved")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Top-k classes for images; for description methods, the prompt and description behind it."""
+    from reprogram.engine.runs import load_run, predict_images
+
+    if top_k < 1:
+        raise ReprogramError(f"--top-k must be at least 1, got {top_k}")
+    run = load_run(checkpoint, device=device, weights=weights)
+    predictions = predict_images(
+        run.model, run.classnames, [str(p) for p in images], top_k, run.config.precision
+    )
+    if as_json:
+        typer.echo(json.dumps([p.__dict__ for p in predictions], indent=2))
+        return
+    for prediction in predictions:
+        typer.echo(prediction.path)
+        for name, probability in prediction.top:
+            typer.echo(f"  {probability:6.3f}  {name}")
+        if prediction.prompt:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in (prediction.prompt_shares or {}).items())
+            typer.echo(f"  top prompt: {prediction.prompt} ({shares})")
+        if prediction.description:
+            typer.echo(f"  top description: {prediction.description}")
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run folders, or folders holding runs")],
+    out: Annotated[Path | None, typer.Option(help="also write summary.md/.json here")] = None,
+) -> None:
+    """A table of methods × datasets: test accuracy mean ± std over seeds."""
+    from reprogram.engine.runs import comparison_table, find_runs, table_markdown, write_summary
+
+    run_dirs = find_runs(list(runs))
+    table = write_summary(out, run_dirs) if out else comparison_table(run_dirs)
+    typer.echo(table_markdown(table))

@@ -1,0 +1,44 @@
+"""``reprogram methods``: the registered methods, their parts and defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+# How a default that is resolved later reads in the listing.
+_RESOLVED_LATER = {
+    "clusters": "(the dataset's published v, else 3)",
+    "kmeans_n_init": "(scikit-learn's default)",
+    "frame": "(scaled from the paper's width)",
+}
+
+
+def _value(name: str, value: Any) -> str:
+    return _RESOLVED_LATER.get(name, "None") if value is None else repr(value)
+
+
+def method_lines() -> list[str]:
+    """Per method: its name and parts, its summary, the defaults of the options it reads."""
+    from reprogram.model.recipes import get_recipe, list_methods
+
+    lines = []
+    for name in list_methods():
+        recipe = get_recipe(name)
+        lines.append(
+            f"{name:<16}{recipe.describe()}{'' if recipe.trainable else '  (no training)'}"
+        )
+        lines.append(f"{'':<16}{recipe.summary}")
+        lines.append(f"{'':<16}parts: {'; '.join(part.label for part in recipe.parts)}")
+        defaults = ", ".join(f"{k}={_value(k, v)}" for k, v in recipe.defaults().items())
+        lines.append(f"{'':<16}defaults: {defaults}")
+    return lines
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``methods`` command to ``app``."""
+
+    @app.command("methods")
+    def methods_command() -> None:
+        """List the methods: parts (prompt · texts · grouping · aggregation), summary, defaults."""
+        typer.echo("\n".join(method_lines()))

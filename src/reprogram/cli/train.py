@@ -1,0 +1,178 @@
+"""``reprogram train`` and ``reprogram base2novel``: train prompts, write run folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from reprogram.cli.options import (
+    BackboneOpt,
+    BatchSizeOpt,
+    ConfigOpt,
+    DatasetOpt,
+    DescriptionsOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LrOpt,
+    MethodOpt,
+    QuietOpt,
+    RootOpt,
+    SeedOpt,
+    SetOpt,
+    ShotsOpt,
+    WeightsOpt,
+    config_from,
+    config_of,
+    show_config_defaults,
+    warn_ignored,
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``base2novel`` to ``app``."""
+    app.command("train")(show_config_defaults(train))
+    app.command("base2novel")(base2novel_command)
+
+
+def train(
+    method: MethodOpt = None,
+    dataset: DatasetOpt = None,
+    root: RootOpt = None,
+    backbone: BackboneOpt = None,
+    weights: WeightsOpt = None,
+    descriptions: DescriptionsOpt = None,
+    causes: Annotated[
+        str | None,
+        typer.Option(help="dvp-cse on a published dataset: packaged causes, e.g. 4,5,6,7"),
+    ] = None,
+    description_source: Annotated[
+        str | None,
+        typer.Option(
+            "--description-source",
+            help="packaged AttrVR attributes from: gpt4omini_llm, gpt4omini_mllm, llama, phi3",
+        ),
+    ] = None,
+    shots: ShotsOpt = None,
+    seed: SeedOpt = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seeds", help="several seeds: one run each + table")
+    ] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    eval_every: Annotated[
+        int | None, typer.Option("--eval-every", help="validate every N epochs")
+    ] = None,
+    select_on: Annotated[
+        str | None,
+        typer.Option("--select-on", help="val (default) or test (official scripts' protocol)"),
+    ] = None,
+    clusters: Annotated[
+        int | None, typer.Option(help="DVP-cls: number of clusters/prompts")
+    ] = None,
+    device: DeviceOpt = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16, fp16")] = None,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="also write TensorBoard events (RUN/tensorboard)")
+    ] = False,
+    config_file: ConfigOpt = None,
+    sets: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/run"),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue an interrupted run in --out")
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a method's prompts (or evaluate a zero-shot method) and write a run folder."""
+    try:
+        _train(dict(locals()))
+    except KeyboardInterrupt:
+        # typer would print "Aborted!" and exit 1: say what to do instead
+        typer.echo(
+            f"interrupted; rerun with --resume to continue (finished epochs are saved in {out})",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+RUN_FOLDER_OPTIONS = ("out", "resume", "seeds")  # where and how often to run, not the config
+
+
+def _train(values: dict[str, Any]) -> None:
+    from reprogram.engine.train import fit, fit_seeds
+
+    out, resume, seeds = (values[k] for k in RUN_FOLDER_OPTIONS)
+    if resume and not seeds:
+        print_results(fit(_resume_config(values), out, resume=True))
+        return
+    config = config_of(values, skip=RUN_FOLDER_OPTIONS)
+    if seeds:
+        from reprogram.engine.runs import table_markdown
+
+        typer.echo(table_markdown(fit_seeds(config, list(seeds), out, resume=resume)))
+        return
+    print_results(fit(config, out))
+
+
+def _resume_config(values: dict[str, Any]):
+    """With ``--resume``: execution settings (device, quiet, ``--set compile=…``) apply; the
+    run's identity is kept, and the options that would change it are named as ignored."""
+    from reprogram.engine.config import RUNTIME_FIELDS
+
+    sets = values["sets"] or []
+    runtime = [s for s in sets if s.partition("=")[0].strip() in RUNTIME_FIELDS]
+    kept = ("quiet", "device", "config_file", "sets", *RUN_FOLDER_OPTIONS)
+    identity = {k: v for k, v in values.items() if k not in kept}
+    others = [s for s in sets if s not in runtime]
+    warn_ignored("train", "--resume", **identity, config=values["config_file"], set=others)
+    return config_from(None, runtime, device=values["device"], quiet=values["quiet"])
+
+
+def print_results(results: dict) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, the main process speaks
+        return
+    typer.echo(
+        f"{results['method']}  val_accuracy {results['val_accuracy']:.4f}  "
+        f"test_accuracy {results['test_accuracy']:.4f}"
+    )
+
+
+def base2novel_command(
+    method: MethodOpt = None,
+    dataset: DatasetOpt = None,
+    root: RootOpt = None,
+    backbone: BackboneOpt = None,
+    weights: WeightsOpt = None,
+    descriptions: DescriptionsOpt = None,
+    shots: ShotsOpt = None,
+    seed: SeedOpt = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seeds", help="several seeds: mean ± std")
+    ] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    lr: LrOpt = None,
+    device: DeviceOpt = None,
+    config_file: ConfigOpt = None,
+    sets: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/base2novel"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue in --out")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Base-to-novel (CoCoOp's protocol): train on the first half of the classes, test on base
+    and novel classes, report their harmonic mean (OUT/base2novel.json and .md)."""
+    config = config_of(dict(locals()), skip=RUN_FOLDER_OPTIONS)
+    from reprogram.protocols.base_to_novel import (
+        base_to_novel_markdown,
+        run_base_to_novel,
+        run_base_to_novel_seeds,
+    )
+
+    if seeds:
+        summary = run_base_to_novel_seeds(config, list(seeds), out, resume=resume)
+        typer.echo(base_to_novel_markdown(summary["runs"]))
+        return
+    typer.echo(base_to_novel_markdown([run_base_to_novel(config, out, resume=resume)]))

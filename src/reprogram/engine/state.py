@@ -1,0 +1,256 @@
+"""What a run carries from epoch to epoch, when it is saved, and the process state ``fit`` restores.
+
+* :func:`cosine_schedule`: the published per-step cosine, :func:`schedule_steps` its length.
+* :class:`RunState`: the optimiser, its schedule and grad scaler, the epochs done, the history,
+  the best epoch so far and the RNG state (saved with the checkpoint); the prompts and the PRM
+  are the model's trainable state.
+* :class:`Checkpointer`: the selection and saving policy of a run folder: the best epoch by a
+  strict ``>`` (ties keep the earliest, NaN is never selected), a checkpoint every
+  ``checkpoint_every`` epochs and after the last, the stop at a non-finite epoch.
+* :func:`preserved_global_state`: ``fit`` leaves the deterministic-algorithms flags and the
+  python, numpy, torch and CUDA RNGs as it found them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from reprogram.engine.checkpoint import (
+    CHECKPOINT,
+    RESULTS,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from reprogram.engine.distributed import World
+from reprogram.errors import ReprogramError
+
+if TYPE_CHECKING:
+    from reprogram.engine.config import TrainConfig
+    from reprogram.engine.setup import RunParts, RunWarnings
+    from reprogram.model.methods import Reprogrammer
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """Cosine annealing per step from the base lr towards 0 over ``total_steps`` (the
+    published scripts' ``CosineAnnealingLR``)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def schedule_steps(config: TrainConfig, warmup: int, steps_per_epoch: int) -> int:
+    """The cosine's length. ``all-epochs`` (published): every epoch's steps, the PRM-only ones
+    included, although only training steps advance it, so the last lr is not 0.
+    ``training-steps``: the training epochs' steps only (the last step is taken at lr ~0)."""
+    if config.lr_schedule_span == "all-epochs":
+        return config.epochs * steps_per_epoch
+    if config.lr_schedule_span == "training-steps":
+        return (config.epochs - warmup) * steps_per_epoch
+    raise ReprogramError(
+        f"lr_schedule_span must be 'all-epochs' or 'training-steps', "
+        f"got '{config.lr_schedule_span}'"
+    )
+
+
+def initial_best(model: Reprogrammer) -> dict[str, Any]:
+    """No epoch selected yet: any finite score beats it; the state is the model's as built."""
+    return {"epoch": -1, "score": -1.0, "state": model.trainable_state()}
+
+
+@dataclass
+class RunState:
+    """A run's resumable state. ``epoch`` counts the epochs done: the next one has that index.
+
+    The first ``warmup`` epochs only estimate the PRM (no optimiser step)."""
+
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+    warmup: int = 0
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)  # {"epoch", "score", "state"}
+    warnings: RunWarnings | None = None
+
+    @property
+    def estimating(self) -> bool:
+        """Whether the next epoch only estimates the PRM (or there is nothing to optimise)."""
+        return self.optimizer is None or self.epoch < self.warmup
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step (0 in a PRM-estimation epoch)."""
+        return 0.0 if self.estimating else self.optimizer.param_groups[0]["lr"]
+
+    def step(self, loss: torch.Tensor, model: Reprogrammer, world: World) -> None:
+        """Backpropagate ``loss``, sum the gradients across processes, step and schedule."""
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        for parameter in model.prompt_parameters():
+            world.all_reduce_sum(parameter.grad)
+        self._apply()
+
+    def step_without_samples(self, model: Reprogrammer, world: World) -> None:
+        """Take part in the gradient all-reduce (with zeros) and the step, like the others."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for parameter in model.prompt_parameters():
+            parameter.grad = world.all_reduce_sum(torch.zeros_like(parameter))
+        self._apply()
+
+    def _apply(self) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+
+    def to_dict(self, model: Reprogrammer) -> dict[str, Any]:
+        """The checkpoint's state entries (the RNG state as it is now)."""
+        return {
+            "state": model.trainable_state(),
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "rng": rng_state(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "warnings": self.warnings.messages if self.warnings is not None else [],
+        }
+
+    def restore(self, checkpoint: dict[str, Any], model: Reprogrammer) -> None:
+        """Continue from ``checkpoint``: prompts, PRM, optimiser, schedule, RNG, history, best."""
+        model.load_trainable_state(checkpoint["state"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"])
+        self.history, self.best = checkpoint["history"], checkpoint["best"]
+        self.epoch = checkpoint["epoch"]
+
+
+class Checkpointer:
+    """A run folder's policy: which epoch is kept as the best, when the state is saved."""
+
+    def __init__(self, run_dir: Path, parts: RunParts, world: World = World()) -> None:
+        self.run_dir, self.parts, self.world = run_dir, parts, world
+        self.last_saved = 0  # the epoch of the newest checkpoint on disk (0: none)
+
+    @staticmethod
+    def existing(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+        """The checkpoint to resume (a damaged newest one falls back to the previous), or None
+        for a new run; refuses to overwrite a finished or an unfinished run."""
+        has_checkpoint = (run_dir / CHECKPOINT).is_file()
+        if resume:
+            if not has_checkpoint:
+                raise ReprogramError(f"--resume: no checkpoint in {run_dir}")
+            return load_checkpoint(run_dir)
+        if (run_dir / RESULTS).is_file():
+            raise ReprogramError(f"{run_dir} already holds a finished run; choose another --out")
+        if has_checkpoint:
+            raise ReprogramError(f"{run_dir} holds an unfinished run; add --resume to continue it")
+        return None
+
+    def resumed(self, state: RunState) -> None:
+        self.last_saved = state.epoch
+
+    def select(self, state: RunState, score: float | None, model: Reprogrammer) -> None:
+        """Keep the epoch just done if its score beats the best one (strict: ties keep the
+        earliest, as the published scripts do; a NaN score is never selected)."""
+        if score is not None and math.isfinite(score) and score > state.best["score"]:
+            state.best = {"epoch": state.epoch, "score": score, "state": model.trainable_state()}
+
+    def check_finite(self, row: dict[str, Any], epoch: int) -> None:
+        """Stop at the first epoch whose loss or learned state is not finite (nothing is saved)."""
+        model, config = self.parts.model, self.parts.config
+        state = [v for v in model.trainable_state().values() if v.is_floating_point()]
+        loss_finite = math.isfinite(row["loss"])
+        if loss_finite and all(bool(torch.isfinite(v).all()) for v in state):
+            return
+        what = (
+            "the prompts became non-finite"
+            if loss_finite
+            else f"the training loss is {row['loss']}"
+        )
+        cause = (
+            f"lr={config.lr} is not a finite number"
+            if not math.isfinite(config.lr)
+            else f"the learning rate (lr={config.lr:g}) is likely too large, or a method option "
+            "degenerate (e.g. attr_top_k=0)"
+        )
+        kept = (
+            f"the checkpoint of epoch {self.last_saved} is kept"
+            if self.last_saved
+            else "nothing was saved"
+        )
+        raise ReprogramError(f"epoch {epoch}: {what}; {cause}; fix it and train again ({kept})")
+
+    def after_epoch(self, state: RunState) -> None:
+        """Save every ``checkpoint_every`` epochs and after the last one (the main process)."""
+        config = self.parts.config
+        if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs:
+            self.save(state, finished=False)
+
+    def save(self, state: RunState, finished: bool) -> None:
+        if not self.world.is_main:
+            return
+        save_checkpoint(self.run_dir, self.payload(state, finished))
+        self.last_saved = state.epoch
+
+    def payload(self, state: RunState, finished: bool) -> dict[str, Any]:
+        """The whole checkpoint: the run's identity, then its state."""
+        parts = self.parts
+        identity = {
+            "config": parts.config.to_dict(),
+            "method": parts.config.method,
+            "classnames": parts.splits.classnames,
+            "backbone": parts.backbone.describe(),
+            "text_bank": parts.model.bank.to_dict(),
+        }
+        return {**identity, **state.to_dict(parts.model), "finished": finished}
+
+
+@contextmanager
+def preserved_global_state() -> Iterator[None]:
+    """Restore torch's deterministic-algorithms flags and the global RNGs on exit.
+
+    CUDA's generators are restored when CUDA was initialised on entry; when it was not and the
+    call initialised it, they are seeded as ``torch.manual_seed`` had left them (the CPU's
+    initial seed on entry). Resuming never relies on these: a run seeds its RNGs itself and
+    takes them from its checkpoint."""
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    python, numpy, cpu, seed = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+        torch.initial_seed(),
+    )
+    cuda = torch.cuda.get_rng_state_all() if _cuda_initialized() else None
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif _cuda_initialized():
+            torch.cuda.manual_seed_all(seed)
+
+
+def _cuda_initialized() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()

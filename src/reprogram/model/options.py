@@ -1,0 +1,23 @@
+"""The method hyper-parameters and their defaults (the paper's), written once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reprogram.text.descriptions import TEMPLATE
+
+
+@dataclass
+class MethodOptions:
+    """Method hyper-parameters (the paper's defaults)."""
+
+    m: int = 20  # descriptions sampled per class and file
+    prm_top_k: int = 3
+    attr_top_k: int = 3
+    alpha: float = 0.5
+    clusters: int | None = None  # DVP-cls v; None: the dataset's published value, else 3
+    kmeans_seed: int = 0
+    kmeans_n_init: int | None = None  # None: scikit-learn's default (the published call)
+    description_sampling: str = "published"  # or "distinct" (see descriptions.sample_sentences)
+    template: str = TEMPLATE
+    frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)
