@@ -127,3 +127,20 @@ def test_sampling_depends_on_content_and_is_per_class():
     edited = {**data, CLASSES[0]: data[CLASSES[0]] + ["one more sentence that is long enough"]}
     changed = sample_descriptions(edited, CLASSES, 10, seed=1)
     assert changed != base
+
+
+# -- the run says which sampling it used -----------------------------------------------------------
+def test_results_record_the_sampling_used(tmp_path):
+    from helpers import make_folder_dataset, quick_config
+
+    from reprogram.engine.train import fit
+
+    data = make_folder_dataset(tmp_path / "data")
+    for method, sampling, expected in (
+        ("dvp-cls", "published", "published"),
+        ("dvp-cls", "distinct", "distinct"),
+        ("zero-shot", "published", None),  # template texts are not sampled
+    ):
+        config = quick_config(data, method, epochs=1, description_sampling=sampling)
+        results = fit(config, tmp_path / f"{method}-{sampling}")
+        assert results["description_sampling"] == expected

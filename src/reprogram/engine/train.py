@@ -368,6 +368,7 @@ def _results(
         "skipped_images": len(skipped),
         "trainable_parameters": model.prompts.trainable_parameters,
         "prompts": model.prompts.count if model.recipe.trainable else 0,
+        "description_sampling": model.bank.sampling,  # published | distinct | None (templates)
         "classnames": classnames,
         "descriptions": [file_record(spec) for spec in config.descriptions],
         "template_descriptions": model.bank.template,

@@ -231,7 +231,7 @@ def reference_fit(
     test_loader = torch.utils.data.DataLoader(
         FileImages(test, test_tf), batch_size=batch_size, shuffle=False, num_workers=0
     )
-    total = max(1, (total_epochs or epochs) - 1) * len(train_loader)
+    total = max(1, total_epochs or epochs) * len(train_loader)  # the published T_max: all epochs
     optimiser = ReferenceOptimiser.build(model, lr, momentum, total)
     run = ReferenceRun(epochs_run=0)
     started = time.perf_counter()
