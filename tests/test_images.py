@@ -282,3 +282,14 @@ def test_matrix_resize_reads_only_the_box_and_the_indexed_rows(banded):
             noisy, boxes[i : i + 1], 70, flip[i : i + 1], rows[i : i + 1], banded=banded
         )
         torch.testing.assert_close(alone, out[i : i + 1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("banded", [True, False])
+def test_matrix_resize_is_fp32_under_a_callers_autocast(banded):
+    canvas = random_uint8(3, 3, 30, 40, seed=15)
+    boxes = torch.tensor([[0, 0, 30, 40], [5, 7, 11, 13], [3, 2, 27, 35]], dtype=torch.float32)
+    expected = crop_resize(canvas, boxes, 48, banded=banded)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = crop_resize(canvas, boxes, 48, banded=banded)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)

@@ -92,17 +92,26 @@ def _banded(first: torch.Tensor, weights: torch.Tensor, block: int):
 
 
 def _buffer(
-    source: torch.Tensor, base: int, step: int, width: int, groups: int, available: int
+    source: torch.Tensor,
+    base: int,
+    step: int,
+    width: int,
+    groups: int,
+    available: int,
+    clamp: bool = False,
 ) -> tuple[torch.Tensor, int]:
-    """A float copy of ``source`` (…×L, the box from its first pixel on) covering the windows of
-    :func:`_banded`, zeros where ``source`` ends after ``available`` pixels or before the box;
-    returns it and the offset of box pixel 0 in it."""
+    """A float copy of ``source`` (…×L, the box from its first pixel on; clamped to [0, 1] with
+    ``clamp``) covering the windows of :func:`_banded`, zeros where ``source`` ends after
+    ``available`` pixels or before the box; returns it and the offset of box pixel 0 in it."""
     before = max(0, -base)
     reach = base + (groups - 1) * step + width
     inside = max(0, min(reach, available))
     buffer = torch.empty(*source.shape[:-1], before + max(reach, 0))
     buffer[..., :before].zero_()
-    buffer[..., before : before + inside].copy_(source[..., :inside])
+    if clamp:
+        torch.clamp(source[..., :inside], 0.0, 1.0, out=buffer[..., before : before + inside])
+    else:
+        buffer[..., before : before + inside].copy_(source[..., :inside])
     buffer[..., before + inside :].zero_()
     return buffer, before
 
@@ -127,9 +136,9 @@ def _resize_one(
     source = canvas[row, :, top : top + height, left:]
     pixels, zero = _buffer(source, base_x, step_x, width_x, groups, canvas_width - left)
     rows = _windows(pixels.view(channels * height, -1), zero + base_x, step_x, width_x, groups)
-    wide = torch.bmm(rows, wx[:, :width_x]).clamp_(0.0, 1.0).view(groups, channels, height, -1)
-    source = wide.permute(1, 0, 3, 2)  # C×G×B×h
-    tall, zero = _buffer(source, base_y, step_y, width_y, groups_y, height)
+    wide = torch.bmm(rows, wx[:, :width_x]).view(groups, channels, height, -1)
+    source = wide.permute(1, 0, 3, 2)  # C×G×B×h, clamped as it is copied
+    tall, zero = _buffer(source, base_y, step_y, width_y, groups_y, height, clamp=True)
     columns = _windows(tall.view(-1, tall.shape[-1]), zero + base_y, step_y, width_y, groups_y)
     out = torch.bmm(wy[:, :width_y].transpose(1, 2), columns.transpose(1, 2))  # G2×B×(C·G·B)
     return out.view(groups_y * wy.shape[2], channels, -1).permute(1, 0, 2)
@@ -150,7 +159,8 @@ def _crop_resize_banded(canvas, boxes, out_size, flip, index) -> torch.Tensor:
         across, down = (bx[i], b_x, s_x, w_x), (by[i], b_y, s_y, w_y)
         image = _resize_one(canvas, (row, t, c, height), across, down)
         image = image[:, :out_size, :out_size]
-        out[i] = image.flip(-1) if mirror[i] else image  # a flip reverses the output columns
+        image = image.flip(-1) if mirror[i] else image  # a flip reverses the output columns
+        torch.clamp(image, 0.0, 1.0, out=out[i])
     return out
 
 
@@ -175,7 +185,7 @@ def _crop_resize_dense(canvas, boxes, out_size, flip, index) -> torch.Tensor:
     n, channels = windows.shape[:2]
     mx, my = mx.float().to(device), my.float().to(device)
     wide = torch.bmm(windows.view(n, channels * rows, cols), mx.transpose(1, 2)).clamp_(0.0, 1.0)
-    return torch.matmul(my.unsqueeze(1), wide.view(n, channels, rows, out_size))
+    return torch.matmul(my.unsqueeze(1), wide.view(n, channels, rows, out_size)).clamp_(0.0, 1.0)
 
 
 def crop_resize(
@@ -195,7 +205,8 @@ def crop_resize(
     antialias=True)`` on its uint8 tensor (and PIL's resize, which the published code used),
     before their rounding: only the box is read, it is resized horizontally, clamped to [0, 1],
     and resized vertically. ``banded`` (default: on a CPU) picks the banded per-image products
-    over the batched dense ones. Returns floats in [0, 1] on the canvas's device.
+    over the batched dense ones. The products run in fp32, autocast off (and assume TF32
+    matmuls off, PyTorch's default). Returns floats in [0, 1] on the canvas's device.
     """
     boxes = boxes.cpu().round().long()  # pass CPU boxes and flips: no device synchronisation
     flip = flip.cpu().bool() if flip is not None else None
@@ -205,5 +216,6 @@ def crop_resize(
     if banded is None:
         banded = canvas.device.type == "cpu"
     resize = _crop_resize_banded if banded else _crop_resize_dense
-    out = resize(canvas, boxes, out_size, flip, index)
-    return out.to(canvas.device).clamp_(0.0, 1.0)
+    with torch.autocast(device_type=canvas.device.type, enabled=False):  # fp32 even in a caller's
+        out = resize(canvas, boxes, out_size, flip, index)
+    return out.to(canvas.device)
