@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +208,7 @@ def test_a_csv_label_typo_shows_in_the_class_list_and_is_refused(typo_csv, tmp_p
     assert "cat (10), dgo (1), dog (10)" in splits.notes[0]
     with pytest.raises(ReprogramError, match=r"'dgo' \(1\).*allow_small_classes=true"):
         few_shot(splits, 4, 1, allow_small=False)
-    config = replace(quick_config(typo_csv, "vp", epochs=1), dataset=f"csv:{typo_csv}")
+    config = quick_config(typo_csv, "vp", epochs=1).updated(dataset=f"csv:{typo_csv}")
     with pytest.raises(ReprogramError, match=r"fewer training images than the 4 shots asked"):
         fit(config, tmp_path / "refused")
     assert not (tmp_path / "refused" / "results.json").exists()
@@ -217,7 +216,7 @@ def test_a_csv_label_typo_shows_in_the_class_list_and_is_refused(typo_csv, tmp_p
 
 def test_allow_small_classes_trains_and_records_the_real_shots(typo_csv, tmp_path):
     config = quick_config(typo_csv, "vp", epochs=1, allow_small_classes=True)
-    config = replace(config, dataset=f"csv:{typo_csv}")
+    config = config.updated(dataset=f"csv:{typo_csv}")
     results = fit(config, tmp_path / "run")
     assert results["train_shots_per_class"] == {"cat": 4, "dgo": 1, "dog": 4}
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())

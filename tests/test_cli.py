@@ -242,7 +242,7 @@ def test_checkpoint_from_another_backbone_is_refused(tmp_path, dataset, capsys):
     import yaml
 
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["backbone"] == "random:tiny"
+    assert config["backbone"]["name"] == "random:tiny"
     import torch
 
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
@@ -295,7 +295,9 @@ def test_moved_run_is_pointed_at_its_weights(tmp_path, dataset, capsys):
         html = (report / "index.html").read_text()
         assert ("could not be rebuilt" not in html) == rebuilt
     loaded = load_run(run, weights=str(moved), root=str(tmp_path / "elsewhere"))
-    assert loaded.config.weights == str(moved) and loaded.config.root == str(tmp_path / "elsewhere")
+    assert loaded.config.backbone.weights == str(moved) and loaded.config.data.root == str(
+        tmp_path / "elsewhere"
+    )
 
 
 def test_options_ignored_by_resume_are_named(tmp_path, capsys):

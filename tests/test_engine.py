@@ -43,7 +43,7 @@ def test_every_method_writes_a_complete_run_folder(tmp_path, dataset, method):
     checkpoint = load_checkpoint(run)
     assert checkpoint["classnames"] == on_disk["classnames"]
     assert checkpoint["text_bank"]["texts"]
-    assert yaml.safe_load((run / "config.yaml").read_text())["method"] == method
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"]["name"] == method
     if method.startswith("zero-shot"):
         assert on_disk["trainable_parameters"] == 0
     else:
@@ -98,8 +98,8 @@ def test_yaml_config_then_command_line_overrides(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("epochs: 7\nlr: 1.5\nmethod: ar\n")
     config = load_config(path, {"lr": "2.5", "descriptions": "a.json,b.json"})
-    assert (config.epochs, config.lr, config.method) == (7, 2.5, "ar")
-    assert config.descriptions == [os.path.abspath("a.json"), os.path.abspath("b.json")]
+    assert (config.optim.epochs, config.optim.lr, config.method.name) == (7, 2.5, "ar")
+    assert config.data.descriptions == [os.path.abspath("a.json"), os.path.abspath("b.json")]
     path.write_text("epoch: 7\n")
     with pytest.raises(ReprogramError, match="unknown config key 'epoch'"):
         load_config(path)
@@ -299,14 +299,14 @@ def test_resume_takes_the_identity_from_the_checkpoint_and_execution_from_the_ca
         fit(quick_config(dataset, "dvp-cse", **settings), tmp_path / "resumed")
     monkeypatch.setattr(train_module, "train_one_epoch", original)
     saved = load_checkpoint(tmp_path / "resumed")
-    assert saved["epoch"] == 2 and saved["config"]["device"] == "auto"  # never the resolved one
+    assert saved["epoch"] == 2 and "runtime" not in saved["config"]  # nor the resolved device
 
-    caller = TrainConfig(method="ar", lr=1.0, epochs=9, eval_batch_size=5, quiet=True)
+    caller = TrainConfig().updated(method="ar", lr=1.0, epochs=9, eval_batch_size=5, quiet=True)
     resumed = fit(caller, tmp_path / "resumed", resume=True)
     straight = fit(quick_config(dataset, "dvp-cse", **settings), tmp_path / "straight")
     stored = yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())
-    assert (stored["method"], stored["lr"], stored["epochs"]) == ("dvp-cse", 40.0, 4)
-    assert (stored["eval_batch_size"], stored["device"]) == (5, "auto")
+    identity = (stored["method"]["name"], stored["optim"]["lr"], stored["optim"]["epochs"])
+    assert identity == ("dvp-cse", 40.0, 4) and "runtime" not in stored
     for key in ("test_accuracy", "val_accuracy", "selected_epoch"):
         assert resumed[key] == straight[key], key
     a, b = (load_checkpoint(tmp_path / d)["state"] for d in ("resumed", "straight"))

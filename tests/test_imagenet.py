@@ -148,7 +148,7 @@ def test_imagenet_run_uses_packaged_attributes_once_per_spelling(tmp_path):
     config = load_config(None, {**values, "backbone": "random:tiny", "m": 3, "shots": 2})
     splits = load_data(config)
     model = build_model(config, build_backbone(config), splits.classnames)
-    assert config.descriptions == [
+    assert config.data.descriptions == [
         "packaged:attributes/imagenet_des.json",
         "packaged:attributes/imagenet_dist.json",
     ]

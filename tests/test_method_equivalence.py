@@ -183,7 +183,7 @@ def test_bf16_runs_only_the_image_encoder_in_bf16(tmp_path):
     model = prepare(config).model
     with torch.no_grad():
         model.prompts.theta.normal_()
-    precision = Precision.resolve(config.precision, torch.device("cpu"))
+    precision = Precision.resolve(config.backbone.precision, torch.device("cpu"))
     assert precision.dtype == torch.bfloat16
     images = torch.rand(6, 3, model.image_size, model.image_size, generator=torch.Generator())
     labels = torch.tensor([0, 1, 2, 0, 1, 2])

@@ -287,7 +287,7 @@ def test_descriptions_list_command_and_causes_option(capsys):
     printed = capsys.readouterr().out
     assert len(printed.splitlines()) == 17 and "cause: fragrance" in printed
     config = load_config(None, {"causes": "4,5,6,7", "description_source": "llama"})
-    assert config.causes == [4, 5, 6, 7] and config.description_source == "llama"
+    assert config.data.causes == [4, 5, 6, 7] and config.data.description_source == "llama"
 
 
 def test_causes_cannot_be_combined_with_explicit_files():

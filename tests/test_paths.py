@@ -26,14 +26,17 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
             "descriptions": "d/a.json,d/b.json",
         },
     )
-    assert config.dataset == f"folder:{tmp_path / 'data' / 'task'}"
-    assert config.root == str(tmp_path / "datasets")
-    assert config.backbone == f"local-dir:{tmp_path / 'clip'}"
-    assert config.weights == str(tmp_path / "w.pt")
-    assert config.descriptions == [str(tmp_path / "d" / "a.json"), str(tmp_path / "d" / "b.json")]
+    assert config.data.dataset == f"folder:{tmp_path / 'data' / 'task'}"
+    assert config.data.root == str(tmp_path / "datasets")
+    assert config.backbone.name == f"local-dir:{tmp_path / 'clip'}"
+    assert config.backbone.weights == str(tmp_path / "w.pt")
+    assert config.data.descriptions == [
+        str(tmp_path / "d" / "a.json"),
+        str(tmp_path / "d" / "b.json"),
+    ]
     for spec in ("csv:x.csv", "hf:clip"):
         prefix = spec.split(":")[0]
-        assert load_config(None, {"dataset": spec, "backbone": spec}).dataset.startswith(
+        assert load_config(None, {"dataset": spec, "backbone": spec}).data.dataset.startswith(
             f"{prefix}:{tmp_path}"
         )
 
@@ -42,12 +45,16 @@ def test_names_and_tags_stay_as_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ViT-B-16").mkdir()  # a folder named like an architecture, beside --weights
     config = load_config(None, {"dataset": "dtd", "backbone": "ViT-B-16", "weights": "openai"})
-    assert (config.dataset, config.backbone, config.weights) == ("dtd", "ViT-B-16", "openai")
-    assert load_config(None, {"backbone": "random:tiny"}).backbone == "random:tiny"
+    assert (config.data.dataset, config.backbone.name, config.backbone.weights) == (
+        "dtd",
+        "ViT-B-16",
+        "openai",
+    )
+    assert load_config(None, {"backbone": "random:tiny"}).backbone.name == "random:tiny"
     # a bare backbone folder without weights is a path
-    assert load_config(None, {"backbone": "ViT-B-16"}).backbone == str(tmp_path / "ViT-B-16")
+    assert load_config(None, {"backbone": "ViT-B-16"}).backbone.name == str(tmp_path / "ViT-B-16")
     again = absolute_paths(load_config(None, {"dataset": "folder:x"}))
-    assert again.dataset == f"folder:{tmp_path / 'x'}"  # idempotent
+    assert again.data.dataset == f"folder:{tmp_path / 'x'}"  # idempotent
 
 
 def test_run_made_with_relative_paths_works_from_elsewhere(tmp_path, monkeypatch):
@@ -58,7 +65,7 @@ def test_run_made_with_relative_paths_works_from_elsewhere(tmp_path, monkeypatch
     from reprogram.engine.train import fit
 
     fit(config, "run")
-    stored = load_checkpoint(work / "run")["config"]
+    stored = load_checkpoint(work / "run")["config"]["data"]
     assert stored["dataset"] == f"folder:{work / 'data'}"
     assert all(os.path.isabs(p) for p in stored["descriptions"]) and stored["descriptions"]
     assert "folder:data" not in (work / "run" / "config.yaml").read_text()
@@ -79,6 +86,10 @@ def test_configs_built_in_code_are_made_absolute_when_validated(tmp_path, monkey
     from reprogram.engine.config import TrainConfig
 
     monkeypatch.chdir(tmp_path)
-    config = TrainConfig(method="ar", dataset="folder:data", descriptions=["d.json"]).validate()
-    assert config.dataset == f"folder:{tmp_path / 'data'}"
-    assert config.descriptions == [str(tmp_path / "d.json")]
+    config = (
+        TrainConfig()
+        .updated(method="ar", dataset="folder:data", descriptions=["d.json"])
+        .validate()
+    )
+    assert config.data.dataset == f"folder:{tmp_path / 'data'}"
+    assert config.data.descriptions == [str(tmp_path / "d.json")]

@@ -235,7 +235,7 @@ def test_imagenet_targets_map_to_the_run_classes(tmp_path):
     for wnid in present:
         image(tmp_path / "imagenet-adversarial/imagenet-a" / wnid / "a.jpg", 99)
     cfg = quick_config(tmp_path, "ar", root=str(tmp_path), epochs=1, shots=2)
-    cfg.dataset = "imagenet"
+    cfg.data.dataset = "imagenet"
     run_dir = tmp_path / "run"
     fit(cfg, run_dir)
     out = tmp_path / "dg.json"

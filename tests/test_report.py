@@ -454,7 +454,7 @@ def test_report_survives_a_missing_dataset_and_summarises_many_classes(runs, tmp
     moved = tmp_path / "moved-run"
     shutil.copytree(runs["dvp-cse"], moved)
     checkpoint = torch.load(moved / "checkpoint.pt", weights_only=False)
-    checkpoint["config"]["dataset"] = f"folder:{tmp_path / 'gone'}"
+    checkpoint["config"]["data"]["dataset"] = f"folder:{tmp_path / 'gone'}"
     torch.save(checkpoint, moved / "checkpoint.pt")
     options = Options(device="cpu", max_classes=4, examples=2)
     data = load_run_data(summarise(moved, "run1"), options, BackboneCache(), lambda _: None)

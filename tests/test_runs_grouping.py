@@ -13,7 +13,9 @@ from reprogram.engine.runs import comparison_table, format_cell, row_name, table
 from reprogram.errors import ReprogramError
 from reprogram.toy.benchmark import BenchmarkSettings, check_reusable, run_config
 
-BASE = TrainConfig(method="ar", dataset="folder:/data/task", backbone="random:tiny", epochs=5)
+BASE = TrainConfig().updated(
+    method="ar", dataset="folder:/data/task", backbone="random:tiny", epochs=5
+)
 
 
 def fake_run(folder: Path, config: TrainConfig, accuracy: float, fingerprint: str = "abc") -> Path:
@@ -21,12 +23,12 @@ def fake_run(folder: Path, config: TrainConfig, accuracy: float, fingerprint: st
     folder.mkdir(parents=True)
     save_config(config, folder / "config.yaml")
     results = {
-        "method": config.method,
-        "dataset": config.dataset,
+        "method": config.method.name,
+        "dataset": config.data.dataset,
         "seed": config.seed,
-        "shots": config.shots,
-        "epochs": config.epochs,
-        "backbone": {"arch": config.backbone, "weights": None, "fingerprint": fingerprint},
+        "shots": config.data.shots,
+        "epochs": config.optim.epochs,
+        "backbone": {"arch": config.backbone.name, "weights": None, "fingerprint": fingerprint},
         "test_accuracy": accuracy,
         "wall_time_s": 2.0,
     }
@@ -41,8 +43,8 @@ def cells_by_row(table: dict) -> dict[str, dict]:
 def test_runs_that_differ_only_by_seed_and_runtime_settings_are_pooled(tmp_path):
     runs = [
         fake_run(tmp_path / "a", BASE, 0.5),
-        fake_run(tmp_path / "b", replace(BASE, seed=2, device="cuda", quiet=True), 0.7),
-        fake_run(tmp_path / "c", replace(BASE, seed=3, eval_batch_size=8, compile=True), 0.6),
+        fake_run(tmp_path / "b", BASE.updated(seed=2, device="cuda", quiet=True), 0.7),
+        fake_run(tmp_path / "c", BASE.updated(seed=3, eval_batch_size=8, compile=True), 0.6),
     ]
     table = comparison_table(runs)
     (cell,) = cells_by_row(table).values()
@@ -54,9 +56,9 @@ def test_runs_that_differ_only_by_seed_and_runtime_settings_are_pooled(tmp_path)
 def test_unlike_runs_get_cells_of_their_own(tmp_path):
     runs = [
         fake_run(tmp_path / "a1", BASE, 0.5),
-        fake_run(tmp_path / "a2", replace(BASE, seed=2), 0.7),
-        fake_run(tmp_path / "epochs", replace(BASE, epochs=9), 0.9),
-        fake_run(tmp_path / "lr", replace(BASE, lr=1.0, seed=2), 0.1),
+        fake_run(tmp_path / "a2", BASE.updated(seed=2), 0.7),
+        fake_run(tmp_path / "epochs", BASE.updated(epochs=9), 0.9),
+        fake_run(tmp_path / "lr", BASE.updated(lr=1.0, seed=2), 0.1),
         fake_run(tmp_path / "weights", BASE, 0.3, fingerprint="other"),
     ]
     cells = cells_by_row(comparison_table(runs))
@@ -76,7 +78,7 @@ def test_a_single_run_shows_no_spread(tmp_path):
 
 
 def test_other_datasets_share_a_row(tmp_path):
-    other = replace(BASE, dataset="folder:/data/other")
+    other = BASE.updated(dataset="folder:/data/other")
     runs = [fake_run(tmp_path / "a", BASE, 0.5), fake_run(tmp_path / "b", other, 0.4)]
     table = comparison_table(runs)
     assert len(table["rows"]) == 1 and len(table["datasets"]) == 2
@@ -85,7 +87,7 @@ def test_other_datasets_share_a_row(tmp_path):
 def test_benchmark_reuses_only_runs_of_the_same_settings(tmp_path):
     settings = BenchmarkSettings(epochs=3, device="cpu")
     wanted = run_config(tmp_path / "task", "ar", 1, settings, True)
-    run = fake_run(tmp_path / "run", replace(wanted, device="cpu", quiet=False), 0.5)
+    run = fake_run(tmp_path / "run", wanted.updated(device="cpu", quiet=False), 0.5)
     check_reusable(run, wanted)  # same settings: reused
     for changed in (replace(settings, epochs=4), replace(settings, overrides={"lr": "2"})):
         with pytest.raises(ReprogramError, match="other settings"):
@@ -93,7 +95,7 @@ def test_benchmark_reuses_only_runs_of_the_same_settings(tmp_path):
     with pytest.raises(ReprogramError, match="other settings"):
         check_reusable(run, run_config(tmp_path / "task", "ar", 2, settings, True))
     # descriptions filled in by the run from the task folder do not count as a difference
-    filled = fake_run(tmp_path / "filled", replace(wanted, descriptions=["/t/des.json"]), 0.5)
+    filled = fake_run(tmp_path / "filled", wanted.updated(descriptions=["/t/des.json"]), 0.5)
     check_reusable(filled, wanted)
 
 

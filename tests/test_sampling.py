@@ -56,8 +56,8 @@ def test_kmeans_n_init_reaches_the_model_options():
     from reprogram.engine.config import load_config
 
     config = load_config(None, {"dataset": "toy", "kmeans_n_init": "10"})
-    assert config.method_options().kmeans_n_init == 10
-    assert load_config(None, {"dataset": "toy"}).method_options().kmeans_n_init is None
+    assert config.method.options().kmeans_n_init == 10
+    assert load_config(None, {"dataset": "toy"}).method.options().kmeans_n_init is None
 
 
 # -- sampling m per class -------------------------------------------------------------------------

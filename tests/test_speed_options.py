@@ -193,7 +193,7 @@ def test_training_steps_do_not_synchronise_with_the_host(dataset):
     scheduler = cosine_schedule(optimizer, 100)
 
     def syncs(steps: int) -> int:
-        count = steps * config.batch_size
+        count = steps * config.optim.batch_size
         pixels = torch.randint(
             0, 256, (count, 3, size + 8, size + 8), dtype=torch.uint8, device=device
         )

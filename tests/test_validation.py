@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import cli, make_folder_dataset, quick_config
 
-from reprogram.engine.config import load_config
+from reprogram.engine.config import flat_items, load_config
 from reprogram.errors import ReprogramError
 
 
@@ -51,7 +51,7 @@ def _train(dataset: Path, out: Path, method: str, *sets: str) -> list[str]:
 )
 def test_static_checks(dataset, key, value, word):
     config = quick_config(dataset, "dvp-cls", m=5)
-    config = load_config(None, {**config.to_dict(), key: value})
+    config = load_config(None, {**flat_items(config, runtime=True), key: value})
     with pytest.raises(ReprogramError, match=word):
         config.validate()
 

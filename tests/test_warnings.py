@@ -118,6 +118,6 @@ def test_warnings_survive_a_resume(dataset, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fit(config, tmp_path / "run")
     monkeypatch.setattr(train_module, "train_one_epoch", original)
-    resumed = fit(TrainConfig(quiet=True), tmp_path / "run", resume=True)
+    resumed = fit(TrainConfig().updated(quiet=True), tmp_path / "run", resume=True)
     [warning] = resumed["warnings"]
     assert "one prompt" in warning

@@ -87,7 +87,7 @@ def eval_command(
         model, classnames = zero_shot_model(config)
     result = evaluate_split(model, config, split, classnames)
     typer.echo(
-        f"{config.method} on {config.dataset} [{split}]: "
+        f"{config.method.name} on {config.data.dataset} [{split}]: "
         f"accuracy {result.accuracy:.4f} ({result.count} images)"
     )
 
@@ -138,7 +138,7 @@ def predict(
         raise ReprogramError(f"--top-k must be at least 1, got {top_k}")
     run = load_run(checkpoint, device=device, weights=weights)
     predictions = predict_images(
-        run.model, run.classnames, [str(p) for p in images], top_k, run.config.precision
+        run.model, run.classnames, [str(p) for p in images], top_k, run.config.backbone.precision
     )
     if as_json:
         typer.echo(json.dumps([p.__dict__ for p in predictions], indent=2))

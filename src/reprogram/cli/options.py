@@ -87,15 +87,11 @@ SHOWN_DEFAULTS = {
 def show_config_defaults(command: Any) -> Any:
     """Show TrainConfig's defaults in ``--help`` for options left ``None`` (the config decides)."""
     import copy
-    import dataclasses
     import inspect
 
-    from reprogram.engine.config import TrainConfig
+    from reprogram.engine.config import TrainConfig, flat_items
 
-    defaults = {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        for f in dataclasses.fields(TrainConfig)
-    }
+    defaults = flat_items(TrainConfig(), runtime=True)
     signature = inspect.signature(command, eval_str=True)
     params = []
     for param in signature.parameters.values():

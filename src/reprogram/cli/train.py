@@ -120,10 +120,10 @@ def _train(values: dict[str, Any]) -> None:
 def _resume_config(values: dict[str, Any]):
     """With ``--resume``: execution settings (device, quiet, ``--set compile=…``) apply; the
     run's identity is kept, and the options that would change it are named as ignored."""
-    from reprogram.engine.config import RUNTIME_FIELDS
+    from reprogram.engine.config import is_runtime_key
 
     sets = values["sets"] or []
-    runtime = [s for s in sets if s.partition("=")[0].strip() in RUNTIME_FIELDS]
+    runtime = [s for s in sets if is_runtime_key(s.partition("=")[0].strip())]
     kept = ("quiet", "device", "config_file", "sets", *RUN_FOLDER_OPTIONS)
     identity = {k: v for k, v in values.items() if k not in kept}
     others = [s for s in sets if s not in runtime]

@@ -133,8 +133,8 @@ def load_train_data(parts: RunParts, device: torch.device) -> TrainData:
     """Decode a run's training images (bucketed whole images when augmenting) onto ``device``."""
     size = parts.model.image_size
     samples = parts.splits.train
-    skip = parts.config.skip_bad_images
-    if not parts.config.augment:
+    skip = parts.config.data.skip_bad_images
+    if not parts.config.data.augment:
         return TrainData.centred(decode_center(samples, size, skip_bad=skip), size, device)
     bucketed = decode_short_side_buckets(samples, size, skip_bad=skip)
     return TrainData.bucketed(bucketed, size, device)

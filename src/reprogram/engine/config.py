@@ -1,8 +1,31 @@
-"""The typed training configuration: paper defaults, YAML files, command-line overrides."""
+"""The typed training configuration: paper defaults, YAML files, command-line overrides.
+
+A :class:`TrainConfig` is made of typed parts, each holding its fields' defaults once:
+
+- ``data`` (:class:`DataConfig`): which images and description files, how they are split;
+- ``method`` (:class:`MethodConfig`): the method's name and its hyper-parameters, whose
+  defaults are :class:`~reprogram.model.options.MethodOptions`' (it extends that class);
+- ``backbone`` (:class:`BackboneConfig`): the frozen model (name, weights, QuickGELU) and the
+  ``precision`` its image encoder runs in: precision changes the numbers, so it is identity;
+- ``optim`` (:class:`OptimConfig`): epochs, batches, SGD, schedule, evaluation and selection;
+- ``runtime`` (:class:`RuntimeConfig`): how a run executes (device, compile, quiet, …), not
+  what it computes;
+- ``seed`` (top level): it seeds the shots, the description sampling and the training alike.
+
+Everything but ``runtime`` is the run's identity: it is what ``config.yaml`` and the checkpoint
+hold (:meth:`TrainConfig.to_dict`, read back by the versioned :meth:`TrainConfig.from_dict`),
+and on ``--resume`` it comes from the checkpoint while ``runtime`` comes from the command line.
+
+Users type flat keys (``lr``, ``m``; a part's ``name`` field is typed as the part: ``method``,
+``backbone``) or dotted ones (``optim.lr``, ``method.name``) in YAML files and ``--set``.
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import string
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -12,151 +35,279 @@ from typing import Any
 import yaml
 
 from reprogram.errors import ReprogramError
-from reprogram.model.methods import MethodOptions
+from reprogram.model.options import MethodOptions
 
-# Execution settings: how a run is executed, not what it computes. On --resume they come from
-# the command line; everything else (the run's identity) comes from the checkpoint.
-RUNTIME_FIELDS = (
-    "device",
-    "compile",
-    "grad_checkpointing",
-    "deterministic",
-    "eval_batch_size",
-    "checkpoint_every",
-    "quiet",
-    "tensorboard",
-)
+VERSION = 2  # of the persisted form; 1 = the flat form of earlier run folders
 LR_SCHEDULE_SPANS = ("all-epochs", "training-steps")
 
 
-@dataclass
-class TrainConfig:
-    """Everything a run needs. Defaults are the paper's (DVP, ICML 2025)."""
+def _positive(name: str, value: int, least: int = 1) -> None:
+    if value < least:
+        raise ReprogramError(f"{name} must be positive, got {value}")
 
-    method: str = "dvp-cse"
+
+@dataclass
+class DataConfig:
+    """The images and description files a run reads, and how they are split."""
+
     dataset: str = ""
     root: str | None = None
-    backbone: str = "ViT-B-16"
-    weights: str | None = None
-    quick_gelu: bool | None = None
+    shots: int = 16  # per class from train; 0 = all images
+    split_seed: int = 0  # for folder/CSV datasets without explicit splits
+    subsample_classes: str = "all"  # all | base | novel (base-to-novel: CoCoOp's halves)
+    augment: bool = True
+    skip_bad_images: bool = False
+    allow_small_classes: bool = False  # train classes with fewer images than `shots`
     descriptions: list[str] = field(default_factory=list)
     causes: list[int] = field(default_factory=list)  # packaged causes for dvp-cse; [] = 1, 2, 3
     description_source: str = ""  # packaged AttrVR set: gpt4omini_llm, gpt4omini_mllm, llama, phi3
-    shots: int = 16  # per class from train; 0 = all images
-    seed: int = 1
-    split_seed: int = 0  # for folder/CSV datasets without explicit splits
-    subsample_classes: str = "all"  # all | base | novel (base-to-novel: CoCoOp's halves)
+
+    def validate(self) -> None:
+        if self.shots < 0:
+            raise ReprogramError(f"shots must be >= 0 (0 = all images), got {self.shots}")
+        if not self.dataset:
+            raise ReprogramError("no dataset given (--dataset NAME, folder:PATH or csv:FILE)")
+        if self.subsample_classes not in ("all", "base", "novel"):
+            raise ReprogramError(
+                f"subsample_classes must be all, base or novel, got '{self.subsample_classes}'"
+            )
+
+
+@dataclass
+class MethodConfig(MethodOptions):
+    """The method (``name``, flat key ``method``) and its options (defaults: MethodOptions')."""
+
+    name: str = "dvp-cse"
+
+    def options(self) -> MethodOptions:
+        return MethodOptions(**{f.name: getattr(self, f.name) for f in fields(MethodOptions)})
+
+    def validate(self) -> None:
+        """Static checks (those needing the model are made where it is built: the frame in
+        ``PromptBank``, clusters in ``build_reprogrammer``)."""
+        from reprogram.model.methods import get_recipe
+
+        get_recipe(self.name)
+        _positive("m", self.m)
+        for name in ("prm_top_k", "attr_top_k"):
+            value = getattr(self, name)
+            if not 1 <= value <= self.m:
+                raise ReprogramError(
+                    f"{name} must be between 1 and m ({self.m}, descriptions per class), "
+                    f"got {value}"
+                )
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ReprogramError(f"alpha must be between 0 and 1, got {self.alpha}")
+        if self.clusters is not None and self.clusters < 1:
+            raise ReprogramError(
+                f"clusters must be at least 1 (omit it for the dataset's default), "
+                f"got {self.clusters}"
+            )
+        if self.frame is not None and self.frame < 1:
+            raise ReprogramError(
+                f"frame must be at least 1 px (omit it for the default), got {self.frame}"
+            )
+        _check_template(self.template)
+
+
+def _check_template(template: str) -> None:
+    try:
+        found = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ReprogramError(f"template {template!r}: {err}") from err
+    if found != [""]:
+        raise ReprogramError(
+            f"template {template!r} must hold exactly one '{{}}' for the class name "
+            f"(e.g. 'This is a photo of {{}}.'), found {len(found)} fields "
+            + (f"({', '.join(repr(f) for f in found if f)})" if any(found) else "")
+        )
+
+
+@dataclass
+class BackboneConfig:
+    """The frozen model (``name``, flat key ``backbone``) and its image encoder's precision."""
+
+    name: str = "ViT-B-16"
+    weights: str | None = None
+    quick_gelu: bool | None = None
+    precision: str = "auto"
+
+
+@dataclass
+class OptimConfig:
+    """Training epochs, SGD, the learning-rate schedule, evaluation and model selection."""
+
     epochs: int = 200
     batch_size: int = 64
     lr: float = 40.0
     momentum: float = 0.9
     weight_decay: float = 0.0
-    augment: bool = True
     prm_warmup_epochs: int = 1  # the paper's epoch 0 only estimates the PRM
     # cosine over all epochs x steps, stepped in training epochs only (published; the last lr is
     # not 0), or "training-steps": over the training epochs' steps only (ends at lr 0)
     lr_schedule_span: str = "all-epochs"
     eval_every: int = 0  # evaluate validation every N epochs; 0 = about 20 times per run
     select_on: str = "val"  # "val" (ours) or "test" (the official scripts' optimistic protocol)
-    eval_batch_size: int = 256
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    grad_checkpointing: bool = False
-    deterministic: bool = False
-    skip_bad_images: bool = False
-    allow_small_classes: bool = False  # train classes with fewer images than `shots`
-    checkpoint_every: int = 1
-    quiet: bool = False
-    tensorboard: bool = False  # also write TensorBoard event files beside metrics.jsonl
-    # method options (see MethodOptions)
-    m: int = 20
-    prm_top_k: int = 3
-    attr_top_k: int = 3
-    alpha: float = 0.5
-    clusters: int | None = None
-    kmeans_seed: int = 0
-    kmeans_n_init: int | None = None  # DVP-cls k-means restarts; None: sklearn default (published)
-    description_sampling: str = "published"  # "distinct": no repeats when a class has exactly m
-    template: str = "This is a photo of {}."
-    frame: int | None = None
-
-    def method_options(self) -> MethodOptions:
-        names = {f.name for f in fields(MethodOptions)}
-        return MethodOptions(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
-
-    def validate(self) -> TrainConfig:
-        from reprogram.model.methods import get_recipe
-
-        get_recipe(self.method)
-        if self.select_on not in ("val", "test"):
-            raise ReprogramError(f"select_on must be 'val' or 'test', got '{self.select_on}'")
-        for name in ("epochs", "batch_size", "eval_batch_size", "m", "checkpoint_every"):
-            if getattr(self, name) < (0 if name == "epochs" else 1):
-                raise ReprogramError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.shots < 0:
-            raise ReprogramError(f"shots must be >= 0 (0 = all images), got {self.shots}")
-        if not self.dataset:
-            raise ReprogramError("no dataset given (--dataset NAME, folder:PATH or csv:FILE)")
-        _validate_options(self)
-        if self.subsample_classes not in ("all", "base", "novel"):
-            raise ReprogramError(
-                f"subsample_classes must be all, base or novel, got '{self.subsample_classes}'"
-            )
-        return absolute_paths(self)  # also for configs built in code, before a run stores them
 
     def resolved_eval_every(self) -> int:
         return self.eval_every or max(1, self.epochs // 20)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _validate_options(config: TrainConfig) -> None:
-    """Static checks of the optimiser and method options (those needing the model are made
-    where it is built: the frame in ``PromptBank``, clusters in ``build_reprogrammer``)."""
-    import math
-    import string
-
-    if not math.isfinite(config.lr) or config.lr < 0:
-        raise ReprogramError(f"lr must be a finite number >= 0, got {config.lr}")
-    if config.momentum < 0:
-        raise ReprogramError(f"momentum must be >= 0, got {config.momentum}")
-    if config.eval_every < 0:
-        raise ReprogramError(
-            f"eval_every must be >= 0 (0 = about 20 times per run), got {config.eval_every}"
-        )
-    for name in ("prm_top_k", "attr_top_k"):
-        value = getattr(config, name)
-        if not 1 <= value <= config.m:
+    def validate(self) -> None:
+        if self.select_on not in ("val", "test"):
+            raise ReprogramError(f"select_on must be 'val' or 'test', got '{self.select_on}'")
+        _positive("epochs", self.epochs, least=0)
+        _positive("batch_size", self.batch_size)
+        if not math.isfinite(self.lr) or self.lr < 0:
+            raise ReprogramError(f"lr must be a finite number >= 0, got {self.lr}")
+        if self.momentum < 0:
+            raise ReprogramError(f"momentum must be >= 0, got {self.momentum}")
+        if self.eval_every < 0:
             raise ReprogramError(
-                f"{name} must be between 1 and m ({config.m}, descriptions per class), got {value}"
+                f"eval_every must be >= 0 (0 = about 20 times per run), got {self.eval_every}"
             )
-    if not 0.0 <= config.alpha <= 1.0:
-        raise ReprogramError(f"alpha must be between 0 and 1, got {config.alpha}")
-    if config.clusters is not None and config.clusters < 1:
-        raise ReprogramError(
-            f"clusters must be at least 1 (omit it for the dataset's default), "
-            f"got {config.clusters}"
-        )
-    if config.frame is not None and config.frame < 1:
-        raise ReprogramError(
-            f"frame must be at least 1 px (omit it for the default), got {config.frame}"
-        )
-    try:
-        fields_ = [f for _, f, _, _ in string.Formatter().parse(config.template) if f is not None]
-    except ValueError as err:
-        raise ReprogramError(f"template {config.template!r}: {err}") from err
-    if fields_ != [""]:
-        raise ReprogramError(
-            f"template {config.template!r} must hold exactly one '{{}}' for the class name "
-            f"(e.g. 'This is a photo of {{}}.'), found {len(fields_)} fields "
-            + (f"({', '.join(repr(f) for f in fields_ if f)})" if any(fields_) else "")
-        )
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+@dataclass
+class RuntimeConfig:
+    """How a run executes, not what it computes; never persisted (on --resume: the caller's)."""
+
+    device: str = "auto"
+    compile: bool = False
+    grad_checkpointing: bool = False
+    deterministic: bool = False
+    eval_batch_size: int = 256
+    checkpoint_every: int = 1
+    quiet: bool = False
+    tensorboard: bool = False  # also write TensorBoard event files beside metrics.jsonl
+
+    def validate(self) -> None:
+        _positive("eval_batch_size", self.eval_batch_size)
+        _positive("checkpoint_every", self.checkpoint_every)
+
+
+PARTS: dict[str, type] = {
+    "method": MethodConfig,
+    "data": DataConfig,
+    "backbone": BackboneConfig,
+    "optim": OptimConfig,
+    "runtime": RuntimeConfig,
+}
+IDENTITY_PARTS = ("method", "data", "backbone", "optim")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults are the paper's (DVP, ICML 2025); see the module."""
+
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    seed: int = 1
+
+    def validate(self) -> TrainConfig:
+        self.method.validate()
+        self.optim.validate()
+        self.runtime.validate()
+        self.data.validate()
+        return absolute_paths(self)  # also for configs built in code, before a run stores them
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's identity as persisted (config.yaml, checkpoint): no runtime part."""
+        return {
+            "version": VERSION,
+            "seed": self.seed,
+            **{p: _part_dict(getattr(self, p)) for p in IDENTITY_PARTS},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from :meth:`to_dict`'s nested form, or from the flat form (no ``version``)
+        of earlier run folders: each flat key goes to its part, unknown ones are dropped."""
+        if "version" not in data:
+            values = {k: v for k, v in data.items() if k in FLAT_KEYS}
+            values.setdefault("lr_schedule_span", "training-steps")  # what those runs used
+            return cls().updated(**values)
+        if data["version"] != VERSION:
+            raise ReprogramError(
+                f"config version {data['version']} is not one this reprogram reads ({VERSION})"
+            )
+        config = cls(seed=data.get("seed", cls.seed))
+        for part, kind in PARTS.items():
+            given = data.get(part) or {}
+            unknown = sorted(set(given) - {f.name for f in fields(kind)})
+            if unknown:
+                raise ReprogramError(f"config part '{part}': unknown keys {', '.join(unknown)}")
+            setattr(config, part, kind(**given))
+        return config
+
+    def updated(self, **values: Any) -> TrainConfig:
+        """A copy with the given settings (flat or dotted keys, values as typed) changed."""
+        config = copy.deepcopy(self)
+        for key, value in values.items():
+            owner, name = _owner(config, key, "updated()")
+            setattr(owner, name, value)
+        return config
+
+
+def _part_dict(part: Any) -> dict[str, Any]:
+    values = dataclasses.asdict(part)
+    return {"name": values.pop("name"), **values} if "name" in values else values
+
+
+def _flat_keys() -> dict[str, tuple[str | None, str]]:
+    """Every flat key a user may type: ``key -> (part, field)`` (``None``: top level)."""
+    keys: dict[str, tuple[str | None, str]] = {"seed": (None, "seed")}
+    for part, kind in PARTS.items():
+        for f in fields(kind):
+            key = part if f.name == "name" else f.name
+            if key in keys:
+                raise AssertionError(f"config key '{key}' is in two parts")
+            keys[key] = (part, f.name)
+    return keys
+
+
+FLAT_KEYS = _flat_keys()
+
+
+def resolve_key(key: str) -> tuple[str | None, str] | None:
+    """``lr`` or ``optim.lr`` -> ``("optim", "lr")``; ``None`` for an unknown key."""
+    name = key.replace("-", "_")
+    part, dot, rest = name.partition(".")
+    if dot:
+        known = part in PARTS and rest in {f.name for f in fields(PARTS[part])}
+        return (part, rest) if known else None
+    return FLAT_KEYS.get(name)
+
+
+def is_runtime_key(key: str) -> bool:
+    return (resolve_key(key) or (None, ""))[0] == "runtime"
+
+
+def _owner(config: TrainConfig, key: str, source: str) -> tuple[Any, str]:
+    found = resolve_key(key)
+    if found is None:
+        name = key.replace("-", "_").rpartition(".")[2]
+        close = [n for n in FLAT_KEYS if n.startswith(name[:3])]
+        hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+        raise ReprogramError(f"{source}: unknown config key '{key}'{hint}")
+    part, name = found
+    return (config if part is None else getattr(config, part)), name
+
+
+def flat_items(config: TrainConfig, runtime: bool = False) -> dict[str, Any]:
+    """The settings by flat key (the names users type), without ``runtime`` unless asked."""
+    return {
+        key: copy.deepcopy(getattr(config if part is None else getattr(config, part), name))
+        for key, (part, name) in FLAT_KEYS.items()
+        if runtime or part != "runtime"
+    }
+
+
+def _hint(key: str) -> Any:
+    part, name = resolve_key(key)  # type: ignore[misc]
+    return typing.get_type_hints(TrainConfig if part is None else PARTS[part])[name]
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -189,22 +340,29 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         ) from err
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str) -> TrainConfig:
-    hints = _field_types()
+def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Nested YAML mappings of a part (``optim: {lr: 10}``) as dotted keys (``optim.lr``)."""
+    flat: dict[str, Any] = {}
     for key, value in overrides.items():
-        name = key.replace("-", "_")
-        if name not in hints:
-            close = [n for n in hints if n.startswith(name[:3])]
-            hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
-            raise ReprogramError(f"{source}: unknown config key '{key}'{hint}")
-        setattr(config, name, _coerce(name, value, hints[name]))
+        if key in PARTS and isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str) -> TrainConfig:
+    for key, value in _dotted(overrides).items():
+        owner, name = _owner(config, key, source)
+        setattr(owner, name, _coerce(name, value, _hint(key)))
     return config
 
 
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """Defaults, then a YAML file, then explicit overrides (command line)."""
+    """Defaults, then a YAML file (a user's flat keys, or a run's config.yaml), then explicit
+    overrides (command line)."""
     config = TrainConfig()
     if path is not None:
         path = Path(path)
@@ -216,7 +374,10 @@ def load_config(
             raise ReprogramError(f"{path}: not valid YAML ({err})") from err
         if not isinstance(data, dict):
             raise ReprogramError(f"{path}: expected a mapping of config keys")
-        apply_overrides(config, data, str(path))
+        if "version" in data:
+            config = TrainConfig.from_dict(data)
+        else:
+            apply_overrides(config, data, str(path))
     if overrides:
         apply_overrides(
             config, {k: v for k, v in overrides.items() if v is not None}, "command line"
@@ -248,15 +409,16 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
 
     Names (``dtd``, ``ViT-B-16``, ``random:tiny``) and weight tags that are no path stay as given.
     """
-    config.dataset = _absolute_spec(config.dataset)
-    config.backbone = _absolute_spec(config.backbone, bare_folder=config.weights is None)
-    if config.root:
-        config.root = _absolute(config.root)
-    if config.weights and (
-        Path(config.weights).expanduser().exists() or any(c in config.weights for c in "/\\~")
+    data, backbone = config.data, config.backbone
+    data.dataset = _absolute_spec(data.dataset)
+    backbone.name = _absolute_spec(backbone.name, bare_folder=backbone.weights is None)
+    if data.root:
+        data.root = _absolute(data.root)
+    if backbone.weights and (
+        Path(backbone.weights).expanduser().exists() or any(c in backbone.weights for c in "/\\~")
     ):
-        config.weights = _absolute(config.weights)
-    config.descriptions = [_absolute(p) for p in config.descriptions]
+        backbone.weights = _absolute(backbone.weights)
+    data.descriptions = [_absolute(p) for p in data.descriptions]
     return config
 
 
@@ -277,12 +439,15 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
+def read_config_file(path: str | Path) -> TrainConfig | None:
+    """A run folder's config.yaml (either form), or ``None`` when there is none."""
+    path = Path(path)
+    return TrainConfig.from_dict(yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
 def resumed_config(saved: dict[str, Any], command_line: TrainConfig) -> TrainConfig:
     """A resumed run's config: its identity (method, data, hyper-parameters) from the
-    checkpoint's ``saved`` config, its execution settings (:data:`RUNTIME_FIELDS`) from the
-    command line."""
-    known = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in saved.items() if k in known}
-    values.setdefault("lr_schedule_span", "training-steps")  # what runs made before it used
-    values.update({name: getattr(command_line, name) for name in RUNTIME_FIELDS})
-    return TrainConfig(**values)
+    checkpoint's ``saved`` config, its execution settings (``runtime``) from the command line."""
+    config = TrainConfig.from_dict(saved)
+    config.runtime = copy.deepcopy(command_line.runtime)
+    return config

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from reprogram.backbones import Backbone
 from reprogram.data import load_dataset
@@ -22,7 +21,7 @@ from reprogram.data.images import (
     to_uint8_chw,
 )
 from reprogram.engine.checkpoint import CONFIG, load_checkpoint, read_results
-from reprogram.engine.config import RUNTIME_FIELDS, TrainConfig
+from reprogram.engine.config import TrainConfig, flat_items, read_config_file
 from reprogram.engine.evaluate import Evaluation, evaluate
 from reprogram.engine.progress import Reporter
 from reprogram.engine.setup import build_backbone, build_model
@@ -59,18 +58,18 @@ def load_run(
     ``weights`` and ``root`` point a moved run at its backbone weights and datasets; the
     backbone fingerprint saved with the run keeps this safe (other weights are refused)."""
     checkpoint = load_checkpoint(run_dir)
-    config = TrainConfig(**checkpoint["config"])
+    config = TrainConfig.from_dict(checkpoint["config"])
     if device is not None:
-        config.device = device
+        config.runtime.device = device
     if weights is not None:
-        config.weights = str(weights)
+        config.backbone.weights = str(weights)
     if root is not None:
-        config.root = str(root)
+        config.data.root = str(root)
     if backbone is None:
         try:
             backbone = build_backbone(config)
         except ReprogramError as err:
-            if weights is not None or config.weights is None:
+            if weights is not None or config.backbone.weights is None:
                 raise
             raise ReprogramError(
                 f"{err} (if the run's weights moved, pass --weights FILE)"
@@ -81,7 +80,7 @@ def load_run(
             f"{run_dir}: trained with backbone {expected['arch']} from "
             f"{expected.get('weights') or 'its built-in weights'} (fingerprint "
             f"{expected['fingerprint']}), got fingerprint {backbone.fingerprint}"
-            + (f" from {config.weights}" if config.weights else "")
+            + (f" from {config.backbone.weights}" if config.backbone.weights else "")
             + ": pass --weights with the file the run was trained with"
         )
     classnames = checkpoint["classnames"]
@@ -95,11 +94,13 @@ def zero_shot_model(config: TrainConfig) -> tuple[Reprogrammer, list[str]]:
     """The model and class names of a method that trains nothing, built from ``config``."""
     from reprogram.model.methods import get_recipe
 
-    if get_recipe(config.method).trainable:
+    if get_recipe(config.method.name).trainable:
         raise ReprogramError(
-            f"method '{config.method}' must be trained first: use --checkpoint RUN"
+            f"method '{config.method.name}' must be trained first: use --checkpoint RUN"
         )
-    classnames = load_dataset(config.dataset, config.root, config.split_seed).classnames
+    classnames = load_dataset(
+        config.data.dataset, config.data.root, config.data.split_seed
+    ).classnames
     return build_model(config, build_backbone(config), classnames), classnames
 
 
@@ -136,26 +137,28 @@ def evaluate_split(
     """Evaluate a model on a split of the config's dataset (the class lists must agree)."""
     from reprogram.data.subsets import subsample_classes
 
-    splits = load_dataset(config.dataset, config.root, config.split_seed)
-    if split == "val" and config.shots:
+    splits = load_dataset(config.data.dataset, config.data.root, config.data.split_seed)
+    if split == "val" and config.data.shots:
         from reprogram.data import few_shot
 
-        splits = few_shot(splits, config.shots, config.seed)
-    splits = subsample_classes(splits, config.subsample_classes)
+        splits = few_shot(splits, config.data.shots, config.seed)
+    splits = subsample_classes(splits, config.data.subsample_classes)
     if classnames is not None and list(splits.classnames) != list(classnames):
         raise ReprogramError(
-            f"dataset {config.dataset} has other classes than the checkpoint: "
+            f"dataset {config.data.dataset} has other classes than the checkpoint: "
             + class_difference(list(splits.classnames), list(classnames))
         )
-    reporter = reporter or Reporter(config.quiet)
-    images = decode_center(splits.split(split), model.image_size, skip_bad=config.skip_bad_images)
+    reporter = reporter or Reporter(config.runtime.quiet)
+    images = decode_center(
+        splits.split(split), model.image_size, skip_bad=config.data.skip_bad_images
+    )
     if images.skipped:
         reporter.line(
             f"skipped {len(images.skipped)} undecodable images (e.g. {images.skipped[0]})"
         )
-    dtype = resolve_precision(config.precision, model.text_features.device)
+    dtype = resolve_precision(config.backbone.precision, model.text_features.device)
     with reporter.bar(f"eval {split}", len(images)) as advance:
-        return evaluate(model, images, config.eval_batch_size, dtype, advance)
+        return evaluate(model, images, config.runtime.eval_batch_size, dtype, advance)
 
 
 @dataclass
@@ -222,17 +225,18 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-# Settings that never make runs unlike: the seed (what a cell averages over), execution settings,
-# and where the backbone's weights were read from (its fingerprint stands for them).
-NOT_IDENTITY = ("seed", "backbone", "weights", *RUNTIME_FIELDS)
+# Settings that never make runs unlike: the seed (what a cell averages over) and where the
+# backbone's weights were read from (its fingerprint stands for them); execution settings are
+# not in a config's identity at all.
+NOT_IDENTITY = ("seed", "backbone", "weights")
 
 
 def run_identity(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     """What a run shares with the runs it may be averaged with: every training setting of its
     config but the seed and execution settings, and the backbone by weight fingerprint."""
-    path = Path(run_dir) / CONFIG
-    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    config = read_config_file(Path(run_dir) / CONFIG)
+    settings = flat_items(config) if config is not None else {}
+    identity = {k: v for k, v in settings.items() if k not in NOT_IDENTITY}
     for key in ("method", "dataset", "shots", "epochs"):
         identity.setdefault(key, results.get(key))
     backbone = results.get("backbone") or {}

@@ -120,14 +120,14 @@ def is_template_file(spec: str) -> bool:
 
 
 def default_clusters(config: TrainConfig) -> int:
-    if config.clusters:
-        return config.clusters
+    if config.method.clusters:
+        return config.method.clusters
     key = (
-        _published_key(config.dataset)
-        if not config.dataset.startswith(("folder:", "csv:"))
+        _published_key(config.data.dataset)
+        if not config.data.dataset.startswith(("folder:", "csv:"))
         else None
     )
-    return dataset_info(config.dataset).clusters if key else 3
+    return dataset_info(config.data.dataset).clusters if key else 3
 
 
 class RunWarnings:
@@ -208,32 +208,32 @@ def load_data(config: TrainConfig, warnings: RunWarnings | None = None) -> Split
     splits = _load_splits(config)
     for note in splits.notes if warnings is not None else ():
         warnings.add(note)
-    if warnings is not None and config.shots:
+    if warnings is not None and config.data.shots:
         labels = [sample.label for sample in splits.train]
-        warn_small_classes(warnings, labels, splits.classnames, config.shots, "training")
+        warn_small_classes(warnings, labels, splits.classnames, config.data.shots, "training")
     return splits
 
 
 def _load_splits(config: TrainConfig) -> Splits:
     from reprogram.data.subsets import subsample_classes
 
-    splits = load_dataset(config.dataset, config.root, config.split_seed)
+    splits = load_dataset(config.data.dataset, config.data.root, config.data.split_seed)
     # classes short of shots are refused where training would use them (allow_small_classes)
-    trains = get_recipe(config.method).trainable and config.epochs > 0
-    allow_small = config.allow_small_classes or not trains
+    trains = get_recipe(config.method.name).trainable and config.optim.epochs > 0
+    allow_small = config.data.allow_small_classes or not trains
     # as CoOp: the few-shot draw over all classes first, then the base/novel half
     return subsample_classes(
-        few_shot(splits, config.shots or None, config.seed, allow_small=allow_small),
-        config.subsample_classes,
+        few_shot(splits, config.data.shots or None, config.seed, allow_small=allow_small),
+        config.data.subsample_classes,
     )
 
 
 def build_backbone(config: TrainConfig) -> Backbone:
     return load_backbone(
-        config.backbone,
-        config.weights,
-        device=resolve_device(config.device),
-        quick_gelu=config.quick_gelu,
+        config.backbone.name,
+        config.backbone.weights,
+        device=resolve_device(config.runtime.device),
+        quick_gelu=config.backbone.quick_gelu,
     )
 
 
@@ -244,36 +244,36 @@ def build_model(
     bank: TextBank | None = None,
     warnings: RunWarnings | None = None,
 ) -> Reprogrammer:
-    recipe = get_recipe(config.method)
+    recipe = get_recipe(config.method.name)
     descriptions = []
     texts = text_classnames(classnames)  # ImageNet's repeated names share their texts
     if bank is None and recipe.needs_descriptions:
-        if config.descriptions and (config.causes or config.description_source):
+        if config.data.descriptions and (config.data.causes or config.data.description_source):
             raise ReprogramError(
                 "--causes and --description-source pick packaged files: not with --descriptions"
             )
-        files = config.descriptions or default_description_files(
-            recipe, config.dataset, config.causes, config.description_source
+        files = config.data.descriptions or default_description_files(
+            recipe, config.data.dataset, config.data.causes, config.data.description_source
         )
-        config.descriptions = [str(f) for f in files]
+        config.data.descriptions = [str(f) for f in files]
         paths = [str(materialize(f)) for f in files]
         descriptions = [
             (spec, read_description_file(path))
-            for spec, path in zip(config.descriptions, paths, strict=True)
+            for spec, path in zip(config.data.descriptions, paths, strict=True)
         ]
         if warnings is not None:
-            warn_descriptions(warnings, recipe, paths, texts, config.m)
-    options = config.method_options()
+            warn_descriptions(warnings, recipe, paths, texts, config.method.m)
+    options = config.method.options()
     options.clusters = default_clusters(config)
     model = build_reprogrammer(
-        config.method, backbone, texts, descriptions, options, config.seed, bank
+        config.method.name, backbone, texts, descriptions, options, config.seed, bank
     )
     if bank is None and descriptions:
-        names = cause_names(config.descriptions, config.dataset)
+        names = cause_names(config.data.descriptions, config.data.dataset)
         if recipe.texts.per_cause and names and len(names) == len(model.bank.group_names):
             model.bank.group_names = names
-        model.bank.template = any(is_template_file(f) for f in config.descriptions)
-    if config.grad_checkpointing and hasattr(backbone, "set_grad_checkpointing"):
+        model.bank.template = any(is_template_file(f) for f in config.data.descriptions)
+    if config.runtime.grad_checkpointing and hasattr(backbone, "set_grad_checkpointing"):
         backbone.set_grad_checkpointing(True)
     return model
 
@@ -281,8 +281,8 @@ def build_model(
 def prepare(config: TrainConfig, warnings: RunWarnings | None = None) -> RunParts:
     """Read the data, load the backbone and build the method's model."""
     config.validate()
-    if is_published(config.dataset) and dataset_info(config.dataset).eval_only:
-        name = dataset_info(config.dataset).name
+    if is_published(config.data.dataset) and dataset_info(config.data.dataset).eval_only:
+        name = dataset_info(config.data.dataset).name
         raise ReprogramError(
             f"{name} is a test set only: train on imagenet, then evaluate the run with "
             f"reprogram eval --checkpoint RUN --dataset {name}"

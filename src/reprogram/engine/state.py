@@ -53,13 +53,13 @@ def schedule_steps(config: TrainConfig, warmup: int, steps_per_epoch: int) -> in
     """The cosine's length. ``all-epochs`` (published): every epoch's steps, the PRM-only ones
     included, although only training steps advance it, so the last lr is not 0.
     ``training-steps``: the training epochs' steps only (the last step is taken at lr ~0)."""
-    if config.lr_schedule_span == "all-epochs":
-        return config.epochs * steps_per_epoch
-    if config.lr_schedule_span == "training-steps":
-        return (config.epochs - warmup) * steps_per_epoch
+    if config.optim.lr_schedule_span == "all-epochs":
+        return config.optim.epochs * steps_per_epoch
+    if config.optim.lr_schedule_span == "training-steps":
+        return (config.optim.epochs - warmup) * steps_per_epoch
     raise ReprogramError(
         f"lr_schedule_span must be 'all-epochs' or 'training-steps', "
-        f"got '{config.lr_schedule_span}'"
+        f"got '{config.optim.lr_schedule_span}'"
     )
 
 
@@ -183,10 +183,10 @@ class Checkpointer:
             else f"the training loss is {row['loss']}"
         )
         cause = (
-            f"lr={config.lr} is not a finite number"
-            if not math.isfinite(config.lr)
-            else f"the learning rate (lr={config.lr:g}) is likely too large, or a method option "
-            "degenerate (e.g. attr_top_k=0)"
+            f"lr={config.optim.lr} is not a finite number"
+            if not math.isfinite(config.optim.lr)
+            else f"the learning rate (lr={config.optim.lr:g}) is likely too large, or a method "
+            "option degenerate (e.g. attr_top_k=0)"
         )
         kept = (
             f"the checkpoint of epoch {self.last_saved} is kept"
@@ -198,7 +198,7 @@ class Checkpointer:
     def after_epoch(self, state: RunState) -> None:
         """Save every ``checkpoint_every`` epochs and after the last one (the main process)."""
         config = self.parts.config
-        if state.epoch % config.checkpoint_every == 0 or state.epoch == config.epochs:
+        if state.epoch % config.runtime.checkpoint_every == 0 or state.epoch == config.optim.epochs:
             self.save(state, finished=False)
 
     def save(self, state: RunState, finished: bool) -> None:
@@ -212,7 +212,7 @@ class Checkpointer:
         parts = self.parts
         identity = {
             "config": parts.config.to_dict(),
-            "method": parts.config.method,
+            "method": parts.config.method.name,
             "classnames": parts.splits.classnames,
             "backbone": parts.backbone.describe(),
             "text_bank": parts.model.bank.to_dict(),

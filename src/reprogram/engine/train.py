@@ -90,8 +90,8 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     started = time.perf_counter()
-    for start in range(0, len(order), config.batch_size):
-        index = order[start : start + config.batch_size]
+    for start in range(0, len(order), config.optim.batch_size):
+        index = order[start : start + config.optim.batch_size]
         images, labels = data.batch(index, generator, world.shard(index))
         if len(labels) == 0:  # a last batch smaller than the world leaves this process nothing
             if training:
@@ -105,7 +105,7 @@ def train_one_epoch(
         model.aggregator.observe(output.scores.detach(), labels)
         loss_sum += loss.detach() * len(index)
         correct += (output.logits.detach().argmax(dim=1) == labels).sum()
-        done = min(start + config.batch_size, len(order))
+        done = min(start + config.optim.batch_size, len(order))
         advance(len(labels), **{"img/s": f"{done / max(time.perf_counter() - started, 1e-9):.0f}"})
     model.aggregator.reduce_counts(world.all_reduce_sum)
     model.aggregator.update()
@@ -149,7 +149,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
 
     The run folder is locked for the whole run: a second run into it fails at once. With
     ``resume``, the run's identity comes from its checkpoint and only the execution settings
-    (``RUNTIME_FIELDS`` in ``engine/config.py``: device, compile, quiet, …) from ``config``.
+    (``config.runtime``: device, compile, quiet, …) from ``config``.
     The deterministic-algorithms flags and the global RNGs are left as they were found."""
     with run_lock(run_dir), preserved_global_state():
         return _fit(config, Path(run_dir), resume)
@@ -160,9 +160,11 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     checkpoint = Checkpointer.existing(run_dir, resume)
     run = _build(config, run_dir, checkpoint)
     model, config = run.model, run.config
-    trainable = model.recipe.trainable and config.epochs > 0
+    trainable = model.recipe.trainable and config.optim.epochs > 0
     warmup = (
-        min(config.prm_warmup_epochs, config.epochs) if model.recipe.aggregation.estimates else 0
+        min(config.optim.prm_warmup_epochs, config.optim.epochs)
+        if model.recipe.aggregation.estimates
+        else 0
     )
     state = RunState(warmup=warmup, best=initial_best(model), warnings=run.parts.warnings)
     checkpointer = Checkpointer(run_dir, run.parts, run.world)
@@ -171,8 +173,10 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         state = _optimisation(run, state, data)
         if checkpoint is not None:
             _resume(run, state, checkpoint, checkpointer)
-        curves = CurveWriter(run_dir, config.tensorboard and run.world.is_main)  # --tensorboard
-        while state.epoch < config.epochs:
+        curves = CurveWriter(
+            run_dir, config.runtime.tensorboard and run.world.is_main
+        )  # --tensorboard
+        while state.epoch < config.optim.epochs:
             row = _train_epoch(run, data, state)  # advances state.epoch
             checkpointer.check_finite(row, state.epoch)
             if not row["estimate_only"]:  # every process evaluates its shard
@@ -193,23 +197,25 @@ def _build(config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None
         config = resumed_config(checkpoint["config"], config)
     config.validate()
     # the device this process uses (under torchrun: its own GPU); never written to the run
-    execution = replace(config, device=local_device_name(config.device))
-    world = init_world("cuda" if execution.device.startswith("cuda") else "cpu")
-    reporter = Reporter(config.quiet or not world.is_main)
+    execution = config.updated(device=local_device_name(config.runtime.device))
+    world = init_world("cuda" if execution.runtime.device.startswith("cuda") else "cpu")
+    reporter = Reporter(config.runtime.quiet or not world.is_main)
     started = time.perf_counter()
-    if config.deterministic:
+    if config.runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
     parts = _parts(config, execution, checkpoint, RunWarnings(reporter), run_dir)
     config, model = parts.config, parts.model
-    if config.compile:
+    if config.runtime.compile:
         model.enable_compile()
-    precision = Precision.resolve(config.precision, parts.backbone.device)  # one policy per run
+    precision = Precision.resolve(
+        config.backbone.precision, parts.backbone.device
+    )  # one policy per run
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    val = decode_center(parts.splits.val, model.image_size, skip_bad=config.skip_bad_images)
-    test = decode_center(parts.splits.test, model.image_size, skip_bad=config.skip_bad_images)
+    val = decode_center(parts.splits.val, model.image_size, skip_bad=config.data.skip_bad_images)
+    test = decode_center(parts.splits.test, model.image_size, skip_bad=config.data.skip_bad_images)
     return Run(parts, run_dir, precision, world, reporter, started, val, test, list(val.skipped))
 
 
@@ -223,7 +229,7 @@ def _parts(
     """Data, backbone and model: new, or rebuilt from the checkpoint's exact texts."""
     if checkpoint is None:
         parts = prepare(execution, warnings)
-        parts.config = replace(parts.config, device=config.device)
+        parts.config = parts.config.updated(device=config.runtime.device)
         return parts
     for message in checkpoint.get("warnings", []):  # those of the first start, in order
         warnings.add(message)
@@ -251,12 +257,12 @@ def _train_data(run: Run) -> TrainData:
 def _optimisation(run: Run, state: RunState, data: TrainData) -> RunState:
     """SGD with momentum and a per-step cosine schedule, as the published scripts."""
     config = run.config
-    steps_per_epoch = math.ceil(len(data.labels) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.labels) / config.optim.batch_size)
     optimizer = torch.optim.SGD(
         run.model.prompt_parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        lr=config.optim.lr,
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
     )
     scheduler = cosine_schedule(optimizer, schedule_steps(config, state.warmup, steps_per_epoch))
     return replace(
@@ -270,7 +276,9 @@ def _resume(
     state.restore(checkpoint, run.model)
     checkpointer.resumed(state)
     write_metrics(run.run_dir, state.history)
-    run.reporter.line(f"resuming {run.run_dir} at epoch {state.epoch + 1}/{run.config.epochs}")
+    run.reporter.line(
+        f"resuming {run.run_dir} at epoch {state.epoch + 1}/{run.config.optim.epochs}"
+    )
 
 
 def _train_epoch(run: Run, data: TrainData, state: RunState) -> dict[str, Any]:
@@ -278,7 +286,7 @@ def _train_epoch(run: Run, data: TrainData, state: RunState) -> dict[str, Any]:
     config, estimate_only = run.config, state.estimating
     run.model.prompts.train()
     label = "estimate PRM" if estimate_only else "train"
-    title = f"epoch {state.epoch + 1}/{config.epochs} {label}"
+    title = f"epoch {state.epoch + 1}/{config.optim.epochs} {label}"
     with run.reporter.bar(title, len(data.labels)) as advance:
         row = train_one_epoch(run.model, data, state, config, run.precision, advance, run.world)
     row = {**row, "lr": state.lr, "estimate_only": estimate_only}  # the lr after its steps
@@ -291,15 +299,15 @@ def _evaluate_epoch(run: Run, row: dict[str, Any]) -> float | None:
     the test split after every training epoch (the official protocol). Returns the score."""
     config, score = run.config, None
     epoch = row["epoch"]
-    if epoch % config.resolved_eval_every() == 0 or epoch == config.epochs:
+    if epoch % config.optim.resolved_eval_every() == 0 or epoch == config.optim.epochs:
         row["val_acc"] = score = _accuracy(run, run.val_images)
-    if config.select_on == "test":
+    if config.optim.select_on == "test":
         row["test_acc"] = score = _accuracy(run, run.test_images)
     return score
 
 
 def _accuracy(run: Run, images: DecodedImages) -> float:
-    batch = run.config.eval_batch_size
+    batch = run.config.runtime.eval_batch_size
     return evaluate(run.model, images, batch, run.precision, world=run.world).accuracy
 
 
@@ -321,7 +329,7 @@ def _epoch_line(row: dict[str, Any]) -> str:
 
 def _finish(run: Run, state: RunState, checkpointer: Checkpointer) -> dict[str, Any]:
     """Test once with the selected state, then write the final checkpoint and results.json."""
-    config, model, batch = run.config, run.model, run.config.eval_batch_size
+    config, model, batch = run.config, run.model, run.config.runtime.eval_batch_size
     with run.reporter.bar("test", len(run.test_images)) as advance:
         test = evaluate(model, run.test_images, batch, run.precision, advance, run.world)
     val = evaluate(model, run.val_images, batch, run.precision, world=run.world)
@@ -331,14 +339,14 @@ def _finish(run: Run, state: RunState, checkpointer: Checkpointer) -> dict[str, 
     results = _results(run, state, val, test, skipped)
     if skipped:
         run.reporter.line(f"skipped {len(skipped)} undecodable images (e.g. {skipped[0]})")
-    state.epoch = config.epochs
+    state.epoch = config.optim.epochs
     checkpointer.save(state, finished=True)
     write_results(run.run_dir, results)
     selected = state.best["epoch"]
     run.reporter.line(
-        f"{config.method} on {config.dataset}: "
+        f"{config.method.name} on {config.data.dataset}: "
         f"val acc {val.accuracy:.4f}  test acc {test.accuracy:.4f}"
-        + (f"  (selected epoch {selected} on {config.select_on})" if selected > 0 else "")
+        + (f"  (selected epoch {selected} on {config.optim.select_on})" if selected > 0 else "")
     )
     return results
 
@@ -349,13 +357,13 @@ def _results(
     config, model, parts = run.config, run.model, run.parts
     classnames = parts.splits.classnames
     return {
-        "method": config.method,
-        "dataset": config.dataset,
+        "method": config.method.name,
+        "dataset": config.data.dataset,
         "seed": config.seed,
-        "shots": config.shots,
-        "epochs": config.epochs,
+        "shots": config.data.shots,
+        "epochs": config.optim.epochs,
         "backbone": parts.backbone.describe(),
-        "select_on": config.select_on,
+        "select_on": config.optim.select_on,
         "selected_epoch": state.best["epoch"] if state.best["epoch"] > 0 else None,
         "val_accuracy": val.accuracy,
         "test_accuracy": test.accuracy,
@@ -370,7 +378,7 @@ def _results(
         "prompts": model.prompts.count if model.recipe.trainable else 0,
         "description_sampling": model.bank.sampling,  # published | distinct | None (templates)
         "classnames": classnames,
-        "descriptions": [file_record(spec) for spec in config.descriptions],
+        "descriptions": [file_record(spec) for spec in config.data.descriptions],
         "template_descriptions": model.bank.template,
         "wall_time_s": time.perf_counter() - run.started,
         "warnings": parts.warnings.messages,
@@ -393,7 +401,7 @@ def fit_seeds(
         finished = (run_dir / RESULTS).is_file()
         if not finished:
             fit(
-                replace(config, seed=seed),
+                config.updated(seed=seed),
                 run_dir,
                 resume=resume and (run_dir / CHECKPOINT).is_file(),
             )

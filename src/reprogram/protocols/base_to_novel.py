@@ -11,7 +11,6 @@ for the PRM and clusters). The harmonic mean ``2·b·n / (b + n)`` summarises bo
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +36,34 @@ def harmonic_mean(base: float, novel: float) -> float:
 def _train_base(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any]:
     if (out / RESULTS).is_file():
         results = read_results(out)
-        if load_run_config(out).subsample_classes != "base":
+        if load_run_config(out).data.subsample_classes != "base":
             raise ReprogramError(f"{out} holds a finished run that is not a base-class run")
         return results
     return fit(config, out, resume=resume and (out / CHECKPOINT).is_file())
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
-    from reprogram.engine.config import load_config
+    from reprogram.engine.config import read_config_file
 
-    return load_config(run_dir / "config.yaml")
+    config = read_config_file(run_dir / "config.yaml")  # the run's own (either form)
+    if config is None:
+        raise ReprogramError(f"{run_dir}: no config.yaml")
+    return config
 
 
 def run_base_to_novel(config: TrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train on the base classes into ``out``, evaluate base and novel, write the table."""
     out = Path(out)
-    config = replace(config, subsample_classes="base").validate()
+    config = config.updated(subsample_classes="base").validate()
     base_results = _train_base(config, out, resume)
-    run = load_run(out, device=config.device)
-    full = load_dataset(run.config.dataset, run.config.root, run.config.split_seed)
+    run = load_run(out, device=config.runtime.device)
+    full = load_dataset(run.config.data.dataset, run.config.data.root, run.config.data.split_seed)
     novel = subsample_classes(full, "novel")
     # the very description files the base run used, sampled with its rule and seed
-    model = transfer_model(run, novel.classnames, run.config.dataset, run.config.descriptions)
-    reporter = Reporter(config.quiet)
+    model = transfer_model(
+        run, novel.classnames, run.config.data.dataset, run.config.data.descriptions
+    )
+    reporter = Reporter(config.runtime.quiet)
     evaluation = evaluate_samples(
         model, novel.test, novel.num_classes, run, label="novel test", reporter=reporter
     )
@@ -67,10 +71,10 @@ def run_base_to_novel(config: TrainConfig, out: str | Path, resume: bool = False
     base, novel_acc = base_results["test_accuracy"], evaluation.accuracy
     result = {
         "protocol": "base-to-novel",
-        "method": run.config.method,
-        "dataset": run.config.dataset,
+        "method": run.config.method.name,
+        "dataset": run.config.data.dataset,
         "seed": run.config.seed,
-        "shots": run.config.shots,
+        "shots": run.config.data.shots,
         "base_classes": len(run.classnames),
         "novel_classes": novel.num_classes,
         "base_accuracy": base,
@@ -96,8 +100,7 @@ def run_base_to_novel_seeds(
     """One base-to-novel run per seed into ``out/seed-N``; mean ± std over seeds in ``out``."""
     out = Path(out)
     results = [
-        run_base_to_novel(replace(config, seed=seed), out / f"seed-{seed}", resume)
-        for seed in seeds
+        run_base_to_novel(config.updated(seed=seed), out / f"seed-{seed}", resume) for seed in seeds
     ]
     summary = {"protocol": "base-to-novel", "seeds": list(seeds), "runs": results}
     for key in ("base_accuracy", "novel_accuracy", "harmonic_mean"):

@@ -14,7 +14,7 @@ How a run meets a target dataset depends on the target's class list:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,9 @@ def transfer_model(
     The texts are what a fresh run of the same method and seed on ``dataset`` would sample
     (``descriptions``, or the dataset's defaults); the PRM and other aggregators start fresh.
     """
-    config = replace(run.config, dataset=dataset, descriptions=list(descriptions or []))
+    config = run.config.updated(dataset=dataset, descriptions=list(descriptions or []))
     if descriptions:  # explicit files replace the packaged picks the run may have made
-        config = replace(config, causes=[], description_source="")
+        config = config.updated(causes=[], description_source="")
     model = build_model(config, run.backbone, classnames)
     trained: TextBank = run.model.bank
     if model.recipe.grouping.from_features:
@@ -79,13 +79,13 @@ def transfer_model(
     if len(model.bank.group_names) != len(trained.group_names):
         raise ReprogramError(
             f"{dataset}: {len(model.bank.group_names)} description groups "
-            f"({', '.join(config.descriptions)}) for a run with {len(trained.group_names)} "
+            f"({', '.join(config.data.descriptions)}) for a run with {len(trained.group_names)} "
             f"prompts ({', '.join(trained.group_names)}): pass one description file per "
             "trained prompt with --descriptions"
         )
     prompts = {k: v for k, v in run.model.trainable_state().items() if k.startswith("prompts.")}
     model.load_trainable_state(prompts)
-    model.description_files = list(config.descriptions)  # recorded in the results
+    model.description_files = list(config.data.descriptions)  # recorded in the results
     return model.eval()
 
 
@@ -125,12 +125,12 @@ def evaluate_samples(
     reporter: Reporter | None = None,
 ) -> Evaluation:
     """Accuracy of ``model`` on samples; ``columns`` keeps only those logits (a class subset)."""
-    reporter = reporter or Reporter(run.config.quiet)
-    images = decode_center(samples, model.image_size, skip_bad=run.config.skip_bad_images)
-    dtype = resolve_precision(run.config.precision, model.text_features.device)
+    reporter = reporter or Reporter(run.config.runtime.quiet)
+    images = decode_center(samples, model.image_size, skip_bad=run.config.data.skip_bad_images)
+    dtype = resolve_precision(run.config.backbone.precision, model.text_features.device)
     model.eval()
     with reporter.bar(label, len(images)) as advance:
-        logits = predict_logits(model, images, run.config.eval_batch_size, dtype, advance)
+        logits = predict_logits(model, images, run.config.runtime.eval_batch_size, dtype, advance)
     if columns is not None:
         logits = logits[:, torch.tensor(columns, device=logits.device)]
     return summarise(logits, images.labels, num_classes)
@@ -146,7 +146,7 @@ def evaluate_target(
 ) -> TargetEvaluation:
     """Evaluate a loaded run on ``split`` of ``dataset`` (same classes, a subset, or new ones)."""
     config = run.config
-    splits = load_dataset(dataset, root or config.root, config.split_seed)
+    splits = load_dataset(dataset, root or config.data.root, config.data.split_seed)
     samples = splits.split(split)
     has_prm = run.model.recipe.aggregation.estimates
     names = list(splits.classnames)
@@ -168,7 +168,7 @@ def evaluate_target(
         model, samples, len(names), run, columns, f"{dataset} {split}", reporter
     )
     prm = ("uniform" if mode == NEW else "trained") if has_prm else None
-    files = getattr(model, "description_files", None) or list(config.descriptions)
+    files = getattr(model, "description_files", None) or list(config.data.descriptions)
     return TargetEvaluation(dataset, mode, names, evaluation, prm, files)
 
 
@@ -208,17 +208,17 @@ def evaluate_transfer(
     if len(targets) > 1 and descriptions:
         raise ReprogramError("--descriptions applies to one --dataset, not to several --targets")
     run = load_run(run_dir, device=device, weights=weights)
-    run.config = replace(run.config, quiet=quiet)
+    run.config = run.config.updated(quiet=quiet)
     reporter = Reporter(quiet)
     rows = [
         evaluate_target(run, target, root, descriptions, split, reporter).to_dict()
         for target in targets
     ]
-    source = _source_row(run_dir, run.config.subsample_classes)
+    source = _source_row(run_dir, run.config.data.subsample_classes)
     return {
         "run": str(run_dir),
-        "method": run.config.method,
-        "source_dataset": run.config.dataset,
+        "method": run.config.method.name,
+        "source_dataset": run.config.data.dataset,
         "split": split,
         "source": source,
         "targets": rows,
@@ -257,11 +257,12 @@ def write_transfer(result: dict[str, Any], out: str | Path) -> Path:
 def is_other_dataset(run_dir: str | Path, dataset: str | None) -> bool:
     """Whether ``dataset`` names another dataset than the one the run was trained on."""
     from reprogram.engine.checkpoint import load_checkpoint
+    from reprogram.engine.config import TrainConfig
 
     if not dataset:
         return False
-    config = load_checkpoint(run_dir)["config"]
-    return dataset != config["dataset"] or config.get("subsample_classes", "all") != "all"
+    data = TrainConfig.from_dict(load_checkpoint(run_dir)["config"]).data
+    return dataset != data.dataset or data.subsample_classes != "all"
 
 
 def default_output(run_dir: str | Path, targets: list[str]) -> Path:

@@ -93,7 +93,9 @@ class RunData:
     def dtype(self) -> torch.dtype:
         from reprogram.model.precision import resolve_precision
 
-        return resolve_precision(self.run.config.precision, self.model.text_features.device)
+        return resolve_precision(
+            self.run.config.backbone.precision, self.model.text_features.device
+        )
 
     def no_model_reason(self) -> str:
         return self.model_reason or "the model is not available"
@@ -191,18 +193,22 @@ def _load_test_images(data: RunData) -> None:
 
     config = data.run.config
     try:
-        splits = load_dataset(config.dataset, config.root, config.split_seed)
+        splits = load_dataset(config.data.dataset, config.data.root, config.data.split_seed)
         if list(splits.classnames) != list(data.run.classnames):
-            raise ReprogramError(f"dataset {config.dataset} now has other classes than the run")
+            raise ReprogramError(
+                f"dataset {config.data.dataset} now has other classes than the run"
+            )
         samples = _cap_per_class(splits.test, data.options.max_per_class)
         if not samples:
             raise ReprogramError("the test split is empty")
-        data.images = decode_center(samples, data.model.image_size, skip_bad=config.skip_bad_images)
+        data.images = decode_center(
+            samples, data.model.image_size, skip_bad=config.data.skip_bad_images
+        )
         if len(data.images) == 0:
             data.images = None
             raise ReprogramError("no test image could be decoded")
     except (ReprogramError, OSError) as err:
-        data.image_reason = f"the test images of {config.dataset} could not be read ({err})"
+        data.image_reason = f"the test images of {config.data.dataset} could not be read ({err})"
         data.summary.notes.append(data.image_reason)
 
 

@@ -89,7 +89,7 @@ def _eval_vs_forward(options: BenchOptions, tmp: Path) -> dict:
     config = train_config(options, dataset, descriptions)
     parts = prepare(config)
     model, device = parts.model, parts.backbone.device
-    precision = Precision.resolve(config.precision, device)
+    precision = Precision.resolve(config.backbone.precision, device)
     images = decode_center(parts.splits.test, model.image_size)
     evaluate(model, images, options.eval_batch_size, precision)  # warm-up
     measure.synchronize(device)
@@ -118,7 +118,7 @@ def _memory(backbone: str, batch: int, steps: int, device_name: str, tmp: Path) 
 
     names = [f"class_{i:03d}" for i in range(47)]
     files = description_files(names, tmp / "memory-descriptions", 25)
-    config = TrainConfig(
+    config = TrainConfig().updated(
         method="dvp-cse",
         backbone=backbone,
         descriptions=[str(files[k]) for k in ("cse_1", "cse_2", "cse_3")],
@@ -130,12 +130,14 @@ def _memory(backbone: str, batch: int, steps: int, device_name: str, tmp: Path) 
     model_backbone = build_backbone(config)
     model = build_model(config, model_backbone, names)
     device = model_backbone.device
-    precision = Precision.resolve(config.precision, device)
+    precision = Precision.resolve(config.backbone.precision, device)
     size, count = model.image_size, batch * steps
     pixels = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, device=device)
     labels = torch.arange(count, device=device) % len(names)
     data = TrainData(pixels, torch.full((count, 2), size), labels, False, size, [])
-    optimizer = torch.optim.SGD(model.prompt_parameters(), lr=config.lr, momentum=config.momentum)
+    optimizer = torch.optim.SGD(
+        model.prompt_parameters(), lr=config.optim.lr, momentum=config.optim.momentum
+    )
     scheduler = cosine_schedule(optimizer, steps)
     model.prompts.train()
     with measure.PeakMemory(device) as peak:
@@ -166,10 +168,10 @@ def _precision_pair(options: BenchOptions, epochs: int, tmp: Path) -> dict:
     runs = {}
     for name in ("fp32", "bf16"):
         config = train_config(options, dataset, descriptions)
-        config = dataclasses.replace(config, precision=name, epochs=epochs, compile=False)
+        config = config.updated(precision=name, epochs=epochs, compile=False)
         results = fit(config, tmp / f"pair-{name}")
         state = load_checkpoint(tmp / f"pair-{name}")["state"]
-        runs[name] = (results, state["aggregator.prm.weights"], config.prm_top_k)
+        runs[name] = (results, state["aggregator.prm.weights"], config.method.prm_top_k)
     (a, wa, k), (b, wb, _) = runs["fp32"], runs["bf16"]
     sets_a, sets_b = _top_k_sets(wa, k), _top_k_sets(wb, k)
     overlap = [len(x & y) / max(len(x), 1) for x, y in zip(sets_a, sets_b, strict=True)]

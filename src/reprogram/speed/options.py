@@ -124,7 +124,7 @@ def prepare_data(options: BenchOptions, tmp: Path) -> tuple[str, list[str], dict
 def train_config(options: BenchOptions, dataset: str, descriptions: list[str]):
     from reprogram.engine.config import TrainConfig
 
-    return TrainConfig(
+    return TrainConfig().updated(
         method=options.method,
         dataset=dataset,
         backbone=options.backbone,

@@ -3,7 +3,6 @@ the same batch through both models, the reference end to end."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import time
@@ -66,7 +65,9 @@ def _ours_step_throughput(
             pixels.to(device), torch.full((count, 2), size), labels.to(device), False, size, []
         )
 
-    optimizer = torch.optim.SGD(model.prompt_parameters(), lr=config.lr, momentum=config.momentum)
+    optimizer = torch.optim.SGD(
+        model.prompt_parameters(), lr=config.optim.lr, momentum=config.optim.momentum
+    )
     scheduler = cosine_schedule(optimizer, 10 * options.steps)
     scaler = Precision.of(dtype, device).grad_scaler()
     model.prompts.train()
@@ -111,14 +112,14 @@ def _reference_batch(samples, size: int, count: int, device) -> tuple[torch.Tens
 def ours_end_to_end(config, run_dir: Path, device, fit) -> dict:
     with measure.PeakMemory(device) as memory:
         started = time.perf_counter()
-        results = fit(dataclasses.replace(config), run_dir)
+        results = fit(config.updated(), run_dir)
         measure.synchronize(device)
         wall = time.perf_counter() - started
     rows = [r for r in _read_metrics(run_dir) if not r.get("estimate_only")]
     rates = [r["images_per_s"] for r in rows]
     return {
         "end_to_end_s": wall,
-        "epochs": config.epochs,
+        "epochs": config.optim.epochs,
         "train_epoch_images_per_s": statistics.median(rates) if rates else None,
         "first_train_epoch_s": rows[0]["train_time_s"] if rows else None,
         "epoch_images_per_s": rates,
@@ -129,7 +130,7 @@ def ours_end_to_end(config, run_dir: Path, device, fit) -> dict:
 
 
 def same_batch_phase(options, config, splits, device, ours_dtype, ref_dtype, prepare) -> dict:
-    parts = prepare(dataclasses.replace(config, compile=False))
+    parts = prepare(config.updated(compile=False))
     model = parts.model
     backbone = model.backbone
     _randomise(model, options.seed)
@@ -162,7 +163,9 @@ def same_batch_phase(options, config, splits, device, ours_dtype, ref_dtype, pre
         loss.backward()
 
     ref_flops = measure.count_flops(reference_flop_step)
-    optimiser = ReferenceOptimiser.build(reference, config.lr, config.momentum, 10 * options.steps)
+    optimiser = ReferenceOptimiser.build(
+        reference, config.optim.lr, config.optim.momentum, 10 * options.steps
+    )
     ref_step = measure.time_steps(
         lambda: train_step(reference, optimiser, step_images, step_labels, device, ref_dtype),
         batch,
@@ -203,7 +206,7 @@ def reference_end_to_end(options, config, splits, device, ref_dtype, tmp: Path) 
     measured_epochs = min(options.reference_epochs, options.epochs)
     with measure.PeakMemory(device) as memory:
         started = time.perf_counter()
-        reference_config = dataclasses.replace(config, compile=False, grad_checkpointing=False)
+        reference_config = config.updated(compile=False, grad_checkpointing=False)
         backbone = build_backbone(reference_config)
         backbone.text_cache = TextFeatureCache(
             tmp / "reference-text"
@@ -220,8 +223,8 @@ def reference_end_to_end(options, config, splits, device, ref_dtype, tmp: Path) 
             epochs=measured_epochs,
             total_epochs=options.epochs,
             batch_size=options.batch_size,
-            lr=config.lr,
-            momentum=config.momentum,
+            lr=config.optim.lr,
+            momentum=config.optim.momentum,
             seed=options.seed,
             device=device,
             dtype=ref_dtype,

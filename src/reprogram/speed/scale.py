@@ -154,7 +154,7 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
         0,
         lambda _: write_dataset(tmp / "data", spec, workers=min(8, os.cpu_count() or 1)),
     )
-    config = TrainConfig(
+    config = TrainConfig().updated(
         method=options.method,
         dataset=f"folder:{root}",
         backbone=options.backbone,
@@ -172,13 +172,13 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
 
     splits = steps.run("list files and draw shots", 0, lambda _: load_data(config))
     backbone = steps.run("load backbone", 0, lambda _: build_backbone(config))
-    recipe = get_recipe(config.method)
+    recipe = get_recipe(config.method.name)
     from reprogram.text.descriptions import read_description_file
 
-    files = default_description_files(recipe, config.dataset)
+    files = default_description_files(recipe, config.data.dataset)
     descriptions = [(f, read_description_file(f)) for f in files]
     bank = build_text_bank(
-        recipe, splits.classnames, descriptions, config.method_options(), config.seed
+        recipe, splits.classnames, descriptions, config.method.options(), config.seed
     )
     texts = bank.flat()
     steps.run(
@@ -201,9 +201,11 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
         len(splits.test),
         lambda advance: decode_center(splits.test, size, progress=advance),
     )
-    precision = Precision.resolve(config.precision, device)
-    optimizer = torch.optim.SGD(model.prompt_parameters(), lr=config.lr, momentum=config.momentum)
-    scheduler = cosine_schedule(optimizer, -(-len(data.labels) // config.batch_size))
+    precision = Precision.resolve(config.backbone.precision, device)
+    optimizer = torch.optim.SGD(
+        model.prompt_parameters(), lr=config.optim.lr, momentum=config.optim.momentum
+    )
+    scheduler = cosine_schedule(optimizer, -(-len(data.labels) // config.optim.batch_size))
     model.prompts.train()
     epoch = steps.run(
         "one training epoch",
@@ -215,7 +217,7 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
     evaluation = steps.run(
         "evaluate the test set",
         len(test),
-        lambda advance: evaluate(model, test, config.eval_batch_size, precision, advance),
+        lambda advance: evaluate(model, test, config.runtime.eval_batch_size, precision, advance),
     )
     own = int((3 * data.sizes[:, 0] * data.sizes[:, 1]).sum())
     return {

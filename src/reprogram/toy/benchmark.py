@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from reprogram.engine.config import RUNTIME_FIELDS, TrainConfig, load_config
+from reprogram.engine.config import TrainConfig, flat_items, load_config
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import comparison_table, format_cell, row_name
 from reprogram.engine.train import fit
@@ -94,11 +94,13 @@ def config_differences(stored: dict[str, Any], wanted: TrainConfig) -> list[str]
     """The training settings in which a stored run's config differs from ``wanted``
     (execution settings such as the device do not count)."""
     differ = []
-    for key, value in wanted.to_dict().items():
-        if key in RUNTIME_FIELDS or (key in DERIVED_FIELDS and not value):
+    have = flat_items(TrainConfig.from_dict(stored))
+    given = set(have) if "version" in stored else set(stored)  # a flat one: the keys it holds
+    for key, value in flat_items(wanted).items():
+        if key in DERIVED_FIELDS and not value:
             continue
-        if key not in stored or stored[key] != value:
-            differ.append(f"{key} {stored.get(key, '(missing)')!r} vs {value!r}")
+        if key not in given or have[key] != value:
+            differ.append(f"{key} {have[key] if key in given else '(missing)'!r} vs {value!r}")
     return differ
 
 

@@ -68,7 +68,7 @@ def _no_prm_reason(data: RunData) -> str:
         return f"method '{method}' has no PRM: each class logit is {recipe.aggregation.logit_rule}."
     return (
         f"method '{method}' has no PRM and no descriptions: each class has one text, "
-        f"the template “{data.run.config.template}” with the class name."
+        f"the template “{data.run.config.method.template}” with the class name."
     )
 
 
