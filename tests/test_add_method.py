@@ -71,3 +71,16 @@ def test_unregistered_methods_are_unknown_again(dvp_mean):
     assert dvp_mean not in list_methods()
     with pytest.raises(ReprogramError, match="unknown method 'dvp-mean'"):
         get_recipe(dvp_mean)
+
+
+def test_the_fixture_is_the_readme_snippet_verbatim():
+    import inspect
+    import textwrap
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How to add a method", 1)[1].split("```python\n", 1)[1]
+    registration = section.split("\nfrom reprogram.engine", 1)[0]
+    source = inspect.getsource(getattr(dvp_mean, "__wrapped__", dvp_mean))
+    block = source.split("# --- README \"How to add a method\", verbatim ---\n", 1)[1]
+    block = textwrap.dedent(block.split("    # --- end of the README snippet ---", 1)[0])
+    assert block.strip() == registration.strip()
