@@ -1,10 +1,11 @@
 """Pins the DVP maths: our batched engine against a plain per-sample reading of the spec.
 
-The reference below is written from the team's reading of the paper (reference/dvp.md, kept
-outside the repository), one sample, one prompt and one description at a time: pad, add
-sigmoid(theta) on the frame, normalise, encode; score each description with its own prompt; class logit = sum_j omega[c, j] z[c, j]; cross-entropy; SGD with
-momentum under a per-step cosine schedule over all epochs' steps (advanced only by training
-steps, as published); omega re-estimated from each epoch's top-3 counts.
+The reference below is written from the team's reading of the paper (reference/dvp.md, kept outside
+the repository), one sample, one prompt and one description at a time: pad, add sigmoid(theta) on
+the frame, normalise, encode; score each description with its own prompt; class logit = sum_j
+omega[c, j] z[c, j]; cross-entropy; SGD with momentum under a per-step cosine schedule over all
+epochs' steps (advanced only by training steps, as published); omega re-estimated from each epoch's
+top-3 counts.
 """
 
 from __future__ import annotations
