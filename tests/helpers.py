@@ -73,3 +73,40 @@ def cli(*args: str) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
+
+
+def describe_app():
+    """A Typer app with only the ``describe`` and ``descriptions`` commands."""
+    import typer
+
+    from reprogram.cli import describe, descriptions
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    describe.register(app)
+    descriptions.register(app)
+    return app
+
+
+def tiny_hf_clip_config(
+    *, width: int, layers: int, image_size: int, projection_dim: int, **text_config
+):
+    """A small ``transformers.CLIPConfig``: both towers ``width`` wide (MLP 2x), 2 heads, 8-px
+    patches; ``text_config`` adds the text tower's vocabulary, context and token ids."""
+    import transformers
+
+    tower = {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+    }
+    return transformers.CLIPConfig(
+        text_config={**tower, **text_config},
+        vision_config={**tower, "image_size": image_size, "patch_size": 8},
+        projection_dim=projection_dim,
+    )

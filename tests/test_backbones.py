@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_hf_clip_config
 from torch import nn
 
 from reprogram.backbones import Backbone, TextFeatureCache, load_backbone
@@ -294,25 +295,14 @@ def test_hugging_face_folder(tmp_path):
         ids = [simple.sot_token_id] + simple.encode(text) + [simple.eot_token_id]
         assert tokenizer(text)["input_ids"] == ids
 
-    config = transformers.CLIPConfig(
-        text_config={
-            "vocab_size": 49408,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 77,
-            "eos_token_id": 49407,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 56,
-            "patch_size": 8,
-        },
+    config = tiny_hf_clip_config(
+        width=32,
+        layers=2,
+        image_size=56,
         projection_dim=24,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        eos_token_id=49407,
     )
     torch.manual_seed(4)
     model = transformers.CLIPModel(config).eval()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_folder_dataset, quick_config
+from helpers import make_folder_dataset, quick_config, tiny_hf_clip_config
 from PIL import Image
 
 from reprogram.backbones import load_backbone
@@ -119,26 +119,15 @@ def test_no_source_file_suggests_weights_only_false():
 @pytest.fixture()
 def hf_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
-    config = transformers.CLIPConfig(
-        text_config={
-            "vocab_size": 99,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-            "bos_token_id": 0,
-            "eos_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 16,
-            "patch_size": 8,
-        },
+    config = tiny_hf_clip_config(
+        width=16,
+        layers=1,
+        image_size=16,
         projection_dim=8,
+        vocab_size=99,
+        max_position_embeddings=16,
+        bos_token_id=0,
+        eos_token_id=1,
     )
     folder = tmp_path / "hf"
     transformers.CLIPModel(config).save_pretrained(folder)

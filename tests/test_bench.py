@@ -14,7 +14,7 @@ from reprogram.engine.setup import prepare
 from reprogram.errors import ReprogramError
 from reprogram.speed.reference import ReferenceModel, compare_logits, reference_fit
 from reprogram.speed.run import BenchOptions, format_table, run_bench
-from reprogram.speed.synthetic import SyntheticSpec, write_dataset
+from reprogram.speed.synthetic import write_dataset
 
 TINY = BenchOptions.tiny()
 
@@ -139,20 +139,12 @@ def test_reference_loop_trains_and_estimates_the_prm(dataset):
 
 
 def test_synthetic_dataset_layout(tmp_path):
-    root = write_dataset(
-        tmp_path / "d",
-        SyntheticSpec(
-            classes=2,
-            train_per_class=3,
-            val_per_class=1,
-            test_images=5,
-            image_size=40,
-            descriptions_per_class=21,
-        ),
-    )
+    spec = TINY.spec(val_per_class=1, descriptions_per_class=21)
+    assert (spec.classes, spec.train_per_class, spec.test_images) == (2, 2, 4)
+    root = write_dataset(tmp_path / "d", spec)
     splits = load_dataset(f"folder:{root}", None)
     assert splits.classnames == ["class_000", "class_001"]
-    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 5)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 2, 4)
     causes = json.loads((root / "descriptions" / "cse_2.json").read_text())
     assert len(causes["class_001"]) == 21 and all(len(s) >= 20 for s in causes["class_001"])
     for name in ("cse_1", "cse_3", "des", "dist"):
@@ -202,30 +194,22 @@ def test_mixed_precision_check_is_within_bf16_tolerance(dataset):
 def test_scale_bench_times_each_step_and_bounds_the_training_pixels(tmp_path):
     from reprogram.speed.scale import ScaleOptions, format_scale, run_scale
 
-    options = ScaleOptions(
-        backbone="random:tiny",
-        classes=4,
-        train_per_class=3,
-        test_images=10,
-        image_size=40,
-        descriptions_per_class=2,
-        batch_size=4,
-    )
+    options = ScaleOptions.tiny(descriptions_per_class=2)
     out = tmp_path / "scale.json"
     result = run_scale(options, json_path=out, quiet=True)
     assert json.loads(out.read_text())["schema"] == "reprogram-bench-scale/1"
     data = result["dataset"]
-    assert (data["classes"], data["train_images"], data["test_images"]) == (4, 12, 10)
-    assert data["texts"] == 4 * 3 * 2 and data["texts_per_class"] == 6  # 3 cause files × m
+    assert (data["classes"], data["train_images"], data["test_images"]) == (2, 4, 4)
+    assert data["texts"] == 2 * 3 * 2 and data["texts_per_class"] == 6  # 3 cause files × m
     steps = {row["step"]: row for row in result["steps"]}
     for name in ("encode texts", "decode training images", "decode test images"):
         assert steps[name]["items"] > 0 and steps[name]["seconds"] > 0
-    assert steps["one training epoch"]["items"] == 12
+    assert steps["one training epoch"]["items"] == 4
     assert all(row["host_peak_bytes"] > 0 for row in result["steps"])
     assert result["host_peak_bytes"] >= max(row["host_peak_bytes"] for row in result["steps"])
     assert result["device_peak_bytes"] is None  # no device on a CPU
     assert result["train_pixels"]["ratio"] <= 1.2
-    assert result["test_pixels_bytes"] == 10 * 3 * data["model_image_size"] ** 2
+    assert result["test_pixels_bytes"] == 4 * 3 * data["model_image_size"] ** 2
     assert "encode texts" in format_scale(result)
 
 

@@ -33,34 +33,20 @@ def descriptions_for(method: str, dataset: Path) -> list[str]:
     return [str(folder / f) for f in files]
 
 
+def tiny_train(dataset: Path, out: Path, method: str, *options: str) -> list[str]:
+    """``reprogram train`` arguments: ``method`` on the tiny random backbone into ``out``."""
+    args = ["train", "--method", method, "--dataset", f"folder:{dataset}"]
+    args += ["--backbone", "random:tiny", "--out", str(out), "--quiet", *options]
+    return expand_multi_value_options(args)
+
+
 def test_train_then_eval_one_method(tmp_path, dataset, capsys):
     """One smoke run through the command line (tests/test_engine.py sweeps every method)."""
     method = "dvp-cse"
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--method",
-        method,
-        "--dataset",
-        f"folder:{dataset}",
-        "--backbone",
-        "random:tiny",
-        "--shots",
-        "4",
-        "--seed",
-        "1",
-        "--epochs",
-        "2",
-        "--out",
-        str(run),
-        "--quiet",
-        "--set",
-        "m=5",
-    ]
-    descriptions = descriptions_for(method, dataset)
-    if descriptions:
-        args += ["--descriptions", *descriptions]
-    assert cli(*expand_multi_value_options(args)) == 0
+    options = ["--shots", "4", "--seed", "1", "--epochs", "2", "--set", "m=5"]
+    options += ["--descriptions", *descriptions_for(method, dataset)]
+    assert cli(*tiny_train(dataset, run, method, *options)) == 0
     results = json.loads((run / "results.json").read_text())
     assert {"val_accuracy", "test_accuracy", "per_class_accuracy"} <= set(results)
     capsys.readouterr()
@@ -69,52 +55,21 @@ def test_train_then_eval_one_method(tmp_path, dataset, capsys):
     assert f"accuracy {results['test_accuracy']:.4f}" in printed
 
 
+def zero_shot_eval(dataset: Path, backbone: str, *options: str) -> list[str]:
+    """``reprogram eval`` arguments: zero-shot CLIP with ``backbone`` on the test split."""
+    args = ["eval", "--method", "zero-shot", "--dataset", f"folder:{dataset}"]
+    return [*args, "--backbone", backbone, "--split", "test", *options]
+
+
 def test_zero_shot_eval_without_training(dataset, capsys):
-    assert (
-        cli(
-            "eval",
-            "--method",
-            "zero-shot",
-            "--dataset",
-            f"folder:{dataset}",
-            "--backbone",
-            "random:tiny",
-            "--split",
-            "test",
-            "--quiet",
-        )
-        == 0
-    )
+    assert cli(*zero_shot_eval(dataset, "random:tiny", "--quiet")) == 0
     assert "accuracy" in capsys.readouterr().out
 
 
 def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
     run = tmp_path / "run"
-    assert (
-        cli(
-            *expand_multi_value_options(
-                [
-                    "train",
-                    "--method",
-                    "dvp-cse",
-                    "--dataset",
-                    f"folder:{dataset}",
-                    "--backbone",
-                    "random:tiny",
-                    "--shots",
-                    "4",
-                    "--epochs",
-                    "2",
-                    "--out",
-                    str(run),
-                    "--quiet",
-                    "--set",
-                    "m=5",
-                ]
-            )
-        )
-        == 0
-    )
+    options = ["--shots", "4", "--epochs", "2", "--set", "m=5"]
+    assert cli(*tiny_train(dataset, run, "dvp-cse", *options)) == 0
     capsys.readouterr()
     image = next((dataset / "test" / "red disc").glob("*.png"))
     assert cli("predict", "--checkpoint", str(run), str(image), "--top-k", "2", "--json") == 0
@@ -127,26 +82,8 @@ def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
 
 def test_multi_seed_and_compare(tmp_path, dataset, capsys):
     out = tmp_path / "multi"
-    args = [
-        "train",
-        "--method",
-        "ar",
-        "--dataset",
-        f"folder:{dataset}",
-        "--backbone",
-        "random:tiny",
-        "--shots",
-        "2",
-        "--epochs",
-        "1",
-        "--seeds",
-        "1",
-        "2",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    assert cli(*expand_multi_value_options(args)) == 0
+    options = ["--shots", "2", "--epochs", "1", "--seeds", "1", "2"]
+    assert cli(*tiny_train(dataset, out, "ar", *options)) == 0
     assert "| ar |" in capsys.readouterr().out
     assert cli("compare", str(out)) == 0
     assert "(n=2" in capsys.readouterr().out
@@ -182,41 +119,14 @@ def test_bad_input_is_one_line_without_traceback(dataset, tmp_path, capsys):
         "error: unknown method 'dvp-xyz' (known: zero-shot, "
         "zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls)"
     ]
-    code, err = run_cli(
-        capsys,
-        "train",
-        "--method",
-        "dvp-cse",
-        "--dataset",
-        f"folder:{dataset}",
-        "--backbone",
-        "random:tiny",
-        "--descriptions",
-        str(tmp_path / "nope.json"),
-        "--shots",
-        "4",
-        "--out",
-        str(tmp_path / "y"),
-    )
+    missing = ["--descriptions", str(tmp_path / "nope.json"), "--shots", "4"]
+    code, err = run_cli(capsys, *tiny_train(dataset, tmp_path / "y", "dvp-cse", *missing))
     assert code == 2 and "nope.json" in err and "Traceback" not in err
 
 
 def test_weights_tag_fails_fast_with_guidance(dataset, capsys):
     started = time.monotonic()
-    code, err = run_cli(
-        capsys,
-        "eval",
-        "--method",
-        "zero-shot",
-        "--dataset",
-        f"folder:{dataset}",
-        "--backbone",
-        "ViT-B-32",
-        "--weights",
-        "openai",
-        "--split",
-        "test",
-    )
+    code, err = run_cli(capsys, *zero_shot_eval(dataset, "ViT-B-32", "--weights", "openai"))
     assert code != 0
     assert time.monotonic() - started < 20  # no hub time-outs
     assert "never downloads" in err and "--weights /path/to/" in err
@@ -224,21 +134,7 @@ def test_weights_tag_fails_fast_with_guidance(dataset, capsys):
 
 def test_checkpoint_from_another_backbone_is_refused(tmp_path, dataset, capsys):
     run = tmp_path / "run"
-    assert (
-        cli(
-            "train",
-            "--method",
-            "zero-shot",
-            "--dataset",
-            f"folder:{dataset}",
-            "--backbone",
-            "random:tiny",
-            "--out",
-            str(run),
-            "--quiet",
-        )
-        == 0
-    )
+    assert cli(*tiny_train(dataset, run, "zero-shot")) == 0
     import yaml
 
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -318,8 +214,7 @@ def test_ctrl_c_during_train_says_rerun_with_resume(tmp_path, dataset):
     import signal
 
     run = tmp_path / "run"
-    args = ["train", "--method", "ar", "--dataset", f"folder:{dataset}", "--backbone"]
-    args += ["random:tiny", "--epochs", "100000", "--shots", "2", "--out", str(run), "--quiet"]
+    args = tiny_train(dataset, run, "ar", "--epochs", "100000", "--shots", "2")
     env = {**os.environ, "PYTHONPATH": SRC}
     process = subprocess.Popen(
         [sys.executable, "-m", "reprogram", *args],
@@ -353,3 +248,104 @@ def test_every_command_is_registered_once():
     expected = {"train", "eval", "predict", "compare", "base2novel", "demo", "bench", "explain"}
     assert expected <= set(commands)
     assert {"toy", "benchmark", "descriptions"} <= set(groups)
+
+
+# -- options written once: each command takes them from the function or dataclass it calls ---
+def command_params(name: str) -> dict:
+    """The click parameters of ``reprogram NAME``, by name."""
+    from typer.main import get_command
+
+    from reprogram.cli import app, register_subcommands
+
+    return {p.name: p for p in get_command(register_subcommands(app)).commands[name].params}
+
+
+def test_base2novel_takes_train_options_into_its_own_folder(dataset, monkeypatch):
+    from reprogram.engine.config import flat_items
+    from reprogram.protocols import base_to_novel
+
+    calls = []
+    monkeypatch.setattr(
+        base_to_novel, "run_base_to_novel", lambda *args, **kwargs: calls.append(args) or {}
+    )
+    monkeypatch.setattr(base_to_novel, "base_to_novel_markdown", lambda results: "")
+    options = ["--clusters", "2", "--select-on", "test", "--eval-every", "2", "--lr", "3"]
+    args = ["base2novel", "--method", "dvp-cls", "--dataset", f"folder:{dataset}", *options]
+    assert cli(*args, "--precision", "fp32") == 0
+    [(config, out)] = calls
+    values = flat_items(config, runtime=True)
+    chosen = [values[k] for k in ("clusters", "select_on", "eval_every", "lr", "precision")]
+    assert chosen == [2, "test", 2, 3.0, "fp32"]
+    assert out == Path("runs/base2novel")
+    train, b2n = command_params("train"), command_params("base2novel")
+    assert set(train) == set(b2n) and train["out"].default == Path("runs/run")
+
+
+def test_bench_options_reach_their_preset(monkeypatch):
+    import dataclasses
+
+    from reprogram.speed import run, scale
+
+    seen = []
+    monkeypatch.setattr(
+        run, "run_bench", lambda o, **_: seen.append(o) or {"equivalence_passed": 1}
+    )
+    monkeypatch.setattr(scale, "run_scale", lambda o, **_: seen.append(o) or {})
+    monkeypatch.setattr(run, "format_table", lambda result: "")
+    monkeypatch.setattr(scale, "format_scale", lambda result: "")
+    assert cli("bench", "--classes", "3", "--epochs", "5", "--compile", "--quiet") == 0
+    assert cli("bench", "--scale", "--classes", "3", "--epochs", "5", "--quiet") == 0
+    bench, preset = seen
+    assert bench == dataclasses.replace(run.BenchOptions(), classes=3, epochs=5, compile=True)
+    assert preset == dataclasses.replace(scale.ScaleOptions(), classes=3)  # no epochs there
+    shown = command_params("bench")["classes"].show_default
+    assert shown == f"{run.BenchOptions().classes}; --scale: {scale.ScaleOptions().classes}"
+
+
+def test_explain_options_reach_the_report(tmp_path, monkeypatch):
+    import importlib
+
+    from reprogram.report.load import Options
+
+    explain = importlib.import_module("reprogram.report.explain")  # the package face shadows it
+    seen = []
+    monkeypatch.setattr(explain, "explain", lambda runs, out, options, log: seen.append(options))
+    assert cli("explain", str(tmp_path), "--examples", "1", "--max-classes", "2", "-q") == 0
+    assert seen == [Options(examples=1, max_classes=4)]  # a selection shows at least 4 classes
+    assert Options(max_classes=2).max_classes == 4 and Options().device == "auto"
+
+
+def test_options_given_twice_replace_the_first():
+    import inspect
+
+    from reprogram.cli.options import options_of, with_options
+    from reprogram.toy.tasks import make_task
+
+    def command(name: str, **values) -> None: ...
+
+    options = options_of({"seed": "", "overwrite": ""}, {"": make_task})
+    for _ in range(2):
+        with_options(command, options)
+    assert list(inspect.signature(command).parameters) == ["seed", "overwrite", "name"]
+
+
+def test_describe_options_reach_the_client_and_sampling(tmp_path, monkeypatch):
+    from reprogram.cli import describe
+    from reprogram.text.describe.client import DEFAULT_DEADLINE
+    from reprogram.text.describe.generate import GenerationResult, Sampling
+
+    seen = {}
+
+    def generate(*args, client, sampling, **kwargs) -> GenerationResult:
+        seen.update(client=client, sampling=sampling)
+        return GenerationResult(files=[], total=0, complete=0)
+
+    monkeypatch.setattr(describe, "generate_descriptions", generate)
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    args = ["describe", "--out", str(tmp_path), "--classes", str(tmp_path / "classes.txt")]
+    args += ["--task", "pet", "--causes", "fur", "--base-url", "http://127.0.0.1:9/v1"]
+    options = ["--temperature", "0.5", "--timeout", "7", "--max-retries", "2", "--no-progress"]
+    assert cli(*args, *options) == 0
+    client, sampling = seen["client"], seen["sampling"]
+    assert (client.timeout, client.max_retries, client.deadline) == (7.0, 2, DEFAULT_DEADLINE)
+    assert sampling.temperature == 0.5 and sampling.max_tokens == Sampling().max_tokens

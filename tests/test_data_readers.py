@@ -33,56 +33,11 @@ def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (12, 16)) -> 
     return path
 
 
-# Per dataset: (image files relative to the image folder, raw class name in the split file,
+# Per dataset: (image file relative to the image folder, raw class name in the split file,
 # published class name). Raw names are spelled as the original split files spell them.
-LAYOUTS: dict[str, list[tuple[str, str, str]]] = {
-    "caltech101": [
-        ("Faces/image_0001.jpg", "face", "face"),
-        ("airplanes/image_0001.jpg", "airplanes", "airplane"),
-        ("car_side/image_0003.jpg", "car_side", "car_side"),
-    ],
-    "dtd": [
-        ("banded/banded_0002.jpg", "banded", "banded"),
-        ("polka-dotted/polka-dotted_0121.jpg", "polka-dotted", "polka-dotted"),
-    ],
-    "eurosat": [
-        ("AnnualCrop/AnnualCrop_1.jpg", "AnnualCrop", "Annual Crop Land"),
-        ("SeaLake/SeaLake_7.jpg", "SeaLake", "Sea or Lake"),
-        ("Highway/Highway_2417.jpg", "Highway or Road", "Highway or Road"),
-    ],
-    "food101": [
-        ("apple_pie/1005649.jpg", "apple_pie", "apple_pie"),
-        ("baby_back_ribs/1009.jpg", "baby_back_ribs", "baby_back_ribs"),
-    ],
-    "oxford_flowers": [
-        ("image_06734.jpg", "pink primrose", "pink primrose"),
-        ("image_06735.jpg", "hard-leaved pocket orchid", "hard-leaved pocket orchid"),
-    ],
-    "oxford_pets": [
-        ("Abyssinian_1.jpg", "abyssinian", "abyssinian"),
-        ("american_bulldog_10.jpg", "american_bulldog", "american_bulldog"),
-    ],
-    "stanford_cars": [
-        ("cars_train/00001.jpg", "2000 AM General Hummer SUV", "2000 AM General Hummer SUV"),
-        ("cars_test/00002.jpg", "2012 Acura RL Sedan", "2012 Acura RL Sedan"),
-    ],
-    "sun397": [
-        ("a/abbey/sun_aaalbzqrimafwbiv.jpg", "abbey", "abbey"),
-        (
-            "a/apartment_building/outdoor/sun_a.jpg",
-            "outdoor apartment_building",
-            "outdoor apartment_building",
-        ),
-    ],
-    "ucf101": [
-        ("Apply_Eye_Makeup/v_ApplyEyeMakeup_g01_c01.jpg", "Apply_Eye_Makeup", "Apply_Eye_Makeup"),
-        ("Yo_Yo/v_YoYo_g01_c01.jpg", "Yo_Yo", "Yo_Yo"),
-    ],
-    "resisc45": [
-        ("airplane/airplane_001.jpg", "airplane", "airplane"),
-        ("baseball_diamond/baseball_diamond_001.jpg", "baseball_diamond", "baseball_diamond"),
-    ],
-}
+LAYOUTS: dict[str, list[tuple[str, str, str]]] = json.loads(
+    (Path(__file__).parent / "fixtures" / "published_layouts.json").read_text(encoding="utf-8")
+)
 
 
 def make_published(root: Path, name: str) -> Path:

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
+from helpers import describe_app
 from typer.testing import CliRunner
 
-from reprogram.cli import describe, descriptions
 from reprogram.data import DATASETS
 from reprogram.errors import ReprogramError
 from reprogram.text.describe.check import check_descriptions, check_file, infer_dataset
@@ -26,18 +25,6 @@ def sentences(name: str, count: int = 20) -> list[str]:
 def write(path: Path, data: dict[str, list[str]]) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
-
-
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    describe.register(app)
-    descriptions.register(app)
-    return app
 
 
 def test_complete_file_passes(tmp_path: Path) -> None:
@@ -127,24 +114,28 @@ def test_cli_check_exit_codes_and_json(tmp_path: Path) -> None:
     good = write(tmp_path / "good.json", {c: sentences(c) for c in CLASSES})
     bad = write(tmp_path / "bad.json", {"banded": sentences("banded")})
     runner = CliRunner()
-    ok = runner.invoke(cli(), ["descriptions", "check", str(good), "--classes", str(classes)])
+    ok = runner.invoke(
+        describe_app(), ["descriptions", "check", str(good), "--classes", str(classes)]
+    )
     assert ok.exit_code == 0, ok.output
     assert "all files pass" in ok.output
     args = ["descriptions", "check", str(good), str(bad), "--classes", str(classes)]
-    fail = runner.invoke(cli(), args)
+    fail = runner.invoke(describe_app(), args)
     assert fail.exit_code == 1
     assert "FAIL" in fail.output and "missing: dotted, zigzagged" in fail.output
     as_json = runner.invoke(
-        cli(), ["descriptions", "check", str(bad), "--classes", str(classes), "--json"]
+        describe_app(), ["descriptions", "check", str(bad), "--classes", str(classes), "--json"]
     )
     assert as_json.exit_code == 1 and json.loads(as_json.output)["ok"] is False
-    unknown = runner.invoke(cli(), ["descriptions", "check", str(good)])
+    unknown = runner.invoke(describe_app(), ["descriptions", "check", str(good)])
     assert isinstance(unknown.exception, ReprogramError)
 
 
 def test_cli_check_passes_on_published_dtd_file() -> None:
     path = materialize("packaged:causes/dtd_cse_1.json")
-    result = CliRunner().invoke(cli(), ["descriptions", "check", str(path), "--dataset", "dtd"])
+    result = CliRunner().invoke(
+        describe_app(), ["descriptions", "check", str(path), "--dataset", "dtd"]
+    )
     assert result.exit_code == 0, result.output
 
 

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import typer
+from helpers import describe_app
 from test_describe_server import FakeChatServer, serve
 from typer.testing import CliRunner
 
-from reprogram.cli import describe, descriptions
 from reprogram.errors import ReprogramError
 from reprogram.text.describe import (
     AuthenticationError,
@@ -347,18 +346,6 @@ def test_bad_inputs_fail_before_any_request(chat_server: FakeChatServer, tmp_pat
     assert chat_server.log == []
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """Test app."""
-
-    describe.register(app)
-    descriptions.register(app)
-    return app
-
-
 def test_cli_describe_against_the_server(chat_server: FakeChatServer, tmp_path: Path) -> None:
     classes = tmp_path / "birds.txt"
     classes.write_text("robin\n\nblue jay\n")
@@ -367,7 +354,7 @@ def test_cli_describe_against_the_server(chat_server: FakeChatServer, tmp_path: 
         "--out", str(tmp_path / "out"), "--base-url", chat_server.base_url, "--api-key", "k",
         "--model", "fake-model", "--samples", "3", "--no-progress",
     ]
-    result = CliRunner().invoke(cli(), args)
+    result = CliRunner().invoke(describe_app(), args)
     assert result.exit_code == 0, result.output
     assert "4/4 complete" in result.output and "4 requests" in result.output
     assert read(tmp_path / "out" / "birds_cse_2.json")["blue jay"]
@@ -376,14 +363,14 @@ def test_cli_describe_against_the_server(chat_server: FakeChatServer, tmp_path: 
 
 def test_cli_describe_dataset_and_template(tmp_path: Path) -> None:
     args = ["describe", "--dataset", "eurosat", "--template", "--out", str(tmp_path)]
-    result = CliRunner().invoke(cli(), args)
+    result = CliRunner().invoke(describe_app(), args)
     assert result.exit_code == 0, result.output
     assert "weaker" in result.output
     assert sorted(p.name for p in tmp_path.glob("eurosat_cse_*.json")) == [
         "eurosat_cse_1.json", "eurosat_cse_2.json", "eurosat_cse_3.json",
     ]
     args = ["descriptions", "check", str(tmp_path / "eurosat_cse_1.json")]
-    check = CliRunner().invoke(cli(), args)
+    check = CliRunner().invoke(describe_app(), args)
     assert check.exit_code == 0, check.output
 
 
@@ -395,7 +382,7 @@ def test_cli_describe_reports_short_classes_with_exit_1(
         "describe", "--dataset", "eurosat", "--causes", "texture", "--out", str(tmp_path),
         "--base-url", chat_server.base_url, "--max-failed", "1",  # progress bar on
     ]
-    result = CliRunner().invoke(cli(), args)
+    result = CliRunner().invoke(describe_app(), args)
     assert result.exit_code == 1 and "rerun" in result.output
 
 
@@ -411,6 +398,6 @@ def test_cli_describe_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (["--classes", str(tmp_path / "none.txt"), "--causes", "c"], "--task"),
     ]
     for extra, message in cases:
-        result = CliRunner().invoke(cli(), ["describe", "--out", str(tmp_path), *extra])
+        result = CliRunner().invoke(describe_app(), ["describe", "--out", str(tmp_path), *extra])
         assert isinstance(result.exception, ReprogramError), result.output
         assert message in str(result.exception)

@@ -1,9 +1,16 @@
-"""Data-parallel training (torchrun, 2 CPU processes, gloo) equals single-process training."""
+"""Data-parallel training (torchrun, 2 CPU processes, gloo) equals single-process training.
+
+The shared uninterrupted run is made by the real ``torchrun``; the other multi-process runs by
+``fork_world.py`` (the same environment, forked after the imports: a few seconds each)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +64,55 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+class ForkWorld:
+    """``fork_world.py``: commands run in 2 processes forked after the imports (see there)."""
+
+    def __init__(self, size: int) -> None:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        script = str(Path(__file__).with_name("fork_world.py"))
+        self.server = subprocess.Popen(
+            [sys.executable, script, str(size)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def _read(self) -> dict:
+        line = self.server.stdout.readline()
+        assert line, f"fork_world.py ended (exit {self.server.wait()})"
+        return json.loads(line)
+
+    def start(self, *command: str) -> list[int]:
+        """Start ``command`` (``cli ARGS`` or ``script FILE ARGS``); return the workers' pids."""
+        self.server.stdin.write(json.dumps(list(command)) + "\n")
+        self.server.stdin.flush()
+        return self._read()["pids"]
+
+    def wait(self) -> list[int]:
+        """The exit codes of the started command's workers, once they ended."""
+        return self._read()["codes"]
+
+    def run(self, *command: str) -> list[int]:
+        self.start(*command)
+        return self.wait()
+
+    def close(self) -> None:
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def world():
+    forked = ForkWorld(2)
+    yield forked
+    forked.close()
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset", f"folder:{data}", *CLI, "--out", str(out), *extra]
+
+
 def torchrun(folder: Path, data: Path, out: Path, *extra: str) -> list[str]:
     """``reprogram train`` in 2 processes under torchrun."""
     script = folder / "reprogram_cli.py"  # the ``reprogram`` command, runnable by torchrun
@@ -69,13 +125,7 @@ def torchrun(folder: Path, data: Path, out: Path, *extra: str) -> list[str]:
         "--nproc_per_node",
         "2",
         str(script),
-        "train",
-        "--dataset",
-        f"folder:{data}",
-        *CLI,
-        "--out",
-        str(out),
-        *extra,
+        *train_args(data, out, *extra),
     ]
 
 
@@ -130,27 +180,26 @@ from reprogram.engine.evaluate import evaluate
 from reprogram.engine.setup import prepare
 
 torch.set_num_threads(1)
-data, batch, out = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+data, out = Path(sys.argv[1]), sys.argv[2]
 world = init_world("cpu")
 model = prepare(quick_config(data, "dvp-cse", shots=2)).model
 with torch.no_grad():
     model.prompts.theta.normal_(generator=torch.Generator().manual_seed(0))
 images = decode_center(load_dataset(f"folder:{data}", None).test, model.image_size)
-result = evaluate(model, images, batch, torch.float32, world=world)
-Path(f"{out}.{world.rank}.json").write_text(json.dumps({
-    "accuracy": result.accuracy, "per_class": result.per_class,
-    "confusion": result.confusion.tolist(), "count": result.count,
-}))
+for batch in map(int, sys.argv[3:]):
+    result = evaluate(model, images, batch, torch.float32, world=world)
+    Path(f"{out}.{batch}.{world.rank}.json").write_text(json.dumps({
+        "accuracy": result.accuracy, "per_class": result.per_class,
+        "confusion": result.confusion.tolist(), "count": result.count,
+    }))
 """
+PROCESSES, BATCHES = 2, (2, 8, 16)
 
 
-@pytest.mark.parametrize("processes,batch", [(2, 2), (3, 4)])
-def test_sharded_evaluation_equals_one_process(tmp_path, processes, batch):
-    """11 test images sharded in whole batches over 2 or 3 gloo processes (uneven shards; with
-    batches of 4 among 3 processes one shard is short): every process gets the numbers of one."""
+def test_sharded_evaluation_equals_one_process(tmp_path, world):
+    """11 test images sharded in whole batches over 2 gloo processes (batches of 2 and 8: uneven
+    shards; of 16: one process has none): every process gets the numbers of one process."""
     import json
-    import os
-    from pathlib import Path
 
     from reprogram.engine.distributed import World
     from reprogram.engine.evaluate import evaluate, shard_range
@@ -158,66 +207,62 @@ def test_sharded_evaluation_equals_one_process(tmp_path, processes, batch):
 
     data = make_folder_dataset(tmp_path / "data", counts=(("train", 2), ("val", 1), ("test", 4)))
     (data / "test" / "red disc" / "0.png").unlink()  # 11 images
+    script = tmp_path / "sharded_eval.py"
+    script.write_text(SHARDED_EVAL)
+    world.start("script", str(script), str(data), str(tmp_path / "out"), *map(str, BATCHES))
+    # meanwhile, in this process: one process's numbers, and the shards they will be cut into
     model = prepare(quick_config(data, "dvp-cse", shots=2)).model
     with torch.no_grad():
         model.prompts.theta.normal_(generator=torch.Generator().manual_seed(0))
     images = decode_center(load_dataset(f"folder:{data}", None).test, model.image_size)
-    alone = evaluate(model, images, batch, torch.float32)
-    assert alone.count == 11 and 0 < alone.accuracy < 1  # a result the shards can get wrong
+    alone = {batch: evaluate(model, images, batch, torch.float32) for batch in BATCHES}
+    assert all(a.count == 11 and 0 < a.accuracy < 1 for a in alone.values())  # can go wrong
+    for processes in (2, 3, 4):
+        for batch in BATCHES:
+            shards = [shard_range(11, batch, World(rank, processes)) for rank in range(processes)]
+            assert shards[0][0] == 0 and shards[-1][1] == 11
+            assert all(a[1] == b[0] for a, b in zip(shards, shards[1:], strict=False))
+    sizes = {
+        b: [stop - start for start, stop in (shard_range(11, b, World(r, 2)) for r in range(2))]
+        for b in BATCHES
+    }
+    assert sizes == {2: [6, 5], 8: [8, 3], 16: [11, 0]}
 
-    shards = [shard_range(11, batch, World(rank, processes)) for rank in range(processes)]
-    assert shards[0][0] == 0 and shards[-1][1] == 11
-    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:], strict=False))
-    assert len({stop - start for start, stop in shards}) > 1  # uneven
-
-    script = tmp_path / "sharded_eval.py"
-    script.write_text(SHARDED_EVAL)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(processes), str(script), str(data), str(batch),
-        str(tmp_path / "out"),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for rank in range(processes):
-        got = json.loads((tmp_path / f"out.{rank}.json").read_text())
-        assert got["count"] == 11 and got["accuracy"] == alone.accuracy
-        assert got["per_class"] == alone.per_class
-        assert got["confusion"] == alone.confusion.tolist()
+    assert world.wait() == [0] * PROCESSES
+    for batch in BATCHES:
+        for rank in range(PROCESSES):
+            got = json.loads((tmp_path / f"out.{batch}.{rank}.json").read_text())
+            assert got["count"] == 11 and got["accuracy"] == alone[batch].accuracy
+            assert got["per_class"] == alone[batch].per_class
+            assert got["confusion"] == alone[batch].confusion.tolist()
 
 
-def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, multi):
-    import json
-    import os
-    import signal
-    import time
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
+
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, multi, world):
     data, straight, _ = multi
     killed = tmp_path / "killed"
-    # its own session: SIGKILL reaches torchrun and both workers at once
-    process = subprocess.Popen(
-        torchrun(tmp_path, data, killed),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    workers = world.start("cli", *train_args(data, killed))
     metrics, deadline = killed / "metrics.jsonl", time.time() + 240
-    while time.time() < deadline and process.poll() is None:
+    while time.time() < deadline and all(_alive(pid) for pid in workers):
         checkpointed = (killed / "checkpoint.pt").is_file() and metrics.is_file()
         if checkpointed and len(metrics.read_text().splitlines()) >= 2:
-            os.killpg(process.pid, signal.SIGKILL)
+            for pid in workers:  # both at once, as a killed job's processes die
+                os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.02)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    codes = world.wait()
+    assert -signal.SIGKILL in codes and 0 not in codes, f"not killed in time: exits {codes}"
     assert not (killed / "results.json").exists()
     assert 0 < load_checkpoint(killed)["epoch"] < 6
 
-    resumed = subprocess.run(
-        torchrun(tmp_path, data, killed, "--resume"), capture_output=True, text=True, timeout=300
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert world.run("cli", *train_args(data, killed, "--resume")) == [0, 0]
     a, b = (json.loads((d / "results.json").read_text()) for d in (killed, straight))
     for key in ("test_accuracy", "val_accuracy", "per_class_accuracy", "selected_epoch"):
         assert a[key] == b[key], key

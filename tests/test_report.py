@@ -466,7 +466,7 @@ def test_report_survives_a_missing_dataset_and_summarises_many_classes(runs, tmp
     prm = compute_prm(data)  # the PRM needs no images either: 2 worst and 2 best classes
     assert len(prm.matrix.rows) == 4 and prm.matrix.selection.startswith("showing 4 of 5")
     assert all(r.contribution is None for _, ranks in prm.descriptions.ranks for r in ranks)
-    path = explain([moved, runs["dvp-cls"]], tmp_path / "out", max_classes=4, examples=2)
+    path = explain([moved, runs["dvp-cls"]], tmp_path / "out", options)
     page = Page(path.read_text(encoding="utf-8"))
     for src in page.images:
         assert (path.parent / src).is_file()

@@ -1,5 +1,6 @@
 """Description files from the world's vocabulary have the published shape."""
 
+import hashlib
 import json
 
 from reprogram.text.descriptions import read_description_file, valid_sentences
@@ -64,3 +65,23 @@ def test_notes_describe_classes_outside_the_world():
     shape = describe.cause_descriptions([spec, other], "shape")
     assert all(len(s) >= 20 for s in shape["trouser"]) and len(shape["trouser"]) >= 20
     assert any("long stem" in s for s in shape["trouser"])
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=False).encode()).hexdigest()[:16]
+
+
+def test_vocabulary_and_texts_are_those_the_packaged_weights_learnt():
+    """The toy CLIP was pretrained on these words: the tables (read from the package data), the
+    class lists and the description files of every task must not change."""
+    from reprogram.toy import tasks, vocabulary
+
+    names = "FACTORS PHRASES COLOR_RGB BACKGROUND_RGB SIZE_RADIUS POSITION_OFFSET HELD_OUT_PAIRS"
+    tables = [getattr(vocabulary, name) for name in names.split()]
+    texts = {}
+    for name, task in tasks.TASKS.items():
+        files = {cause: describe.cause_descriptions(task.classes, cause) for cause in task.causes}
+        files["des"] = describe.descriptive_attributes(task.classes)
+        files["dist"] = describe.distinctive_attributes(task.classes)
+        texts[name] = [task.classnames, task.options, files]
+    assert (_digest(tables), _digest(texts)) == ("36b8cf6319d549d7", "81b7a15231321fab")

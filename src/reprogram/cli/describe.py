@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from reprogram.cli.options import (
+    ClassListOpt,
+    PublishedDatasetOpt,
+    arguments_for,
+    options_of,
+    with_options,
+)
 from reprogram.errors import ReprogramError
 from reprogram.text.describe.classes import describe_inputs
-from reprogram.text.describe.client import DEFAULT_DEADLINE, DEFAULT_MODEL, ChatClient
+from reprogram.text.describe.client import ChatClient
 from reprogram.text.describe.generate import (
     MODES,
     GenerationResult,
@@ -25,9 +32,28 @@ from reprogram.text.describe.templates import template_descriptions
 PAPER_CAUSES = 3  # DVP-cse uses the first three causes of a dataset
 
 
+# describe's options for the endpoint client and the sampling, in --help order: parameters of
+# ChatClient and fields of Sampling (their types and defaults)
+CLIENT_HELP = {
+    "base_url": "OpenAI-compatible base URL (env OPENAI_BASE_URL).",
+    "model": "Model name.",
+    "api_key": "API key (env OPENAI_API_KEY).",
+    "timeout": "Seconds to wait for the server to send data.",
+    "deadline": "Seconds for a whole request, answer included.",
+    "max_backoff": "Longest wait between retries (and Retry-After).",
+    "max_retries": "Retries on 429/5xx/time-outs.",
+}
+SAMPLING_HELP = {
+    "temperature": "Sampling temperature.",
+    "max_tokens": "Tokens per answer at most.",
+    "n_per_request": "Cap on answers asked per request (n).",
+}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``describe`` to ``app``."""
-    app.command("describe")(describe_command)
+    options = options_of(SAMPLING_HELP, {"": Sampling}) + options_of(CLIENT_HELP, {"": ChatClient})
+    app.command("describe")(with_options(describe_command, options, first=False))
 
 
 @contextmanager
@@ -86,14 +112,14 @@ def _print_result(result: GenerationResult, out: Path) -> None:
         )
 
 
+def _retrying(line: str) -> None:
+    typer.secho(f"  {line}", fg="yellow", err=True)
+
+
 def describe_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the description files.")],
-    classes: Annotated[
-        Path | None, typer.Option("--classes", help="Class names: one per line, or a JSON list.")
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="A published dataset (classes, task, causes).")
-    ] = None,
+    classes: ClassListOpt = None,
+    dataset: PublishedDatasetOpt = None,
     task: Annotated[
         str | None, typer.Option("--task", help="Task noun for the prompt, e.g. 'texture'.")
     ] = None,
@@ -112,15 +138,6 @@ def describe_command(
     key: Annotated[
         str | None, typer.Option("--key", help="File prefix (default: dataset key or file stem).")
     ] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option("--base-url", help="OpenAI-compatible base URL (env OPENAI_BASE_URL)."),
-    ] = None,
-    model: Annotated[str, typer.Option("--model", help="Model name.")] = DEFAULT_MODEL,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", help="API key (env OPENAI_API_KEY).", show_default=False),
-    ] = None,
     samples: Annotated[
         int | None, typer.Option("--samples", help="Answers per class (default 20, attributes 25).")
     ] = None,
@@ -131,35 +148,17 @@ def describe_command(
     system: Annotated[
         str, typer.Option("--system", help="System message ('' for none).")
     ] = SYSTEM_PROMPT,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.99,
-    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 50,
     stop: Annotated[str, typer.Option("--stop", help="Stop string ('' for none).")] = ".",
-    n_per_request: Annotated[
-        int | None,
-        typer.Option("--n-per-request", help="Cap on answers asked per request (n)."),
-    ] = None,
     max_failed: Annotated[
         int, typer.Option("--max-failed", help="Per class: requests with no valid answer allowed.")
     ] = 3,
-    timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for the server to send data.")
-    ] = 60.0,
-    deadline: Annotated[
-        float, typer.Option("--deadline", help="Seconds for a whole request, answer included.")
-    ] = DEFAULT_DEADLINE,
-    max_backoff: Annotated[
-        float,
-        typer.Option("--max-backoff", help="Longest wait between retries (and Retry-After)."),
-    ] = 60.0,
-    max_retries: Annotated[
-        int, typer.Option("--max-retries", help="Retries on 429/5xx/time-outs.")
-    ] = 6,
     workers: Annotated[int, typer.Option("--workers", help="Requests in flight at once.")] = 1,
     template: Annotated[
         bool,
         typer.Option("--template", help="No LLM: template sentences from names (weaker)."),
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    **values: Any,
 ) -> None:
     """Generate class descriptions with an OpenAI-compatible LLM (resumable), or templates."""
     if mode not in MODES:
@@ -168,35 +167,16 @@ def describe_command(
         classes, dataset, task, causes, num_causes, key, mode
     )
     kinds = parse_list(attributes)
+    # what both writers take: the classes, their files and how many answers per class
+    files = dict(mode=mode, key=file_prefix, samples=samples, attributes=kinds)
     if template:
-        result = template_descriptions(
-            names,
-            task_noun,
-            cause_list,
-            out,
-            mode=mode,
-            key=file_prefix,
-            samples=samples,
-            attributes=kinds,
-        )
-        _print_result(result, out)
+        _print_result(template_descriptions(names, task_noun, cause_list, out, **files), out)
         return
-    client = ChatClient(
-        model,
-        base_url,
-        api_key,
-        timeout=timeout,
-        max_retries=max_retries,
-        max_backoff=max_backoff,
-        deadline=deadline,
-        on_retry=lambda line: typer.secho(f"  {line}", fg="yellow", err=True),
-    )
+    client = ChatClient(**arguments_for(ChatClient, values), on_retry=_retrying)
     sampling = Sampling(
-        temperature=temperature,
-        max_tokens=max_tokens,
+        **arguments_for(Sampling, values),
         stop=(stop,) if stop else (),
         system=system or None,
-        n_per_request=n_per_request,
         max_failed_requests=max_failed,
     )
     n_files = len(cause_list) if mode == "causes" else len(kinds)
@@ -208,12 +188,9 @@ def describe_command(
                 task_noun,
                 cause_list,
                 out,
+                **files,
                 client=client,
-                mode=mode,
-                key=file_prefix,
-                samples=samples,
                 prompt=prompt,
-                attributes=kinds,
                 sampling=sampling,
                 workers=workers,
                 on_progress=on_progress,

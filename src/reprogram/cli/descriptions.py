@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from reprogram.cli.options import ClassListOpt, PublishedDatasetOpt
 from reprogram.text.describe.check import (
     DEFAULT_MIN_VALID,
     DEFAULT_TARGET,
@@ -70,12 +71,8 @@ def print_check_report(report: CheckReport) -> None:
 
 def check_command(
     files: Annotated[list[Path], typer.Argument(help="Description files to check.")],
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Check against a published dataset's classes.")
-    ] = None,
-    classes: Annotated[
-        Path | None, typer.Option("--classes", help="Check against this class list.")
-    ] = None,
+    dataset: PublishedDatasetOpt = None,
+    classes: ClassListOpt = None,
     min_valid: Annotated[
         int, typer.Option("--min-valid", help="Fewer valid sentences than this is a problem.")
     ] = DEFAULT_MIN_VALID,

@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from reprogram.cli.options import (
-    BackboneOpt,
-    ConfigOpt,
-    DatasetOpt,
-    DescriptionsOpt,
-    DeviceOpt,
-    QuietOpt,
-    RootOpt,
-    SeedOpt,
-    SetOpt,
-    WeightsOpt,
-    config_of,
-    overrides,
-    warn_ignored,
-)
+from reprogram.cli.options import DeviceOpt, config_of, overrides, warn_ignored, with_options
 from reprogram.errors import ReprogramError
 
 
 def register(app: typer.Typer) -> None:
     """Add ``eval``, ``predict`` and ``compare`` to ``app``."""
-    app.command("eval")(eval_command)
+    from reprogram.cli.train import train_options
+
+    # without --checkpoint, eval builds a zero-shot model from train's options
+    shared = train_options(only=CONFIG_OPTIONS.split())
+    app.command("eval")(with_options(eval_command, shared, first=False))
     app.command("predict")(predict)
     app.command("compare")(compare)
+
+
+# train's options that eval takes too (the data, the backbone, the runtime)
+CONFIG_OPTIONS = "dataset root backbone weights descriptions seed device config_file sets quiet"
 
 
 def eval_command(
@@ -41,16 +35,7 @@ def eval_command(
     method: Annotated[
         str | None, typer.Option(help="without --checkpoint: a zero-shot method")
     ] = None,
-    dataset: DatasetOpt = None,
-    root: RootOpt = None,
-    backbone: BackboneOpt = None,
-    weights: WeightsOpt = None,
-    descriptions: DescriptionsOpt = None,
     shots: Annotated[int | None, typer.Option(help="few-shot draw used for --split val")] = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    config_file: ConfigOpt = None,
-    sets: SetOpt = None,
     targets: Annotated[
         str | None,
         typer.Option(
@@ -61,7 +46,7 @@ def eval_command(
         Path | None,
         typer.Option(help="transfer results file (default: RUN/eval-TARGET.json and .md)"),
     ] = None,
-    quiet: QuietOpt = False,
+    **shared: Any,
 ) -> None:
     """Evaluate a trained run, or a zero-shot method, on a dataset split; print the accuracy.
 
@@ -69,16 +54,19 @@ def eval_command(
     generalisation (see docs/protocols.md); a results JSON and a table are written.
     """
     values = dict(locals())
+    values.update(values.pop("shared"))  # every option by name
     from reprogram.engine.config import apply_overrides
     from reprogram.engine.runs import evaluate_split, load_run, zero_shot_model
 
-    if checkpoint is not None and (targets or dataset) and _transfer(values):
+    if checkpoint is not None and (targets or values["dataset"]) and _transfer(values):
         return
     if checkpoint is not None:
         identity = {k: values[k] for k in ("method", "backbone", "descriptions", "shots", "seed")}
-        warn_ignored("eval", "--checkpoint", **identity, config=config_file, set=sets)
-        run = load_run(checkpoint, device=device, weights=weights, root=root)
-        changes = overrides(dataset=dataset, quiet=quiet)
+        ignored = dict(config=values["config_file"], set=values["sets"])
+        warn_ignored("eval", "--checkpoint", **identity, **ignored)
+        moved = {k: values[k] for k in ("device", "weights", "root")}
+        run = load_run(checkpoint, **moved)
+        changes = overrides(dataset=values["dataset"], quiet=values["quiet"])
         config = apply_overrides(run.config, changes, "command line")
         model, classnames = run.model, run.classnames
     else:

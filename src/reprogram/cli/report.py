@@ -3,63 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from reprogram.cli.options import QuietOpt, arguments_for, options_of, with_options
+
+# The report's options, in --help order: each a field of report Options (its types, defaults).
+EXPLAIN_HELP = {
+    "examples": "test images shown with each prompt applied",
+    "max_classes": "class-wise figures beyond this show a selection (at least 4)",
+    "top_descriptions": "descriptions listed per class",
+    "max_per_class": "cap on test images per class (none: all)",
+    "reference": "method the others are compared with (none: the first run's)",
+    "device": "auto, cpu, cuda, cuda:1",
+    "weights": "the runs' weights file, if it moved",
+    "root": "the runs' dataset folder, if it moved",
+    "batch_size": "images per forward pass",
+}
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``explain`` command to the main application."""
+    from reprogram.report.load import Options
 
-    @app.command("explain")
-    def explain_command(
-        runs: Annotated[list[Path], typer.Argument(help="run folders, or folders holding runs")],
-        out: Annotated[
-            Path, typer.Option("--out", help="folder for index.html and its images")
-        ] = Path("report"),
-        examples: Annotated[
-            int, typer.Option(help="test images shown with each prompt applied")
-        ] = 4,
-        max_classes: Annotated[
-            int,
-            typer.Option("--max-classes", help="class-wise figures beyond this show a selection"),
-        ] = 40,
-        top_descriptions: Annotated[
-            int, typer.Option("--top-descriptions", help="descriptions listed per class")
-        ] = 5,
-        max_per_class: Annotated[
-            int | None,
-            typer.Option("--max-per-class", help="cap on test images per class (default: all)"),
-        ] = None,
-        reference: Annotated[
-            str | None,
-            typer.Option(help="method the others are compared with (default: the first run's)"),
-        ] = None,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1")] = "auto",
-        weights: Annotated[
-            str | None, typer.Option("--weights", help="the runs' weights file, if it moved")
-        ] = None,
-        root: Annotated[
-            str | None, typer.Option("--root", help="the runs' dataset folder, if it moved")
-        ] = None,
-        batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
-    ) -> None:
-        """Write an interpretability report (HTML + PNG) for finished runs."""
-        from reprogram.report.explain import explain
+    options = options_of(EXPLAIN_HELP, {"": Options})
+    app.command("explain")(with_options(explain_command, options))
 
-        path = explain(
-            list(runs),
-            out,
-            examples=examples,
-            max_classes=max_classes,
-            top_descriptions=top_descriptions,
-            max_per_class=max_per_class,
-            device=device,
-            batch_size=batch_size,
-            reference=reference,
-            weights=weights,
-            root=root,
-            log=None if quiet else lambda message: typer.echo(message, err=True),
-        )
-        typer.echo(str(path))
+
+def explain_command(
+    runs: Annotated[list[Path], typer.Argument(help="run folders, or folders holding runs")],
+    out: Annotated[Path, typer.Option("--out", help="folder for index.html and its images")] = Path(
+        "report"
+    ),
+    quiet: QuietOpt = False,
+    **values: Any,
+) -> None:
+    """Write an interpretability report (HTML + PNG) for finished runs."""
+    from reprogram.report.explain import Options, explain
+
+    options = Options(**arguments_for(Options, values))
+    log = None if quiet else lambda message: typer.echo(message, err=True)
+    typer.echo(str(explain(list(runs), out, options, log=log)))

@@ -4,11 +4,12 @@ runs on it: ``reprogram demo`` and ``reprogram benchmark toy``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from reprogram.cli.options import QuietOpt, SetOpt
+from reprogram.cli.options import QuietOpt, SetOpt, arguments_for, options_of, with_options
+from reprogram.toy.tasks import TASKS, get_task, make_task
 
 toy_app = typer.Typer(
     help="The offline reference world: a procedural world, a small CLIP trained on it, tasks.",
@@ -77,42 +78,39 @@ def pretrain_command(
 @toy_app.command("tasks")
 def tasks_command() -> None:
     """List the downstream tasks."""
-    from reprogram.toy.tasks import TASKS
-
     for task in TASKS.values():
         typer.echo(f"{task.name:14s} {len(task.classes):3d} classes  {task.shift}")
 
 
-@toy_app.command("make-task")
+# make-task's options, in --help order: parameters of toy.tasks.make_task (types, defaults)
+MAKE_TASK_HELP = {
+    "image_size": "Image side in pixels.",
+    "seed": "Seed of the images (and sentence choice).",
+    "shots": "Training images per class.",
+    "val_shots": "Validation images per class.",
+    "test_per_class": "Test images per class.",
+    "overwrite": "Replace an existing folder.",
+}
+
+
 def make_task_command(
     name: str = typer.Argument(..., help="Task name (see `reprogram toy tasks`), or 'all'."),
     out: Path = typer.Option(
         ..., "--out", help="Output folder (for 'all': one sub-folder per task)."
     ),
-    image_size: int = typer.Option(64, help="Image side in pixels."),
-    seed: int = typer.Option(0, help="Seed of the images (and sentence choice)."),
-    shots: int = typer.Option(16, help="Training images per class."),
-    val_shots: int = typer.Option(4, help="Validation images per class."),
-    test_per_class: int = typer.Option(50, help="Test images per class."),
-    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+    **values: Any,
 ) -> None:
     """Write a downstream task in the folder layout (PNG splits, descriptions, task.json)."""
-    from reprogram.toy.tasks import TASKS, get_task, make_task
-
     names = list(TASKS) if name == "all" else [get_task(name).name]
     for task in names:
         folder = out / task if name == "all" else out
-        make_task(
-            task,
-            folder,
-            image_size=image_size,
-            seed=seed,
-            shots=shots,
-            val_shots=val_shots,
-            test_per_class=test_per_class,
-            overwrite=overwrite,
-        )
+        make_task(task, folder, **arguments_for(make_task, values))
         typer.echo(f"wrote {task} to {folder} (use --dataset folder:{folder})")
+
+
+toy_app.command("make-task")(
+    with_options(make_task_command, options_of(MAKE_TASK_HELP, {"": make_task}))
+)
 
 
 @toy_app.command("zeroshot")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,15 +28,25 @@ from reprogram.cli.options import (
     WeightsOpt,
     config_from,
     config_of,
+    options_like,
     show_config_defaults,
     warn_ignored,
+    with_options,
 )
 
 
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``base2novel`` to ``app``."""
     app.command("train")(show_config_defaults(train))
-    app.command("base2novel")(base2novel_command)
+    # the same options as train, into another folder by default
+    b2n_options = train_options(out=Path("runs/base2novel"))
+    app.command("base2novel")(with_options(base2novel_command, b2n_options))
+
+
+def train_options(only: Sequence[str] | None = None, **defaults: Any) -> list[inspect.Parameter]:
+    """``train``'s options as its ``--help`` shows them, for the commands that take them too
+    (see :func:`reprogram.cli.options.options_like`)."""
+    return options_like(show_config_defaults(train), only, **defaults)
 
 
 def train(
@@ -140,37 +152,17 @@ def print_results(results: dict) -> None:
     )
 
 
-def base2novel_command(
-    method: MethodOpt = None,
-    dataset: DatasetOpt = None,
-    root: RootOpt = None,
-    backbone: BackboneOpt = None,
-    weights: WeightsOpt = None,
-    descriptions: DescriptionsOpt = None,
-    shots: ShotsOpt = None,
-    seed: SeedOpt = None,
-    seeds: Annotated[
-        list[int] | None, typer.Option("--seeds", help="several seeds: mean ± std")
-    ] = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    lr: LrOpt = None,
-    device: DeviceOpt = None,
-    config_file: ConfigOpt = None,
-    sets: SetOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/base2novel"),
-    resume: Annotated[bool, typer.Option("--resume", help="continue in --out")] = False,
-    quiet: QuietOpt = False,
-) -> None:
+def base2novel_command(**values: Any) -> None:
     """Base-to-novel (CoCoOp's protocol): train on the first half of the classes, test on base
     and novel classes, report their harmonic mean (OUT/base2novel.json and .md)."""
-    config = config_of(dict(locals()), skip=RUN_FOLDER_OPTIONS)
     from reprogram.protocols.base_to_novel import (
         base_to_novel_markdown,
         run_base_to_novel,
         run_base_to_novel_seeds,
     )
 
+    out, resume, seeds = (values[k] for k in RUN_FOLDER_OPTIONS)
+    config = config_of(values, skip=RUN_FOLDER_OPTIONS)
     if seeds:
         summary = run_base_to_novel_seeds(config, list(seeds), out, resume=resume)
         typer.echo(base_to_novel_markdown(summary["runs"]))

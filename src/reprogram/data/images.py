@@ -115,6 +115,20 @@ class DecodedImages:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def from_arrays(
+        cls, pixels: np.ndarray, labels: list[int], skipped: list[str], sizes: list | None = None
+    ) -> DecodedImages:
+        """Wrap a uint8 N×3×H×W array; ``sizes`` (N (h, w)) defaults to the whole canvas."""
+        whole = [tuple(pixels.shape[2:])] * len(labels)
+        shapes = torch.tensor(whole if sizes is None else sizes, dtype=torch.long)
+        return cls(
+            torch.from_numpy(pixels),
+            torch.tensor(labels, dtype=torch.long),
+            shapes.reshape(len(labels), 2),
+            skipped,
+        )
+
 
 def _decode_all(
     paths: list[str], work, skip_bad: bool, progress=None, into: np.ndarray | None = None
@@ -180,12 +194,7 @@ def _load_center_cache(array_path: Path, meta_path: Path, size: int) -> DecodedI
         return None  # damaged entry: decode again
     if array.shape != (len(labels), 3, size, size):
         return None
-    return DecodedImages(
-        torch.from_numpy(array),
-        torch.tensor(labels, dtype=torch.long),
-        torch.full((len(labels), 2), size, dtype=torch.long),
-        skipped,
-    )
+    return DecodedImages.from_arrays(array, labels, skipped)
 
 
 def decode_center(
@@ -224,12 +233,7 @@ def decode_center(
             atomic_write_json(meta_path, {"labels": labels, "skipped": skipped, "size": size})
         except OSError as err:  # an unwritable cache only costs decoding again next time
             warnings.warn(f"decoded-image cache not written ({err})", stacklevel=2)
-    return DecodedImages(
-        torch.from_numpy(array),
-        torch.tensor(labels, dtype=torch.long),
-        torch.full((len(labels), 2), size, dtype=torch.long),
-        skipped,
-    )
+    return DecodedImages.from_arrays(array, labels, skipped)
 
 
 BUCKET_SPREAD = 1.1  # a size bucket's canvas is at most this much larger than its images
@@ -307,12 +311,7 @@ def decode_short_side(samples: list[Sample], size: int, *, skip_bad: bool = Fals
     """Resize(size) on the short side, each image kept whole on one shared uint8 canvas."""
     images, labels, skipped = _decode_short_side_arrays(samples, size, skip_bad)
     sizes = [image.shape[1:] for image in images]
-    return DecodedImages(
-        torch.from_numpy(_canvas(images)),
-        torch.tensor(labels, dtype=torch.long),
-        torch.tensor(sizes, dtype=torch.long),
-        skipped,
-    )
+    return DecodedImages.from_arrays(_canvas(images), labels, skipped, sizes)
 
 
 def decode_short_side_buckets(

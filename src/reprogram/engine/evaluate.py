@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,6 +22,13 @@ class Evaluation:
     count: int
 
 
+Advance = Callable[..., None]  # advance(n): n more images done (a progress bar's step)
+
+
+def no_progress(n: int = 1, **_: Any) -> None:
+    """The ``advance`` of a pass that shows no progress."""
+
+
 def batches(count: int, size: int):
     for start in range(0, count, size):
         yield start, min(start + size, count)
@@ -31,7 +40,7 @@ def predict_logits(
     images: DecodedImages,
     batch_size: int,
     dtype: Precision | torch.dtype,
-    advance=lambda n=1, **_: None,
+    advance: Advance = no_progress,
 ) -> torch.Tensor:
     """Logits (N×C, fp32, on the model's device) for every decoded image."""
     device = model.text_features.device
@@ -68,7 +77,7 @@ def evaluate(
     images: DecodedImages,
     batch_size: int,
     dtype: Precision | torch.dtype,
-    advance=lambda n=1, **_: None,
+    advance: Advance = no_progress,
     world: World = World(),
 ) -> Evaluation:
     """Evaluate ``images``; under ``world`` (torchrun) each process runs its shard of whole

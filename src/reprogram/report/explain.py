@@ -54,36 +54,18 @@ from reprogram.storage.files import atomic_write_text, ensure_dir
 def explain(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
+    options: Options | None = None,
     *,
-    examples: int = 4,
-    max_classes: int = 40,
-    top_descriptions: int = 5,
-    max_per_class: int | None = None,
-    device: str | None = "auto",
-    batch_size: int = 128,
-    reference: str | None = None,
-    weights: str | None = None,
-    root: str | None = None,
     title: str | None = None,
     log: Log | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` (and its PNGs and CSVs) for runs; return the HTML path.
 
-    ``run_dirs`` are run folders or folders holding runs (``seed-N``). ``device=None`` uses each
-    run's configured device; ``"auto"`` (default) a GPU when there is one, else the CPU.
-    ``weights`` and ``root`` point moved runs at their backbone weights and datasets.
+    ``run_dirs`` are run folders or folders holding runs (``seed-N``); ``options`` (an
+    :class:`Options`, its defaults when ``None``) says how much the report shows and where the
+    model runs.
     """
-    options = Options(
-        examples=examples,
-        max_classes=max(4, max_classes),
-        top_descriptions=top_descriptions,
-        max_per_class=max_per_class,
-        device=device,
-        batch_size=batch_size,
-        reference=reference,
-        weights=weights,
-        root=root,
-    )
+    options = options or Options()
     log = log or (lambda message: None)
     out_dir = ensure_dir(out_dir, "--out")
     started = time.perf_counter()

@@ -34,11 +34,14 @@ class Options:
     max_classes: int = 40  # beyond this, class-wise figures show a labelled selection
     top_descriptions: int = 5  # per class, in the description table
     max_per_class: int | None = None  # cap on test images per class for the attribution pass
-    device: str | None = "auto"
+    device: str | None = "auto"  # None: each run's configured device; auto: a GPU if there is one
     batch_size: int = 128
     reference: str | None = None  # method the others are compared with (default: the first)
     weights: str | None = None  # the runs' backbone weights file, if it moved
     root: str | None = None  # the runs' dataset folder, if it moved
+
+    def __post_init__(self) -> None:
+        self.max_classes = max(4, self.max_classes)  # a selection shows at least 4 classes
 
 
 @dataclass

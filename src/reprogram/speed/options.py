@@ -6,65 +6,117 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 from reprogram.errors import ReprogramError
 from reprogram.speed.synthetic import SyntheticSpec, description_files, write_dataset
 
+Options = TypeVar("Options", bound="SyntheticRunOptions")
+
 
 @dataclass
-class BenchOptions:
+class SyntheticRunOptions:
+    """What every speed run on a synthetic task shares: backbone, method, task size, runtime.
+
+    The defaults are a DTD-sized task (those of :class:`SyntheticSpec`); each run names its own.
+    """
+
     backbone: str = "random:ViT-B-16"
     method: str = "dvp-cse"
+    classes: int = SyntheticSpec.classes
+    train_per_class: int = SyntheticSpec.train_per_class
+    test_images: int = SyntheticSpec.test_images
+    image_size: int = SyntheticSpec.image_size  # side of the synthetic source JPEGs
     batch_size: int = 64
-    classes: int = 47
-    train_per_class: int = 16
-    test_images: int = 1692
-    image_size: int = 320  # side of the synthetic source JPEGs
-    epochs: int = 200
-    reference_epochs: int = (
-        3  # measured reference epochs (PRM epoch + training epochs), then projected
-    )
-    steps: int = 20  # timed training steps for the step throughput
+    eval_batch_size: int = 256
     device: str = "auto"
     precision: str = "auto"
-    compile: bool = False
-    grad_checkpointing: bool = False
-    skip_reference: bool = False
-    data: str | None = None  # a class-per-folder dataset instead of synthetic JPEGs
-    eval_batch_size: int = 256
     seed: int = 1
 
+    LABEL: ClassVar[str] = "bench"  # names the run in error messages
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "classes",
+        "train_per_class",
+        "test_images",
+        "image_size",
+        "batch_size",
+        "eval_batch_size",
+    )
+
     @classmethod
-    def tiny(cls) -> BenchOptions:
-        """The smallest bench that runs every phase on a CPU in seconds (dry runs, tests)."""
+    def tiny(cls: type[Options], **overrides: Any) -> Options:
+        """The smallest run of every step on a CPU in seconds (dry runs, tests)."""
         return cls(
             backbone="random:tiny",
             classes=2,
             train_per_class=2,
             test_images=4,
             image_size=32,
-            epochs=2,
-            reference_epochs=2,
-            steps=1,
             batch_size=4,
             eval_batch_size=8,
             device="cpu",
             precision="fp32",
+            **overrides,
         )
 
-    def validate(self) -> BenchOptions:
-        for name in (
-            "batch_size",
-            "classes",
-            "train_per_class",
-            "test_images",
-            "image_size",
-            "epochs",
-            "steps",
-            "eval_batch_size",
-        ):
+    def validate(self: Options) -> Options:
+        """Raise :class:`ReprogramError` on a size below 1; returns ``self``."""
+        for name in self.POSITIVE:
             if getattr(self, name) < 1:
-                raise ReprogramError(f"bench: {name} must be at least 1, got {getattr(self, name)}")
+                raise ReprogramError(
+                    f"{self.LABEL}: {name} must be at least 1, got {getattr(self, name)}"
+                )
+        return self
+
+    def spec(self, **extra: Any) -> SyntheticSpec:
+        """The synthetic dataset of this run's size; ``extra`` sets the spec's other fields."""
+        return SyntheticSpec(
+            classes=self.classes,
+            train_per_class=self.train_per_class,
+            test_images=self.test_images,
+            image_size=self.image_size,
+            seed=self.seed,
+            **extra,
+        )
+
+    def train_config(self, dataset: str, **settings: Any):
+        """The engine's config of this run on ``dataset``; ``settings`` adds or replaces keys."""
+        from reprogram.engine.config import TrainConfig
+
+        shared = {
+            "method": self.method,
+            "dataset": dataset,
+            "backbone": self.backbone,
+            "shots": self.train_per_class,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "device": self.device,
+            "precision": self.precision,
+            "quiet": True,
+        }
+        return TrainConfig().updated(**{**shared, **settings})
+
+
+@dataclass
+class BenchOptions(SyntheticRunOptions):
+    epochs: int = 200
+    # measured reference epochs (PRM epoch + training epochs), then projected
+    reference_epochs: int = 3
+    steps: int = 20  # timed training steps for the step throughput
+    compile: bool = False
+    grad_checkpointing: bool = False
+    skip_reference: bool = False
+    data: str | None = None  # a class-per-folder dataset instead of synthetic JPEGs
+
+    POSITIVE: ClassVar[tuple[str, ...]] = (*SyntheticRunOptions.POSITIVE, "epochs", "steps")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> BenchOptions:
+        return super().tiny(epochs=2, reference_epochs=2, steps=1, **overrides)
+
+    def validate(self) -> BenchOptions:
+        super().validate()
         if self.epochs < 2:
             raise ReprogramError(
                 "bench: epochs must be at least 2 (epoch 1 only estimates the PRM)"
@@ -89,14 +141,7 @@ def prepare_data(options: BenchOptions, tmp: Path) -> tuple[str, list[str], dict
     from reprogram.text.packaged import PAPER_CAUSES
 
     if options.data is None:
-        spec = SyntheticSpec(
-            classes=options.classes,
-            train_per_class=options.train_per_class,
-            val_per_class=min(options.train_per_class, 4),
-            test_images=options.test_images,
-            image_size=options.image_size,
-            seed=options.seed,
-        )
+        spec = options.spec(val_per_class=min(options.train_per_class, 4))
         started = time.perf_counter()
         root = write_dataset(tmp / "data", spec, workers=min(16, os.cpu_count() or 1))
         summary = {
@@ -122,21 +167,11 @@ def prepare_data(options: BenchOptions, tmp: Path) -> tuple[str, list[str], dict
 
 
 def train_config(options: BenchOptions, dataset: str, descriptions: list[str]):
-    from reprogram.engine.config import TrainConfig
-
-    return TrainConfig().updated(
-        method=options.method,
-        dataset=dataset,
-        backbone=options.backbone,
+    """The engine's config of the bench on ``dataset`` with these description files."""
+    return options.train_config(
+        dataset,
         descriptions=descriptions,
-        shots=options.train_per_class,
-        seed=options.seed,
         epochs=options.epochs,
-        batch_size=options.batch_size,
-        eval_batch_size=options.eval_batch_size,
-        device=options.device,
-        precision=options.precision,
         compile=options.compile,
         grad_checkpointing=options.grad_checkpointing,
-        quiet=True,
     )

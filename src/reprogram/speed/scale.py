@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from reprogram.errors import ReprogramError
 from reprogram.speed import measure
-from reprogram.speed.synthetic import SyntheticSpec, write_dataset
+from reprogram.speed.options import SyntheticRunOptions
+from reprogram.speed.synthetic import write_dataset
 from reprogram.storage.cache import Cache
 
 SCHEMA = "reprogram-bench-scale/1"
@@ -32,33 +33,20 @@ TARGET_HOST_BYTES = 12 * 10**9  # the issue's target on the 2-core, 24 GB develo
 
 
 @dataclass
-class ScaleOptions:
+class ScaleOptions(SyntheticRunOptions):
     backbone: str = "random:tiny-224"
-    method: str = "dvp-cse"
     classes: int = 1000
-    train_per_class: int = 16
     test_images: int = 50_000
     image_size: int = 224  # side of the synthetic JPEGs
-    descriptions_per_class: int = 20  # per cause file (m); DVP-cse's 3 files: 60 per class
-    batch_size: int = 64
-    eval_batch_size: int = 256
     device: str = "cpu"
-    precision: str = "fp32"
-    seed: int = 1
+    precision: str = "auto"  # fp32 on the CPU (the preset), bf16 autocast on GPUs
+    descriptions_per_class: int = 20  # per cause file (m); DVP-cse's 3 files: 60 per class
 
-    def validate(self) -> ScaleOptions:
-        for name in (
-            "classes",
-            "train_per_class",
-            "test_images",
-            "image_size",
-            "descriptions_per_class",
-            "batch_size",
-            "eval_batch_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ReprogramError(f"bench --scale: {name} must be at least 1")
-        return self
+    LABEL: ClassVar[str] = "bench --scale"
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        *SyntheticRunOptions.POSITIVE,
+        "descriptions_per_class",
+    )
 
 
 def host_peak_bytes() -> int:
@@ -132,7 +120,6 @@ def run_scale(
 def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps) -> dict:
     from reprogram.data.images import decode_center, decode_short_side_buckets
     from reprogram.engine.batches import TrainData
-    from reprogram.engine.config import TrainConfig
     from reprogram.engine.evaluate import evaluate
     from reprogram.engine.setup import build_backbone, build_model, default_description_files
     from reprogram.engine.state import RunState
@@ -140,33 +127,14 @@ def _steps(options: ScaleOptions, tmp: Path, device: torch.device, steps: Steps)
     from reprogram.model.methods import build_text_bank, get_recipe
     from reprogram.model.precision import Precision
 
-    spec = SyntheticSpec(
-        classes=options.classes,
-        train_per_class=options.train_per_class,
-        val_per_class=1,
-        test_images=options.test_images,
-        image_size=options.image_size,
-        descriptions_per_class=options.descriptions_per_class,
-        seed=options.seed,
-    )
+    spec = options.spec(val_per_class=1, descriptions_per_class=options.descriptions_per_class)
     root = steps.run(
         "write synthetic JPEGs (not an engine step)",
         0,
         lambda _: write_dataset(tmp / "data", spec, workers=min(8, os.cpu_count() or 1)),
     )
-    config = TrainConfig().updated(
-        method=options.method,
-        dataset=f"folder:{root}",
-        backbone=options.backbone,
-        shots=options.train_per_class,
-        seed=options.seed,
-        epochs=2,
-        batch_size=options.batch_size,
-        eval_batch_size=options.eval_batch_size,
-        device=str(device),
-        precision=options.precision,
-        m=options.descriptions_per_class,
-        quiet=True,
+    config = options.train_config(
+        f"folder:{root}", epochs=2, device=str(device), m=options.descriptions_per_class
     )
     from reprogram.engine.setup import load_data
 

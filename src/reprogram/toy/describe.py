@@ -16,28 +16,19 @@ vocabulary per cause, used the same way. Everything is deterministic for a seed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from reprogram.storage.files import atomic_write_json
+from reprogram.toy.vocabulary import CAUSE_WORDS, VALUE_SENTENCES
 from reprogram.toy.world import FACTORS, PHRASES, with_article
 
 DEFAULT_CAUSES = ("shape", "color", "texture")
 SENTENCES_PER_CLASS = 25
 MIN_CHARS = 20
-
-# what each cause is called in a sentence
-_CAUSE_WORDS = {
-    "shape": ("shape", "outline", "form"),
-    "color": ("color", "colour", "hue"),
-    "texture": ("texture", "surface", "surface pattern"),
-    "size": ("size",),
-    "position": ("position", "place in the picture"),
-    "background": ("background",),
-}
 
 
 @dataclass
@@ -102,7 +93,7 @@ def _fixed_candidates(spec: ClassSpec, cause: str) -> list[str]:
     ph = spec.phrases(cause)
     words = _value_words(cause, ph)
     details, clauses = list(ph.get("details", ())), list(ph.get("clauses", ()))
-    nouns = _CAUSE_WORDS.get(cause, (cause,))
+    nouns = CAUSE_WORDS.get(cause, (cause,))
     out: list[str] = []
     for noun in nouns:
         for w in words:
@@ -131,25 +122,8 @@ def _fixed_candidates(spec: ClassSpec, cause: str) -> list[str]:
     for cl in clauses:
         out += [f"{with_article(c)} {cl}", f"the {c} {cl}", f"in the picture, the {c} {cl}"]
     for w in words:
-        if cause == "shape":
-            out += [f"{with_article(c)} is shaped like {w}", f"the {c} looks like {w}"]
-        elif cause == "color":
-            out += [
-                f"{with_article(c)} is {w}",
-                f"the {c} is painted {w}",
-                f"the {c} appears {w} all over",
-            ]
-        elif cause == "texture":
-            out += [f"the surface of {with_article(c)} is {w}", f"the {c} looks {w} up close"]
-        elif cause == "size":
-            out += [f"{with_article(c)} is {w}", f"the {c} looks {w} in the picture"]
-        elif cause == "position":
-            out += [f"{with_article(c)} is {w}", f"the {c} appears {w}"]
-        elif cause == "background":
-            out += [
-                f"{with_article(c)} is shown on a {w} background",
-                f"the {c} sits on a {w} background",
-            ]
+        templates = VALUE_SENTENCES.get(cause, ())
+        out += [t.format(a_class=with_article(c), cls=c, value=w) for t in templates]
     return out
 
 
@@ -159,7 +133,7 @@ def _varying_candidates(spec: ClassSpec, cause: str, rng: np.random.Generator) -
     values = list(spec.varies.get(cause, FACTORS.get(cause, ())))
     if not values:
         return [f"the {cause} of the {c} is not fixed", f"{with_article(c)} can have any {cause}"]
-    nouns = _CAUSE_WORDS.get(cause, (cause,))
+    nouns = CAUSE_WORDS.get(cause, (cause,))
     out: list[str] = []
     for _ in range(60):
         k = min(len(values), int(rng.integers(2, 4)))
@@ -179,19 +153,31 @@ def _varying_candidates(spec: ClassSpec, cause: str, rng: np.random.Generator) -
     return out
 
 
+Candidates = Callable[[ClassSpec, np.random.Generator], list[str]]
+
+
+def _per_class(
+    classes: Sequence[ClassSpec], keys: tuple[str, ...], candidates: Candidates, n: int, seed: int
+) -> dict[str, list[str]]:
+    """``{class: n sentences}`` chosen from each class's candidates, each on its own stream."""
+    out = {}
+    for spec in classes:
+        rng = _rng(seed, *keys, spec.name)
+        out[spec.name] = _choose(candidates(spec, rng), n, rng)
+    return out
+
+
 def cause_descriptions(
     classes: Sequence[ClassSpec], cause: str, *, n: int = SENTENCES_PER_CLASS, seed: int = 0
 ) -> dict[str, list[str]]:
     """``{class: [n sentences about cause]}`` for DVP-cse."""
-    out = {}
-    for spec in classes:
-        rng = _rng(seed, "cause", cause, spec.name)
+
+    def candidates(spec: ClassSpec, rng: np.random.Generator) -> list[str]:
         if spec.fixes(cause):
-            candidates = _fixed_candidates(spec, cause)
-        else:
-            candidates = _varying_candidates(spec, cause, rng)
-        out[spec.name] = _choose(candidates, n, rng)
-    return out
+            return _fixed_candidates(spec, cause)
+        return _varying_candidates(spec, cause, rng)
+
+    return _per_class(classes, ("cause", cause), candidates, n, seed)
 
 
 def _appearance_candidates(spec: ClassSpec, rng: np.random.Generator) -> list[str]:
@@ -228,11 +214,7 @@ def descriptive_attributes(
     classes: Sequence[ClassSpec], *, n: int = SENTENCES_PER_CLASS, seed: int = 0
 ) -> dict[str, list[str]]:
     """AttrVR's descriptive attributes: the appearance of each class, all causes mixed."""
-    out = {}
-    for spec in classes:
-        rng = _rng(seed, "des", spec.name)
-        out[spec.name] = _choose(_appearance_candidates(spec, rng), n, rng)
-    return out
+    return _per_class(classes, ("des",), _appearance_candidates, n, seed)
 
 
 def _similarity(a: ClassSpec, b: ClassSpec) -> int:
@@ -244,36 +226,41 @@ def distinctive_attributes(
     classes: Sequence[ClassSpec], *, n: int = SENTENCES_PER_CLASS, seed: int = 0
 ) -> dict[str, list[str]]:
     """AttrVR's distinctive attributes: what sets each class apart from its closest neighbours."""
-    out = {}
-    for spec in classes:
-        rng = _rng(seed, "dist", spec.name)
-        others = [o for o in classes if o.name != spec.name]
-        others.sort(key=lambda o: (-_similarity(spec, o), o.name))
-        candidates: list[str] = []
-        for other in others[:6]:
-            for cause in list(FACTORS) + [k for k in spec.notes if k not in FACTORS]:
-                mine, theirs = spec.phrases(cause), other.phrases(cause)
-                # only what this class has and the other lacks
-                mine = {
-                    k: tuple(x for x in v if x not in theirs.get(k, ())) for k, v in mine.items()
-                }
-                if not any(mine.values()):
-                    continue
-                c, o = spec.name, other.name
-                words = _value_words(cause, mine)
-                for d in mine.get("details", ()):
-                    candidates += [
-                        f"unlike the {o}, the {c} has {d}",
-                        f"what sets the {c} apart from the {o} is {d}",
-                    ]
-                for cl in mine.get("clauses", ()):
-                    candidates.append(f"unlike {with_article(o)}, {with_article(c)} {cl}")
-                for w in words:
-                    candidates.append(f"the {c} differs from the {o} in its {cause}: it is {w}")
-        if not candidates:  # a single class, or classes with identical phrases
-            candidates = _appearance_candidates(spec, rng)
-        out[spec.name] = _choose(candidates, n, rng)
-    return out
+
+    def candidates(spec: ClassSpec, rng: np.random.Generator) -> list[str]:
+        return _distinctive_candidates(spec, classes, rng)
+
+    return _per_class(classes, ("dist",), candidates, n, seed)
+
+
+def _distinctive_candidates(
+    spec: ClassSpec, classes: Sequence[ClassSpec], rng: np.random.Generator
+) -> list[str]:
+    """Sentences on what ``spec`` has and its six most similar classes lack."""
+    others = [o for o in classes if o.name != spec.name]
+    others.sort(key=lambda o: (-_similarity(spec, o), o.name))
+    candidates: list[str] = []
+    for other in others[:6]:
+        for cause in list(FACTORS) + [k for k in spec.notes if k not in FACTORS]:
+            mine, theirs = spec.phrases(cause), other.phrases(cause)
+            # only what this class has and the other lacks
+            mine = {k: tuple(x for x in v if x not in theirs.get(k, ())) for k, v in mine.items()}
+            if not any(mine.values()):
+                continue
+            c, o = spec.name, other.name
+            words = _value_words(cause, mine)
+            for d in mine.get("details", ()):
+                candidates += [
+                    f"unlike the {o}, the {c} has {d}",
+                    f"what sets the {c} apart from the {o} is {d}",
+                ]
+            for cl in mine.get("clauses", ()):
+                candidates.append(f"unlike {with_article(o)}, {with_article(c)} {cl}")
+            for w in words:
+                candidates.append(f"the {c} differs from the {o} in its {cause}: it is {w}")
+    if not candidates:  # a single class, or classes with identical phrases
+        candidates = _appearance_candidates(spec, rng)
+    return candidates
 
 
 def write_descriptions(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from reprogram.errors import ReprogramError
 from reprogram.toy.describe import ClassSpec
+from reprogram.toy.vocabulary import read_toy_asset
 
 SPLITS = ("train", "val", "test")
 
@@ -126,216 +127,20 @@ def digits_pools(rng: np.random.Generator, shots: dict[str, int]) -> dict:
     return {s: (np.concatenate(x), np.concatenate(y)) for s, (x, y) in pools.items()}
 
 
-def _n(*details: str, clauses: Sequence[str] = (), names: Sequence[str] = ()) -> dict:
-    return {"details": tuple(details), "clauses": tuple(clauses), "names": tuple(names)}
-
-
-_GRAY_ON_BLACK = {
-    "color": _n(
-        "one flat colour",
-        clauses=("is white on a black background", "is a pale gray shape"),
-        names=("white", "gray"),
-    ),
-    "background": _n(names=("black",)),
-}
-
 # Real classes described in the world's vocabulary (hand-written, loosely: what a model trained on
-# the world could relate them to). Shape notes come first, then texture, then the shared colours.
-FASHION_CLASSES = (
-    (
-        "t-shirt",
-        _n(
-            "four straight arms",
-            "short arms",
-            clauses=("looks like a plus sign with short arms",),
-            names=("cross",),
-        ),
-        _n("a plain surface", names=("plain",)),
-    ),
-    (
-        "trouser",
-        _n("a long stem", "two long stems", clauses=("is tall and narrow like a long stem",)),
-        _n("one flat colour", names=("solid",)),
-    ),
-    (
-        "pullover",
-        _n(
-            "four straight arms",
-            "arms of equal length",
-            clauses=("looks like a plus sign",),
-            names=("cross",),
-        ),
-        _n("stripes", names=("plain", "striped")),
-    ),
-    (
-        "dress",
-        _n(
-            "three straight sides",
-            "a point at the top",
-            clauses=("points upwards like a pyramid",),
-            names=("triangle",),
-        ),
-        _n("a plain surface", names=("plain",)),
-    ),
-    (
-        "coat",
-        _n(
-            "four right-angled corners",
-            "four straight arms",
-            clauses=("is a box with four square corners",),
-            names=("square", "cross"),
-        ),
-        _n("one flat colour", names=("solid",)),
-    ),
-    (
-        "sandal",
-        _n("a long flat shape", "straight edges", clauses=("is small and flat",)),
-        _n(
-            "stripes",
-            "parallel lines",
-            clauses=("is covered in straight stripes",),
-            names=("striped",),
-        ),
-    ),
-    (
-        "shirt",
-        _n("four straight arms", clauses=("looks like a plus sign",), names=("cross",)),
-        _n(
-            "a checkerboard pattern",
-            "stripes",
-            clauses=("has a checked pattern of squares",),
-            names=("checkered", "striped"),
-        ),
-    ),
-    (
-        "sneaker",
-        _n(
-            "a long flat shape",
-            "a curved outline",
-            clauses=("is low and curved like a crescent",),
-            names=("crescent",),
-        ),
-        _n("dots", names=("dotted", "plain")),
-    ),
-    (
-        "bag",
-        _n(
-            "four equal sides",
-            "a round hollow centre",
-            clauses=("is a box with four square corners",),
-            names=("square",),
-        ),
-        _n("a plain surface", names=("plain",)),
-    ),
-    (
-        "ankle boot",
-        _n(
-            "a long stem",
-            "a corner at the bottom",
-            clauses=("is tall with a corner at the bottom",),
-            names=("arrow",),
-        ),
-        _n("one flat colour", names=("solid",)),
-    ),
-)
+# the world could relate them to), per cause in the PHRASES schema: assets/toy/real_classes.json.
+_REAL = read_toy_asset("real_classes.json")
+_GRAY_ON_BLACK = _REAL["gray_on_black"]  # the colour and background notes every real class shares
 
-DIGIT_CLASSES = (
-    (
-        "zero",
-        _n(
-            "a hole in the middle",
-            "a round hollow centre",
-            clauses=("is round and hollow in the middle",),
-            names=("ring",),
-        ),
-    ),
-    (
-        "one",
-        _n(
-            "a long stem",
-            "a straight shaft",
-            clauses=("is tall and narrow like a long stem",),
-            names=("arrow",),
-        ),
-    ),
-    (
-        "two",
-        _n("a curved outline", "straight edges", clauses=("is curved on top with a flat bottom",)),
-    ),
-    (
-        "three",
-        _n(
-            "a curved outline",
-            "two thin pointed horns",
-            clauses=("is curved like a new moon",),
-            names=("crescent",),
-        ),
-    ),
-    (
-        "four",
-        _n(
-            "a vertical and a horizontal bar",
-            "a triangular tip on a stem",
-            clauses=("is made of two crossing bars",),
-            names=("cross",),
-        ),
-    ),
-    (
-        "five",
-        _n("a curved outline", "straight edges", clauses=("has a flat top and a round bottom",)),
-    ),
-    (
-        "six",
-        _n(
-            "a hole in the middle",
-            "a long stem",
-            clauses=("is round at the bottom with a stem on top",),
-        ),
-    ),
-    (
-        "seven",
-        _n(
-            "a corner at the top",
-            "a long stem",
-            clauses=("has a flat top and a long stem",),
-            names=("arrow",),
-        ),
-    ),
-    (
-        "eight",
-        _n(
-            "a hole in the middle",
-            "two rounded lobes on top",
-            clauses=("looks like two rings stacked on each other",),
-            names=("ring",),
-        ),
-    ),
-    (
-        "nine",
-        _n(
-            "a hole in the middle",
-            "a long stem",
-            clauses=("is round at the top with a stem below",),
-            names=("ring",),
-        ),
-    ),
-)
+
+def _spec(name: str, shape: dict, texture: dict) -> ClassSpec:
+    notes = {"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
+    return ClassSpec(name, {"size": "large"}, notes=notes)
 
 
 def fashion_specs() -> tuple[ClassSpec, ...]:
-    return tuple(
-        ClassSpec(
-            name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
-        )
-        for name, shape, texture in FASHION_CLASSES
-    )
+    return tuple(_spec(c["name"], c["shape"], c["texture"]) for c in _REAL["fashion"])
 
 
 def digit_specs() -> tuple[ClassSpec, ...]:
-    texture = _n("one flat colour", "a soft blurry edge", names=("plain",))
-    return tuple(
-        ClassSpec(
-            name, {"size": "large"}, notes={"shape": shape, "texture": texture, **_GRAY_ON_BLACK}
-        )
-        for name, shape in DIGIT_CLASSES
-    )
+    return tuple(_spec(c["name"], c["shape"], _REAL["digit_texture"]) for c in _REAL["digits"])

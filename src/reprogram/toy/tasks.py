@@ -14,8 +14,9 @@ Tasks (see :data:`TASKS`): ``heldout`` is the in-distribution zero-shot check (3
 pairs never seen in pretraining); the ``world`` tasks put the world under a shift pretraining never
 saw, with classes that fix two or more factors; ``fashion-mnist`` and ``digits`` are real images
 (Debian's ``dataset-fashion-mnist``, scikit-learn's ``load_digits``), described in the world's
-words. The sources live in :mod:`reprogram.toy.world_tasks` and :mod:`reprogram.toy.real_tasks`;
-this module is the registry and the writer.
+words. The world tasks' factor lists, shifts and notes are data (``assets/toy/tasks.json``); the
+sources live in :mod:`reprogram.toy.world_tasks` and :mod:`reprogram.toy.real_tasks`; this module
+is the registry and the writer.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from reprogram.toy.real_tasks import (
     fashion_specs,
     pool_sampler,
 )
+from reprogram.toy.vocabulary import read_toy_asset
 from reprogram.toy.world_tasks import (
     pair_classes,
     shape_texture_classes,
@@ -69,9 +71,19 @@ class TaskDef:
 # ---------------------------------------------------------------------------------------------
 # The registry (built explicitly)
 # ---------------------------------------------------------------------------------------------
-def _world(name: str, classes, shift: str, notes: str, **options) -> TaskDef:
+# Which classes a world task's factor lists make (the keys of its "factors" in tasks.json).
+_CLASS_SETS = {
+    ("shape", "color"): pair_classes,
+    ("shape", "texture"): shape_texture_classes,
+    ("shape", "color", "texture"): triple_classes,
+}
+
+
+def _world(entry: dict) -> TaskDef:
+    """A world task from its entry in ``assets/toy/tasks.json``."""
+    classes = _CLASS_SETS[tuple(entry["factors"])](*entry["factors"].values())
     return TaskDef(
-        name, "world", "object", tuple(classes), notes, options={"shift": shift, **options}
+        entry["name"], "world", "object", classes, entry["notes"], options=entry["options"]
     )
 
 
@@ -87,63 +99,7 @@ TASKS: dict[str, TaskDef] = {
             "pretraining",
             options={"shift": "none"},
         ),
-        _world(
-            "noise",
-            pair_classes(
-                ("circle", "square", "triangle", "star", "heart", "ring"),
-                ("red", "green", "blue", "yellow"),
-            ),
-            "noise",
-            "heavy Gaussian sensor noise (std 0.3 of the intensity range; pretraining: 0.02); "
-            "objects medium or large",
-            noise_std=0.3,
-            sizes=("medium", "large"),
-        ),
-        _world(
-            "invert",
-            pair_classes(
-                ("circle", "triangle", "star", "cross", "crescent"),
-                ("red", "green", "blue", "yellow"),
-            ),
-            "invert",
-            "colours inverted (1 - x): a red object looks cyan, a blue one yellow, "
-            "backgrounds swap black and white",
-        ),
-        _world(
-            "channels",
-            triple_classes(
-                ("square", "star", "heart"),
-                ("red", "green", "blue", "yellow"),
-                ("solid", "striped"),
-            ),
-            "channels",
-            "colour channels rotated (R,G,B) -> (B,R,G): red looks green, green looks blue, "
-            "blue looks red",
-            order=(2, 0, 1),
-        ),
-        _world(
-            "clutter",
-            shape_texture_classes(
-                ("circle", "square", "triangle", "diamond", "cross"),
-                ("solid", "striped", "dotted", "checkered"),
-            ),
-            "clutter",
-            "six small distractor objects behind the target (pretraining: one object); "
-            "the target is medium or large",
-            distractors=6,
-            sizes=("medium", "large"),
-        ),
-        _world(
-            "tiny",
-            pair_classes(
-                ("square", "triangle", "star", "cross", "ring"), ("red", "green", "blue", "purple")
-            ),
-            "tiny",
-            "objects at 0.35x the pretraining medium/large sizes (radius 0.11-0.2 of half "
-            "the image; pretraining's smallest: 0.19-0.25)",
-            radius_scale=0.35,
-            sizes=("medium", "large"),
-        ),
+        *(_world(entry) for entry in read_toy_asset("tasks.json")["world"]),
         TaskDef(
             "fashion-mnist",
             "fashion-mnist",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,28 +37,34 @@ class FileReport:
     template: bool = False  # made by the template fallback (weaker)
 
     def problems(self, strict: bool = False) -> list[str]:
-        found = []
-        if self.error:
-            found.append(self.error)
-        if self.missing:
-            found.append(f"{len(self.missing)} missing classes")
-        if self.too_few:
-            found.append(f"{len(self.too_few)} classes with too few valid sentences")
-        if self.duplicate_keys:
-            found.append(f"{len(self.duplicate_keys)} class keys repeated in the JSON")
+        found = ([self.error] if self.error else []) + _findings(self, PROBLEMS)
         return found + (self.warnings() if strict else [])
 
     def warnings(self) -> list[str]:
-        found = []
-        if self.extra:
-            found.append(f"{len(self.extra)} classes not in the class list")
-        if self.below_target:
-            found.append(f"{len(self.below_target)} classes below the target count")
-        if self.duplicates:
-            found.append(f"{sum(self.duplicates.values())} duplicate sentences")
-        if self.template:
-            found.append("template fallback (weaker than LLM descriptions)")
-        return found
+        return _findings(self, WARNINGS)
+
+
+Finding = tuple[str, str, Callable[[Any], int]]  # (FileReport field, message of its size, size)
+PROBLEMS: tuple[Finding, ...] = (  # fail the check
+    ("missing", "{} missing classes", len),
+    ("too_few", "{} classes with too few valid sentences", len),
+    ("duplicate_keys", "{} class keys repeated in the JSON", len),
+)
+WARNINGS: tuple[Finding, ...] = (  # fail it only with ``strict``
+    ("extra", "{} classes not in the class list", len),
+    ("below_target", "{} classes below the target count", len),
+    ("duplicates", "{} duplicate sentences", lambda counts: sum(counts.values())),
+    ("template", "template fallback (weaker than LLM descriptions)", int),
+)
+
+
+def _findings(report: FileReport, table: tuple[Finding, ...]) -> list[str]:
+    """The message of each field of ``table`` that is set in ``report``."""
+    return [
+        message.format(size(getattr(report, name)))
+        for name, message, size in table
+        if getattr(report, name)
+    ]
 
 
 @dataclass

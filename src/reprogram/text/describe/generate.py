@@ -45,16 +45,9 @@ class Completer(Protocol):
     base_url: str
     usage: Usage
 
-    def complete(
-        self,
-        prompt: str,
-        *,
-        n: int = 1,
-        temperature: float = 0.99,
-        max_tokens: int = 50,
-        stop: Sequence[str] = (".",),
-        system: str | None = None,
-    ) -> Completion: ...
+    def complete(self, prompt: str, **options: Any) -> Completion:
+        """``n`` answers to ``prompt``; the options are ``ChatClient.complete``'s."""
+        ...
 
 
 @dataclass(frozen=True)
