@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -q -n auto  # one worker per core (pytest-xdist); each test process uses one thread
+	$(BIN)/python -m pytest -q -n auto --dist worksteal  # one worker per core (pytest-xdist); each test process uses one thread
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

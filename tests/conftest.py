@@ -24,3 +24,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Point ``$REPROGRAM_CACHE`` at a temporary folder (never the user's ~/.cache)."""
     monkeypatch.setenv("REPROGRAM_CACHE", str(tmp_path_factory.getbasetemp() / "reprogram-cache"))
     yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules holding a test marked ``slow`` run first (in their own order), so that the
+    parallel workers do not end waiting on one long test."""
+    heavy = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)

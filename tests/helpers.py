@@ -110,3 +110,34 @@ def tiny_hf_clip_config(
         vision_config={**tower, "image_size": image_size, "patch_size": 8},
         projection_dim=projection_dim,
     )
+
+
+def assert_same_run(resumed: Path, straight: Path, epochs: int) -> None:
+    """A resumed run folder equals an uninterrupted one: results, every saved tensor (exactly),
+    and one metrics row per epoch."""
+    import torch
+
+    from reprogram.engine.checkpoint import load_checkpoint
+
+    a, b = (json.loads((run / "results.json").read_text()) for run in (resumed, straight))
+    for key in ("test_accuracy", "val_accuracy", "per_class_accuracy", "selected_epoch"):
+        assert a[key] == b[key], key
+    state_a, state_b = load_checkpoint(resumed)["state"], load_checkpoint(straight)["state"]
+    assert state_a.keys() == state_b.keys()
+    for key in state_b:
+        torch.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0)
+    rows = (resumed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == list(range(1, epochs + 1))
+
+
+# The tiny CLIP the Hugging Face tests save: OpenAI's vocabulary and context (so the offline
+# tokenizer's ids fit), 56-px images in 8-px patches, 24-dim features.
+TINY_HF_CLIP = {
+    "width": 32,
+    "layers": 2,
+    "image_size": 56,
+    "projection_dim": 24,
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "eos_token_id": 49407,
+}

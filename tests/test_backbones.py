@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_hf_clip_config
+from helpers import TINY_HF_CLIP, tiny_hf_clip_config
 from torch import nn
 
 from reprogram.backbones import Backbone, TextFeatureCache, load_backbone
@@ -295,17 +295,8 @@ def test_hugging_face_folder(tmp_path):
         ids = [simple.sot_token_id] + simple.encode(text) + [simple.eot_token_id]
         assert tokenizer(text)["input_ids"] == ids
 
-    config = tiny_hf_clip_config(
-        width=32,
-        layers=2,
-        image_size=56,
-        projection_dim=24,
-        vocab_size=49408,
-        max_position_embeddings=77,
-        eos_token_id=49407,
-    )
     torch.manual_seed(4)
-    model = transformers.CLIPModel(config).eval()
+    model = transformers.CLIPModel(tiny_hf_clip_config(**TINY_HF_CLIP)).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(

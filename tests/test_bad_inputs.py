@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_folder_dataset, quick_config, tiny_hf_clip_config
+from helpers import TINY_HF_CLIP, make_folder_dataset, quick_config, tiny_hf_clip_config
 from PIL import Image
 
 from reprogram.backbones import load_backbone
@@ -119,18 +119,8 @@ def test_no_source_file_suggests_weights_only_false():
 @pytest.fixture()
 def hf_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
-    config = tiny_hf_clip_config(
-        width=16,
-        layers=1,
-        image_size=16,
-        projection_dim=8,
-        vocab_size=99,
-        max_position_embeddings=16,
-        bos_token_id=0,
-        eos_token_id=1,
-    )
     folder = tmp_path / "hf"
-    transformers.CLIPModel(config).save_pretrained(folder)
+    transformers.CLIPModel(tiny_hf_clip_config(**TINY_HF_CLIP)).save_pretrained(folder)
     return folder
 
 
@@ -149,7 +139,7 @@ def _edit_weights(folder: Path, edit) -> None:
         (lambda s: s.update(extra=torch.zeros(2)), r"1 unexpected keys \(e\.g\. extra\)"),
         (
             lambda s: s.update({"visual_projection.weight": torch.zeros(3, 3)}),
-            r"visual_projection\.weight: file \(3, 3\) vs model \(8, 16\)",
+            r"visual_projection\.weight: file \(3, 3\) vs model \(24, 32\)",
         ),
     ],
 )

@@ -213,18 +213,27 @@ def test_scale_bench_times_each_step_and_bounds_the_training_pixels(tmp_path):
     assert "encode texts" in format_scale(result)
 
 
-def test_gpu_check_dry_run_writes_one_record(tmp_path):
+def test_gpu_check_script_reads_its_arguments_before_any_python(tmp_path):
+    """The shell part of scripts/gpu-check.sh (its --dry-run then runs the Python part below)."""
     import subprocess
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check.sh"
-    done = subprocess.run(
-        ["bash", str(script), "--dry-run", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--dry-run" in shown.stdout
+    wrong = subprocess.run(["bash", str(script), "--fast"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "unknown option --fast" in wrong.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_one_record(tmp_path, capsys):
+    """``scripts/gpu-check.sh --dry-run OUT`` = ``python -m reprogram.speed.gpucheck --dry-run
+    OUT``, here in this process."""
+    from reprogram.speed.gpucheck import main
+
+    assert main(["--dry-run", str(tmp_path / "out")]) == 0
+    assert "record written to" in capsys.readouterr().out
     record = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
     assert record["schema"] == "reprogram-gpu-check/1" and record["dry_run"]
     bench = record["bench"]["no_compile"]

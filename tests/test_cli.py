@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -210,31 +207,34 @@ def test_class_difference_names_the_classes():
     assert "another order" in class_difference(["b", "a"], ["a", "b"])
 
 
-def test_ctrl_c_during_train_says_rerun_with_resume(tmp_path, dataset):
+def test_ctrl_c_during_train_says_rerun_with_resume(tmp_path, dataset, capsys):
+    """Ctrl-C (SIGINT's KeyboardInterrupt, raised here by ``interrupt_main``) once the first
+    checkpoint is written: exit 130 and one line saying how to continue."""
+    import _thread
     import signal
+    import threading
 
     run = tmp_path / "run"
-    args = tiny_train(dataset, run, "ar", "--epochs", "100000", "--shots", "2")
-    env = {**os.environ, "PYTHONPATH": SRC}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reprogram", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
+    args = tiny_train(dataset, run, "ar", "--epochs", "400", "--shots", "2")
+
+    def interrupt_after_the_first_checkpoint() -> None:
         deadline = time.monotonic() + 90
-        while not (run / "checkpoint.pt").exists() and process.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _thread.interrupt_main(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    watcher = threading.Thread(target=interrupt_after_the_first_checkpoint)
+    try:
+        watcher.start()
+        code, err = run_cli(capsys, *args)
     finally:
-        process.kill()
-    assert process.returncode == 130
+        watcher.join()
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130, err
     assert "interrupted; rerun with --resume" in err
     assert "Traceback" not in err and "Aborted" not in err
+    assert not (run / "results.json").exists() and (run / "checkpoint.pt").is_file()
 
 
 def test_every_command_is_registered_once():

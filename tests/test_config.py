@@ -17,7 +17,9 @@ from reprogram.engine.config import (
     save_config,
 )
 from reprogram.errors import ReprogramError
+from reprogram.model import parts
 from reprogram.model.options import MethodOptions
+from reprogram.model.recipes import Recipe, register_method, unregister_method
 
 # a config.yaml as runs made before the split wrote it (flat, runtime included)
 OLD_FLAT = {
@@ -139,6 +141,59 @@ def test_runtime_keys_and_updated_copies():
 def test_method_defaults_are_method_options():
     assert MethodConfig().options() == MethodOptions()
     assert isinstance(TrainConfig().method, MethodOptions)
+
+
+@pytest.fixture
+def own_defaults():
+    """A method with defaults of its own: m=10, prm_top_k=1 (MethodOptions': 20, 3)."""
+    recipe = Recipe(
+        "test-own-defaults",
+        parts.PADDING,
+        parts.CAUSES,
+        parts.BY_FILE,
+        parts.PRM_AGGREGATION,
+        "",
+        {"m": 10, "prm_top_k": 1},
+    )
+    register_method(recipe)
+    yield recipe.name
+    unregister_method(recipe.name)
+
+
+def _own(config: TrainConfig) -> tuple[int, int]:
+    return config.method.m, config.method.prm_top_k
+
+
+def test_naming_a_method_brings_its_defaults_unless_given_alongside(own_defaults, tmp_path):
+    from reprogram.cli.options import config_from
+
+    assert _own(load_config(None, {"method": own_defaults})) == (10, 1)
+    assert _own(load_config(None, {"method": own_defaults, "m": "4"})) == (4, 1)
+    assert _own(TrainConfig().updated(method=own_defaults)) == (10, 1)
+    assert _own(TrainConfig().updated(**{"method.name": own_defaults, "prm_top_k": 2})) == (10, 2)
+    assert _own(config_from(None, ["prm_top_k=2"], method=own_defaults)) == (10, 2)  # --method
+    path = tmp_path / "c.yaml"
+    path.write_text(f"method: {own_defaults}\n")
+    assert _own(load_config(path)) == (10, 1)
+    path.write_text(f"method: {{name: {own_defaults}, prm_top_k: 2}}\n")
+    assert _own(load_config(path)) == (10, 2)
+    path.write_text("m: 6\n")  # the file and the command line are given together
+    assert _own(load_config(path, {"method": own_defaults})) == (6, 1)
+    # another method brings its own again, and a call that names none changes none
+    assert _own(TrainConfig().updated(method=own_defaults).updated(method="dvp-cse")) == (20, 3)
+    assert _own(TrainConfig().updated(method=own_defaults).updated(lr=1.0)) == (10, 1)
+
+
+def test_a_run_s_config_reloads_exactly_without_applying_defaults(own_defaults, tmp_path):
+    saved = load_config(None, {"method": own_defaults, "m": "4"}).to_dict()
+    assert (saved["method"]["m"], saved["method"]["prm_top_k"]) == (4, 1)
+    assert _own(TrainConfig.from_dict(saved)) == (4, 1)
+    saved["method"]["prm_top_k"] = 3  # a stored value stays, even MethodOptions' own
+    assert _own(TrainConfig.from_dict(saved)) == (4, 3)
+    save_config(TrainConfig.from_dict(saved), tmp_path / "config.yaml")
+    assert _own(read_config_file(tmp_path / "config.yaml")) == (4, 3)
+    assert _own(load_config(tmp_path / "config.yaml", {"method": own_defaults})) == (4, 3)
+    assert _own(TrainConfig.from_dict({"method": own_defaults, "m": 5})) == (5, 3)  # old flat
 
 
 def test_set_options_accept_dotted_names():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import make_folder_dataset, quick_config
+from helpers import assert_same_run, make_folder_dataset, quick_config
 
 from reprogram.data import load_dataset
 from reprogram.data.images import decode_center
@@ -25,10 +25,13 @@ from reprogram.engine.evaluate import predict_logits
 from reprogram.engine.runs import load_run
 from reprogram.engine.train import fit
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()),
-    reason="torch.distributed with gloo is needed",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available()),
+        reason="torch.distributed with gloo is needed",
+    ),
+    pytest.mark.slow,
+]
 
 # 15 training images in batches of 7: the last batch (1 image) leaves the second process nothing.
 SETTINGS = dict(epochs=6, batch_size=7, shots=0, eval_every=2, device="cpu", m=5)
@@ -263,10 +266,5 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, 
     assert 0 < load_checkpoint(killed)["epoch"] < 6
 
     assert world.run("cli", *train_args(data, killed, "--resume")) == [0, 0]
-    a, b = (json.loads((d / "results.json").read_text()) for d in (killed, straight))
-    for key in ("test_accuracy", "val_accuracy", "per_class_accuracy", "selected_epoch"):
-        assert a[key] == b[key], key
-    state_a, state_b = load_checkpoint(killed)["state"], load_checkpoint(straight)["state"]
-    for key in state_b:
-        torch.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0)
+    assert_same_run(killed, straight, epochs=6)
     assert [row["epoch"] for row in load_checkpoint(killed)["history"]] == list(range(1, 7))

@@ -1,4 +1,4 @@
-"""Pins the DVP maths: our batched engine against a plain per-sample reading of the spec.
+"""Pins the DVP maths: our batched engine against a plain per-sample reading of the frozen.
 
 The reference below is written from the team's reading of the paper (reference/dvp.md, kept outside
 the repository), one sample, one prompt and one description at a time: pad, add sigmoid(theta) on
@@ -11,6 +11,7 @@ top-3 counts.
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -29,38 +30,60 @@ BATCH = 4
 TOP_K = 3
 
 
-def prompted(image, theta_i, frame, mean, std):
+class Frozen(NamedTuple):
+    """What the spec reads from the trained model: the encoder, each description's group and
+    text feature, the padding frame, the normalisation and the logit scale."""
+
+    backbone: Any
+    groups: torch.Tensor  # C×m prompt index of each description
+    text_features: torch.Tensor  # C×m×D
+    frame: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    scale: float
+
+    @classmethod
+    def of(cls, model) -> Frozen:
+        prompts = model.prompts
+        mean, std = prompts.mean.flatten(), prompts.std.flatten()
+        backbone = model.backbone
+        groups, features = model.bank.groups, model.text_features
+        return cls(backbone, groups, features, prompts.frame, mean, std, backbone.logit_scale)
+
+
+def prompted(frozen: Frozen, image, theta_i):
     """One image (3×s×s in [0,1]) through padding prompt i, normalised (3×S×S)."""
+    frame = frozen.frame
     size = image.shape[-1] + 2 * frame
     canvas = torch.zeros(3, size, size)
     canvas[:, frame : frame + image.shape[-2], frame : frame + image.shape[-1]] = image
     mask = torch.ones(size, size)
     mask[frame : size - frame, frame : size - frame] = 0
     canvas = canvas + torch.sigmoid(theta_i) * mask
-    return (canvas - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+    return (canvas - frozen.mean.view(3, 1, 1)) / frozen.std.view(3, 1, 1)
 
 
-def description_scores(backbone, image, theta, groups, text_features, frame, mean, std, scale):
+def description_scores(frozen: Frozen, image, theta):
     """z[c, j] for one image, each description scored by the prompt of its group."""
-    num_classes, per_class = groups.shape
+    num_classes, per_class = frozen.groups.shape
     features = []
     for i in range(theta.shape[0]):
-        f = backbone.encode_image(prompted(image, theta[i], frame, mean, std).unsqueeze(0))[0]
+        f = frozen.backbone.encode_image(prompted(frozen, image, theta[i]).unsqueeze(0))[0]
         features.append(f)
     z = torch.zeros(num_classes, per_class)
     for c in range(num_classes):
         for j in range(per_class):
-            z[c, j] = scale * torch.dot(features[int(groups[c, j])], text_features[c, j])
+            group = int(frozen.groups[c, j])
+            z[c, j] = frozen.scale * torch.dot(features[group], frozen.text_features[c, j])
     return z
 
 
-def reference_training(
-    backbone, images, labels, groups, text_features, frame, mean, std, scale, seed
-):
+def reference_training(frozen: Frozen, images, labels, seed):
     """The spec, sample by sample: epoch 0 estimates omega, later epochs train then re-estimate."""
-    num_classes, per_class = groups.shape
+    num_classes, per_class = frozen.groups.shape
     count = len(labels)
-    theta = torch.zeros(int(groups.max()) + 1, 3, backbone.input_size, backbone.input_size)
+    size = frozen.backbone.input_size
+    theta = torch.zeros(int(frozen.groups.max()) + 1, 3, size, size)
     omega = torch.full((num_classes, per_class), 1.0 / per_class)
     momentum = torch.zeros_like(theta)
     steps_per_epoch = math.ceil(count / BATCH)
@@ -74,9 +97,7 @@ def reference_training(
             theta_var = theta.clone().requires_grad_(True)
             loss = torch.zeros(())
             for n in batch.tolist():
-                z = description_scores(
-                    backbone, images[n], theta_var, groups, text_features, frame, mean, std, scale
-                )
+                z = description_scores(frozen, images[n], theta_var)
                 logits = torch.stack(
                     [
                         sum(omega[c, j] * z[c, j] for j in range(per_class))
@@ -119,7 +140,6 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
     fit(config, tmp_path / "run")
     run = load_run(tmp_path / "run")
     model = run.model
-    backbone = model.backbone
     prompts = model.prompts
 
     if method == "dvp-cls":  # the spec's grouping: sklearn k-means, random_state 0, normalised
@@ -136,18 +156,8 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
     splits = load_data(run.config)
     decoded = decode_center(splits.train, prompts.image_size)
     images = decoded.pixels.float() / 255
-    theta_ref, omega_ref = reference_training(
-        backbone,
-        images,
-        decoded.labels,
-        model.bank.groups,
-        model.text_features,
-        prompts.frame,
-        prompts.mean.flatten(),
-        prompts.std.flatten(),
-        backbone.logit_scale,
-        config.seed,
-    )
+    frozen = Frozen.of(model)
+    theta_ref, omega_ref = reference_training(frozen, images, decoded.labels, config.seed)
     torch.testing.assert_close(model.aggregator.prm.weights, omega_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(prompts.theta.detach(), theta_ref, atol=1e-5, rtol=1e-5)
     assert prompts.theta.abs().max() > 1e-3  # the prompts did move
@@ -155,20 +165,9 @@ def test_one_engine_epoch_matches_per_sample_spec(tmp_path, method):
     # logits of the trained model on a batch, against the per-sample formula
     with torch.no_grad():
         ours = model(images[:5]).logits
-        ref = []
-        for n in range(5):
-            z = description_scores(
-                backbone,
-                images[n],
-                theta_ref,
-                model.bank.groups,
-                model.text_features,
-                prompts.frame,
-                prompts.mean.flatten(),
-                prompts.std.flatten(),
-                backbone.logit_scale,
-            )
-            ref.append((omega_ref * z).sum(dim=1))
+        ref = [
+            (omega_ref * description_scores(frozen, images[n], theta_ref)).sum(1) for n in range(5)
+        ]
     torch.testing.assert_close(ours, torch.stack(ref), atol=1e-5, rtol=1e-5)
 
 

@@ -418,6 +418,7 @@ def test_comparison_subtracts_the_reference_per_class(loaded):
 # ----------------------------------------------------------------------------- the page
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_covers_every_run(report, runs):
     html = report.read_text(encoding="utf-8")
     page = Page(html)

@@ -19,8 +19,8 @@ def dataset(tmp_path_factory):
     return make_folder_dataset(tmp_path_factory.mktemp("speed") / "data")
 
 
-def _model(dataset, method: str = "dvp-cse", **overrides):
-    model = prepare(quick_config(dataset, method, device="cpu", **overrides)).model
+def _model(dataset, method: str = "dvp-cse", device: str = "cpu", **overrides):
+    model = prepare(quick_config(dataset, method, device=device, **overrides)).model
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.prompts.theta.copy_(torch.randn(model.prompts.theta.shape, generator=generator))
@@ -166,12 +166,17 @@ def test_training_with_compile_runs(dataset, tmp_path, monkeypatch):
 
 @needs_compile
 @pytest.mark.skipif(
-    not os.environ.get("REPROGRAM_TEST_INDUCTOR"),
-    reason="set REPROGRAM_TEST_INDUCTOR=1: a cold inductor compile takes about a minute on 2 cores",
+    not (torch.cuda.is_available() or os.environ.get("REPROGRAM_TEST_INDUCTOR")),
+    reason="inductor (what --compile uses on a GPU) is checked on a GPU; on a CPU its cold "
+    "compile takes a minute (REPROGRAM_TEST_INDUCTOR=1 runs it there)",
 )
-def test_compile_with_inductor_matches_eager(dataset):
-    model = _model(dataset)
-    images, labels = _batch(model)
+def test_compile_with_inductor_matches_eager(dataset, monkeypatch):
+    """On a GPU when there is one (--compile's use; fp32 convolutions, no TF32), else on the CPU
+    when asked."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    model = _model(dataset, device=device)
+    images, labels = (t.to(device) for t in _batch(model))
     logits, grad = _logits_and_grad(model, images, labels)
     model.enable_compile()
     compiled_logits, compiled_grad = _logits_and_grad(model, images, labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import warnings
@@ -216,6 +217,15 @@ def load_weights(
     model.load_state_dict(state, strict=True)
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(context_length: int, kwargs: str):
+    """open_clip's BPE tokenizer, built once per setting (building one takes ~0.1 s); it holds
+    no state that changes its output."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(context_length=context_length, **json.loads(kwargs))
+
+
 class OpenClipBackbone(Backbone):
     """A frozen open_clip CLIP (any architecture open_clip can build)."""
 
@@ -230,8 +240,6 @@ class OpenClipBackbone(Backbone):
         std: Sequence[float] = OPENAI_STD,
         text_cache: TextFeatureCache | None = None,
     ) -> None:
-        from open_clip.tokenizer import SimpleTokenizer
-
         size = model.visual.image_size
         super().__init__(
             spec,
@@ -243,7 +251,7 @@ class OpenClipBackbone(Backbone):
         self.model = model
         self.context_length = int(context_length)
         self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
-        self.tokenizer = SimpleTokenizer(context_length=context_length, **self.tokenizer_kwargs)
+        self.tokenizer = _tokenizer(self.context_length, json.dumps(self.tokenizer_kwargs))
         self.quick_gelu = uses_quick_gelu(model)
         self.freeze()
 

@@ -19,7 +19,8 @@ def _value(name: str, value: Any) -> str:
 
 
 def method_lines() -> list[str]:
-    """Per method: its name and parts, its summary, the defaults of the options it reads."""
+    """Per method: its name and parts, its summary, the defaults of the options it reads (its
+    own, overriding MethodOptions', marked ``*``)."""
     from reprogram.model.recipes import get_recipe, list_methods
 
     lines = []
@@ -30,7 +31,10 @@ def method_lines() -> list[str]:
         )
         lines.append(f"{'':<16}{recipe.summary}")
         lines.append(f"{'':<16}parts: {'; '.join(part.label for part in recipe.parts)}")
-        defaults = ", ".join(f"{k}={_value(k, v)}" for k, v in recipe.defaults().items())
+        defaults = ", ".join(
+            f"{k}={_value(k, v)}{'*' if k in recipe.overrides else ''}"
+            for k, v in recipe.defaults().items()
+        )
         lines.append(f"{'':<16}defaults: {defaults}")
     return lines
 
@@ -40,5 +44,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("methods")
     def methods_command() -> None:
-        """List the methods: parts (prompt · texts · grouping · aggregation), summary, defaults."""
+        """List the methods: parts (prompt · texts · grouping · aggregation), summary, defaults;
+        with those of the installed method plugins (entry points ``reprogram.methods``)."""
+        from reprogram.model.recipes import load_method_plugins
+
+        for problem in load_method_plugins():
+            typer.echo(f"warning: method plugin not loaded: {problem}", err=True)
         typer.echo("\n".join(method_lines()))

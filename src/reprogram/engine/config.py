@@ -4,7 +4,8 @@ A :class:`TrainConfig` is made of typed parts, each holding its fields' defaults
 
 - ``data`` (:class:`DataConfig`): which images and description files, how they are split;
 - ``method`` (:class:`MethodConfig`): the method's name and its hyper-parameters, whose
-  defaults are :class:`~reprogram.model.options.MethodOptions`' (it extends that class);
+  defaults are :class:`~reprogram.model.options.MethodOptions`' (it extends that class), then
+  the method's own (its recipe's ``overrides``, see below);
 - ``backbone`` (:class:`BackboneConfig`): the frozen model (name, weights, QuickGELU) and the
   ``precision`` its image encoder runs in: precision changes the numbers, so it is identity;
 - ``optim`` (:class:`OptimConfig`): epochs, batches, SGD, schedule, evaluation and selection;
@@ -18,6 +19,14 @@ and on ``--resume`` it comes from the checkpoint while ``runtime`` comes from th
 
 Users type flat keys (``lr``, ``m``; a part's ``name`` field is typed as the part: ``method``,
 ``backbone``) or dotted ones (``optim.lr``, ``method.name``) in YAML files and ``--set``.
+
+Method defaults: naming a method (``method: x`` in a YAML file, ``--method x``,
+``load_config(None, {"method": "x"})``, ``TrainConfig().updated(method="x")``) sets every method
+option that is not given alongside it to x's default (:meth:`Recipe.options
+<reprogram.model.recipes.Recipe.options>`). "Alongside" is the same ``updated`` call, or for
+:func:`load_config` the user's YAML file and the command line together; a value given there wins.
+A run's own config (``config.yaml``, the checkpoint: :meth:`TrainConfig.from_dict`) holds resolved
+values and is read back exactly, without applying any defaults again.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import math
 import string
 import types
 import typing
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -75,12 +85,23 @@ class DataConfig:
 
 @dataclass
 class MethodConfig(MethodOptions):
-    """The method (``name``, flat key ``method``) and its options (defaults: MethodOptions')."""
+    """The method (``name``, flat key ``method``) and its options (defaults: MethodOptions', then
+    the method's own: see :meth:`take_method_defaults` and the module)."""
 
     name: str = "dvp-cse"
 
     def options(self) -> MethodOptions:
         return MethodOptions(**{f.name: getattr(self, f.name) for f in fields(MethodOptions)})
+
+    def take_method_defaults(self, given: Collection[str] = ()) -> MethodConfig:
+        """Set every option not in ``given`` to the default of the method ``name``."""
+        from reprogram.model.recipes import get_recipe
+
+        defaults = get_recipe(self.name).options()
+        for f in fields(MethodOptions):
+            if f.name not in given:
+                setattr(self, f.name, getattr(defaults, f.name))
+        return self
 
     def validate(self) -> None:
         """Static checks (those needing the model are made where it is built: the frame in
@@ -199,7 +220,7 @@ IDENTITY_PARTS = ("method", "data", "backbone", "optim")
 class TrainConfig:
     """Everything a run needs. Defaults are the paper's (DVP, ICML 2025); see the module."""
 
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=lambda: MethodConfig().take_method_defaults())
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -228,7 +249,7 @@ class TrainConfig:
         if "version" not in data:
             values = {k: v for k, v in data.items() if k in FLAT_KEYS}
             values.setdefault("lr_schedule_span", "training-steps")  # what those runs used
-            return cls().updated(**values)
+            return _set(cls(), values, "from_dict()")
         if data["version"] != VERSION:
             raise ReprogramError(
                 f"config version {data['version']} is not one this reprogram reads ({VERSION})"
@@ -243,12 +264,32 @@ class TrainConfig:
         return config
 
     def updated(self, **values: Any) -> TrainConfig:
-        """A copy with the given settings (flat or dotted keys, values as typed) changed."""
-        config = copy.deepcopy(self)
-        for key, value in values.items():
-            owner, name = _owner(config, key, "updated()")
-            setattr(owner, name, value)
-        return config
+        """A copy with the given settings (flat or dotted keys, values as typed) changed; naming
+        the method brings its defaults for the method options not given (see the module)."""
+        config = _set(copy.deepcopy(self), values, "updated()")
+        return _take_method_defaults(config, _given(values))
+
+
+def _set(config: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
+    for key, value in values.items():
+        owner, name = _owner(config, key, source)
+        setattr(owner, name, value)
+    return config
+
+
+def _given(values: dict[str, Any]) -> set[tuple[str | None, str]]:
+    """The ``(part, field)`` of each key of ``values`` (flat, dotted or nested)."""
+    return {found for key in _dotted(values) if (found := resolve_key(key)) is not None}
+
+
+def _take_method_defaults(
+    config: TrainConfig, given: Iterable[tuple[str | None, str]]
+) -> TrainConfig:
+    """If ``given`` names the method: its defaults for the method options not in ``given``."""
+    given = set(given)
+    if ("method", "name") in given:
+        config.method.take_method_defaults({name for part, name in given if part == "method"})
+    return config
 
 
 def _part_dict(part: Any) -> dict[str, Any]:
@@ -362,8 +403,9 @@ def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """Defaults, then a YAML file (a user's flat keys, or a run's config.yaml), then explicit
-    overrides (command line)."""
+    overrides (command line); a method named in either brings its defaults (see the module)."""
     config = TrainConfig()
+    given: set[tuple[str | None, str]] = set()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -375,14 +417,16 @@ def load_config(
         if not isinstance(data, dict):
             raise ReprogramError(f"{path}: expected a mapping of config keys")
         if "version" in data:
-            config = TrainConfig.from_dict(data)
+            config = TrainConfig.from_dict(data)  # resolved: every method option is given
+            given = {("method", f.name) for f in fields(MethodConfig)}
         else:
             apply_overrides(config, data, str(path))
+            given = _given(data)
     if overrides:
-        apply_overrides(
-            config, {k: v for k, v in overrides.items() if v is not None}, "command line"
-        )
-    return absolute_paths(config)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        apply_overrides(config, overrides, "command line")
+        given |= _given(overrides)
+    return absolute_paths(_take_method_defaults(config, given))
 
 
 PATH_PREFIXES = ("folder:", "csv:", "local-dir:", "hf:")

@@ -182,7 +182,7 @@ def build_reprogrammer(
 ) -> Reprogrammer:
     """Assemble a method's model. Pass ``bank`` to rebuild exactly the texts of a saved run."""
     recipe = get_recipe(method)
-    options = options or MethodOptions()
+    options = options or recipe.options()
     fresh = bank is None
     if bank is None:
         bank = build_text_bank(recipe, classnames, descriptions, options, seed)

@@ -1,17 +1,23 @@
 """Methods as registered recipes of parts (see :mod:`reprogram.model.parts`).
 
 The built-in methods are the table :data:`BUILTIN`; a user method is one
-``register_method(Recipe(...))`` call (see the README, "How to add a method"). The defaults of a
-method's hyper-parameters are :class:`~reprogram.model.options.MethodOptions`' (written once);
-:meth:`Recipe.defaults` lists those its parts read.
+``register_method(Recipe(...))`` call (see the README, "How to add a method"), or an entry point
+of the group ``reprogram.methods`` in an installed package (:func:`load_method_plugins`).
+
+A method's hyper-parameters default to :class:`~reprogram.model.options.MethodOptions`' values
+(the paper's, written once); a recipe's ``overrides`` are its own defaults on top of those.
+:meth:`Recipe.defaults` lists the merged values of the options its parts read, and
+:meth:`Recipe.options` is the full set a run of it starts from.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import importlib.metadata
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from reprogram.errors import ReprogramError
+from reprogram.errors import ReprogramError, lookup
 from reprogram.model.options import MethodOptions
 from reprogram.model.parts import (
     ATTRIBUTE_PAIR,
@@ -34,10 +40,14 @@ from reprogram.model.parts import (
     TextSource,
 )
 
+PLUGIN_GROUP = "reprogram.methods"  # entry points: a Recipe, a list of Recipes, or a callable
+OPTION_NAMES = tuple(f.name for f in fields(MethodOptions))
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """A method: one part of each kind, and a one-line summary for listings and reports."""
+    """A method: one part of each kind, a one-line summary for listings and reports, and its own
+    defaults (``overrides``: MethodOptions field -> value) for options its parts read."""
 
     name: str
     prompt: PromptKind
@@ -45,6 +55,7 @@ class Recipe:
     grouping: Grouping
     aggregation: Aggregation
     summary: str
+    overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         kinds = (
@@ -68,6 +79,28 @@ class Recipe:
             raise ReprogramError(
                 f"method '{self.name}': grouping '{self.grouping.name}' needs description texts"
             )
+        object.__setattr__(self, "overrides", dict(self.overrides))  # its own copy
+        for key, value in self.overrides.items():
+            self._check_override(key, value)
+
+    def _check_override(self, key: str, value: Any) -> None:
+        if key not in OPTION_NAMES:
+            raise ReprogramError(
+                f"method '{self.name}': default '{key}' is no method option "
+                f"(known: {', '.join(OPTION_NAMES)})"
+            )
+        if key not in self.read_options:
+            raise ReprogramError(
+                f"method '{self.name}': default '{key}' is read by none of its parts "
+                f"({self.describe()}); they read: {', '.join(sorted(self.read_options))}"
+            )
+        base = getattr(MethodOptions(), key)
+        kinds = (int, float) if isinstance(base, float) else (type(base),)
+        if base is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise ReprogramError(
+                f"method '{self.name}': default {key}={value!r} must be of type "
+                f"{type(base).__name__}, like MethodOptions' {base!r}"
+            )
 
     @property
     def trainable(self) -> bool:
@@ -81,11 +114,19 @@ class Recipe:
     def parts(self) -> tuple[PromptKind, TextSource, Grouping, Aggregation]:
         return (self.prompt, self.texts, self.grouping, self.aggregation)
 
+    @property
+    def read_options(self) -> set[str]:
+        """The MethodOptions fields its parts read."""
+        return {name for part in self.parts for name in part.options}
+
+    def options(self) -> MethodOptions:
+        """Every method option at this method's default: MethodOptions', then its overrides."""
+        return MethodOptions(**self.overrides)
+
     def defaults(self) -> dict[str, Any]:
-        """The hyper-parameters this method's parts read, with their defaults."""
-        used = {name for part in self.parts for name in part.options}
-        base = MethodOptions()
-        return {f.name: getattr(base, f.name) for f in fields(MethodOptions) if f.name in used}
+        """The hyper-parameters this method's parts read, with their defaults (merged)."""
+        merged = self.options()
+        return {name: getattr(merged, name) for name in OPTION_NAMES if name in self.read_options}
 
     def describe(self) -> str:
         """One line of its parts: ``padding · causes · by-file · prm``."""
@@ -118,9 +159,50 @@ def list_methods() -> list[str]:
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in _REGISTRY:
-        raise ReprogramError(f"unknown method '{name}' (known: {', '.join(_REGISTRY)})")
-    return _REGISTRY[name]
+    """The method ``name``; an unknown name first loads the installed method plugins."""
+    broken = [] if name in _REGISTRY else load_method_plugins()
+    hint = f"; method plugins that failed: {'; '.join(broken)}" if broken else ""
+    return lookup(_REGISTRY, name, "method", hint)
+
+
+_PLUGINS: dict[tuple[str, str], str] = {}  # entry point (name, value) -> "" or why it failed
+
+
+def load_method_plugins() -> list[str]:
+    """Register the methods of the installed packages' ``reprogram.methods`` entry points.
+
+    Each entry point is a :class:`Recipe`, a list of them, or a callable that registers its
+    methods (or returns them). Each loads once per process; nothing loads on import. Returns one
+    line per entry point that failed (the others still load)."""
+    broken = []
+    for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        key = (entry.name, entry.value)
+        if key not in _PLUGINS:
+            try:
+                for recipe in _plugin_recipes(entry.load()):
+                    register_method(recipe)
+                _PLUGINS[key] = ""
+            except Exception as err:  # a broken plugin: one line, not the caller's traceback
+                _PLUGINS[key] = (
+                    f"entry point '{entry.name} = {entry.value}' ({PLUGIN_GROUP}): "
+                    f"{type(err).__name__}: {err}"
+                )
+        if _PLUGINS[key]:
+            broken.append(_PLUGINS[key])
+    return broken
+
+
+def _plugin_recipes(found: Any, called: bool = False) -> list[Recipe]:
+    """The recipes an entry point gave: a Recipe, a list of them, or a callable's result."""
+    if isinstance(found, Recipe):
+        return [found]
+    if isinstance(found, (list, tuple)) and all(isinstance(r, Recipe) for r in found):
+        return list(found)
+    if called and found is None:  # the callable registered its methods itself
+        return []
+    if callable(found) and not called:
+        return _plugin_recipes(found(), called=True)
+    raise ReprogramError(f"gave {found!r}: expected a Recipe, a list of Recipes or a callable")
 
 
 BUILTIN: tuple[Recipe, ...] = (

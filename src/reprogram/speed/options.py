@@ -9,24 +9,25 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from reprogram.errors import ReprogramError
-from reprogram.speed.synthetic import SyntheticSpec, description_files, write_dataset
+from reprogram.speed.synthetic import (
+    SyntheticSize,
+    SyntheticSpec,
+    description_files,
+    write_dataset,
+)
 
 Options = TypeVar("Options", bound="SyntheticRunOptions")
 
 
-@dataclass
-class SyntheticRunOptions:
-    """What every speed run on a synthetic task shares: backbone, method, task size, runtime.
+@dataclass(frozen=True)
+class SyntheticRunOptions(SyntheticSize):
+    """What every speed run on a synthetic task shares: task size, backbone, method, runtime.
 
-    The defaults are a DTD-sized task (those of :class:`SyntheticSpec`); each run names its own.
+    The defaults are a DTD-sized task (those of :class:`SyntheticSize`); each run names its own.
     """
 
     backbone: str = "random:ViT-B-16"
     method: str = "dvp-cse"
-    classes: int = SyntheticSpec.classes
-    train_per_class: int = SyntheticSpec.train_per_class
-    test_images: int = SyntheticSpec.test_images
-    image_size: int = SyntheticSpec.image_size  # side of the synthetic source JPEGs
     batch_size: int = 64
     eval_batch_size: int = 256
     device: str = "auto"
@@ -70,14 +71,7 @@ class SyntheticRunOptions:
 
     def spec(self, **extra: Any) -> SyntheticSpec:
         """The synthetic dataset of this run's size; ``extra`` sets the spec's other fields."""
-        return SyntheticSpec(
-            classes=self.classes,
-            train_per_class=self.train_per_class,
-            test_images=self.test_images,
-            image_size=self.image_size,
-            seed=self.seed,
-            **extra,
-        )
+        return SyntheticSpec(**self.size(), seed=self.seed, **extra)
 
     def train_config(self, dataset: str, **settings: Any):
         """The engine's config of this run on ``dataset``; ``settings`` adds or replaces keys."""
@@ -98,7 +92,7 @@ class SyntheticRunOptions:
         return TrainConfig().updated(**{**shared, **settings})
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchOptions(SyntheticRunOptions):
     epochs: int = 200
     # measured reference epochs (PRM epoch + training epochs), then projected

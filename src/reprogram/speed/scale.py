@@ -32,7 +32,7 @@ SCHEMA = "reprogram-bench-scale/1"
 TARGET_HOST_BYTES = 12 * 10**9  # the target on the 2-core, 24 GB development machine
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScaleOptions(SyntheticRunOptions):
     backbone: str = "random:tiny-224"
     classes: int = 1000

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,25 @@ WORDS = (
 
 
 @dataclass(frozen=True)
-class SyntheticSpec:
+class SyntheticSize:
+    """A synthetic task's size; the defaults are DTD's (47 classes, 16 shots, 1,692 test images)."""
+
     classes: int = 47
     train_per_class: int = 16
-    val_per_class: int = 4
     test_images: int = 1692
-    image_size: int = 320
+    image_size: int = 320  # side of the source JPEGs
+
+    def size(self) -> dict[str, int]:
+        """These fields by name (to give another size-carrying object the same size)."""
+        return {f.name: getattr(self, f.name) for f in fields(SyntheticSize)}
+
+
+@dataclass(frozen=True)
+class SyntheticSpec(SyntheticSize):
+    """What :func:`write_dataset` writes: the size, its validation images and descriptions, the
+    seed and the JPEG quality."""
+
+    val_per_class: int = 4
     descriptions_per_class: int = 25
     seed: int = 0
     quality: int = 90

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reprogram.errors import ReprogramError
+from reprogram.errors import ReprogramError, lookup
 from reprogram.storage.files import atomic_write_json, atomic_write_text
 from reprogram.toy import world
 from reprogram.toy.describe import DEFAULT_CAUSES, ClassSpec, write_descriptions
@@ -125,9 +125,7 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str) -> TaskDef:
-    if name not in TASKS:
-        raise ReprogramError(f"unknown toy task '{name}' (known: {', '.join(TASKS)})")
-    return TASKS[name]
+    return lookup(TASKS, name, "toy task")
 
 
 def _split_rng(seed: int, task: str, split: str) -> np.random.Generator:
