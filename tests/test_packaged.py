@@ -238,16 +238,11 @@ def test_toy_backbone_needs_no_weights():
     assert backbone.describe()["weights"].endswith("toy-clip.safetensors")
 
 
-def test_train_help_shows_defaults_unwrapped():
-    result = subprocess.run(
-        [sys.executable, "-m", "reprogram", "train", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "COLUMNS": ""},
-    )
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
+def test_train_help_shows_defaults_unwrapped(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    capsys.readouterr()
+    assert cli("train", "--help") == 0
+    text = capsys.readouterr().out
     for shown in ("[default: (200)]", "[default: (40.0)]", "[default: (dvp-cse)]"):
         assert shown in text
     # one line each although wider than 80 columns (stdout is a pipe, not a terminal)

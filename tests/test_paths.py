@@ -9,7 +9,8 @@ import torch
 from helpers import cli, make_folder_dataset, quick_config
 
 from reprogram.engine.checkpoint import load_checkpoint
-from reprogram.engine.config import absolute_paths, load_config
+from reprogram.engine.config import load_config
+from reprogram.engine.paths import absolute_paths
 
 
 def test_relative_paths_become_absolute(tmp_path, monkeypatch):

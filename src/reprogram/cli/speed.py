@@ -25,6 +25,7 @@ BENCH_HELP = {
     "epochs": "epochs of the end-to-end runs (first = PRM only)",
     "reference_epochs": "reference epochs actually run, then projected",
     "steps": "timed training steps for the step throughput",
+    "peak_seconds": "seconds the matmul of the device's practical peak is timed (MFU's divisor)",
     "device": "auto, cpu, cuda, cuda:1",
     "compile": "torch.compile our model",
     "precision": "ours: auto (bf16 on GPUs), fp32, bf16, fp16",

@@ -47,7 +47,7 @@ def record_header(schema: str, device: torch.device, **fields) -> dict:
 
 
 def matmul_peak(
-    device: torch.device, dtype: torch.dtype, size: int | None = None, seconds: float = 1.0
+    device: torch.device, dtype: torch.dtype, *, seconds: float, size: int | None = None
 ) -> dict:
     """FLOP/s of a timed large square matmul in ``dtype`` (the device's practical peak)."""
     size = size or (8192 if device.type == "cuda" else 1024)

@@ -98,6 +98,7 @@ class BenchOptions(SyntheticRunOptions):
     # measured reference epochs (PRM epoch + training epochs), then projected
     reference_epochs: int = 3
     steps: int = 20  # timed training steps for the step throughput
+    peak_seconds: float = 1.0  # how long the matmul of the device's practical peak is timed
     compile: bool = False
     grad_checkpointing: bool = False
     skip_reference: bool = False
@@ -107,7 +108,7 @@ class BenchOptions(SyntheticRunOptions):
 
     @classmethod
     def tiny(cls, **overrides: Any) -> BenchOptions:
-        return super().tiny(epochs=2, reference_epochs=2, steps=1, **overrides)
+        return super().tiny(epochs=2, reference_epochs=2, steps=1, peak_seconds=0.05, **overrides)
 
     def validate(self) -> BenchOptions:
         super().validate()

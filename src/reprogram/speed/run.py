@@ -84,7 +84,9 @@ def run_bench(
             )
             result["dataset"] = summary
             say("timing a large matmul")
-            result["matmul_peak"] = measure.matmul_peak(device, ours_dtype)
+            result["matmul_peak"] = measure.matmul_peak(
+                device, ours_dtype, seconds=options.peak_seconds
+            )
             say(f"ours: {options.epochs} epochs end to end")
             result["ours"] = phases.ours_end_to_end(config, tmp / "run", device, fit)
             say("ours vs reference on the same batch; step throughput")
