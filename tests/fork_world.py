@@ -5,10 +5,11 @@ short run's time on 2 cores. ``tests/test_distributed.py`` also runs the real ``
 
     python fork_world.py N
 
-reads one JSON list per line on stdin: ``["cli", ARGS...]`` (``reprogram ARGS``) or
-``["script", FILE, ARGS...]`` (a Python file); for each it writes ``{"pids": [...]}`` once the
-workers started and ``{"codes": [...]}`` (exit codes; -9 for SIGKILL) once they ended. The
-workers' own output goes to stderr. It stops at the end of stdin.
+reads one JSON object per line on stdin: ``{"run": ["cli", ARGS...]}`` (``reprogram ARGS``) or
+``{"run": ["script", FILE, ARGS...]}`` (a Python file), with ``"stdout": PATH`` to keep each
+worker's standard output in ``PATH.RANK`` (else it goes to stderr); for each it writes
+``{"pids": [...]}`` once the workers started and ``{"codes": [...]}`` (exit codes; -9 for
+SIGKILL) once they ended. It stops at the end of stdin.
 """
 
 from __future__ import annotations
@@ -46,12 +47,15 @@ def _worker(command: list[str]) -> int:
     return 0
 
 
-def _start(size: int, command: list[str]) -> list[int]:
+def _start(size: int, command: list[str], stdout: str | None) -> list[int]:
     port, children = _free_port(), []
     for rank in range(size):
         pid = os.fork()
         if pid == 0:
-            os.dup2(2, 1)  # stdout is the protocol's
+            if stdout:
+                os.dup2(os.open(f"{stdout}.{rank}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+            else:
+                os.dup2(2, 1)  # stdout is the protocol's
             os.environ.update(
                 RANK=str(rank),
                 LOCAL_RANK=str(rank),
@@ -81,7 +85,8 @@ def _say(message: dict) -> None:
 def main() -> None:
     size = int(sys.argv[1])
     for line in sys.stdin:
-        children = _start(size, json.loads(line))
+        request = json.loads(line)
+        children = _start(size, request["run"], request.get("stdout"))
         _say({"pids": children})
         _say({"codes": [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children]})
 

@@ -1,7 +1,8 @@
 """Data-parallel training (torchrun, 2 CPU processes, gloo) equals single-process training.
 
-The shared uninterrupted run is made by the real ``torchrun``; the other multi-process runs by
-``fork_world.py`` (the same environment, forked after the imports: a few seconds each)."""
+The multi-process runs are started by ``fork_world.py`` (torchrun's environment, forked after
+the imports: a few seconds each); one test checks that the real ``torchrun`` gives that
+environment."""
 
 from __future__ import annotations
 
@@ -86,9 +87,11 @@ class ForkWorld:
         assert line, f"fork_world.py ended (exit {self.server.wait()})"
         return json.loads(line)
 
-    def start(self, *command: str) -> list[int]:
-        """Start ``command`` (``cli ARGS`` or ``script FILE ARGS``); return the workers' pids."""
-        self.server.stdin.write(json.dumps(list(command)) + "\n")
+    def start(self, *command: str, stdout: Path | None = None) -> list[int]:
+        """Start ``command`` (``cli ARGS`` or ``script FILE ARGS``; each worker's standard output
+        in ``stdout.RANK`` if given); return the workers' pids."""
+        request = {"run": list(command), "stdout": str(stdout) if stdout else None}
+        self.server.stdin.write(json.dumps(request) + "\n")
         self.server.stdin.flush()
         return self._read()["pids"]
 
@@ -96,8 +99,8 @@ class ForkWorld:
         """The exit codes of the started command's workers, once they ended."""
         return self._read()["codes"]
 
-    def run(self, *command: str) -> list[int]:
-        self.start(*command)
+    def run(self, *command: str, stdout: Path | None = None) -> list[int]:
+        self.start(*command, stdout=stdout)
         return self.wait()
 
     def close(self) -> None:
@@ -116,39 +119,50 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--dataset", f"folder:{data}", *CLI, "--out", str(out), *extra]
 
 
-def torchrun(folder: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    """``reprogram train`` in 2 processes under torchrun."""
-    script = folder / "reprogram_cli.py"  # the ``reprogram`` command, runnable by torchrun
-    script.write_text("from reprogram.cli import main\n\nmain()\n")
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        *train_args(data, out, *extra),
-    ]
+JOIN = """
+import json, sys
+import torch
+from reprogram.engine.distributed import close_world, init_world
+
+world = init_world("cpu")
+total = world.all_reduce_sum(torch.tensor([world.rank + 1.0]))
+said = world.broadcast_object({"rank": world.rank})
+print(json.dumps({"rank": world.rank, "size": world.size, "sum": total.item(), "said": said}))
+close_world()
+"""
+
+
+def test_torchrun_starts_a_world_reprogram_joins(tmp_path):
+    """The real launcher: its environment is the one ``fork_world.py`` gives the other tests."""
+    script = tmp_path / "join.py"
+    script.write_text(JOIN)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = subprocess.run(
+        [*command, "--nproc_per_node", "2", "--tee", "1", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(line.partition("]:")[2]) for line in sorted(done.stdout.splitlines())]
+    assert rows == [{"rank": rank, "size": 2, "sum": 3.0, "said": {"rank": 0}} for rank in (0, 1)]
 
 
 @pytest.fixture(scope="module")
-def multi(tmp_path_factory) -> tuple[Path, Path, str]:
-    """The data and an uninterrupted 2-process run (folder, stdout), shared by the tests."""
+def multi(tmp_path_factory, world) -> tuple[Path, Path, list[str]]:
+    """The data and an uninterrupted 2-process run (folder, each process's standard output),
+    shared by the tests."""
     folder = tmp_path_factory.mktemp("distributed")
     data = make_folder_dataset(folder / "data", counts=(("train", 5), ("val", 2), ("test", 3)))
-    done = subprocess.run(
-        torchrun(folder, data, folder / "multi"), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return data, folder / "multi", done.stdout
+    assert world.run("cli", *train_args(data, folder / "multi"), stdout=folder / "out") == [0, 0]
+    return data, folder / "multi", [(folder / f"out.{rank}").read_text() for rank in (0, 1)]
 
 
 def test_two_processes_train_like_one(tmp_path, multi):
     data, multi_run, stdout = multi
     single = fit(quick_config(data, "dvp-cse", **SETTINGS), tmp_path / "single")
     # every process ends cleanly; only rank 0 prints
-    assert stdout.count("dvp-cse  val_accuracy") == 1
+    assert stdout[0].count("dvp-cse  val_accuracy") == 1 and stdout[1] == ""
 
     a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(multi_run)
     assert a["history"][0]["estimate_only"] and not a["history"][-1]["estimate_only"]

@@ -73,3 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is saved (use --resume to continue)", err=True)
         sys.exit(130)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group the run joined before the process exits."""
+    if "torch" in sys.modules:  # no run imports torch without it
+        from reprogram.engine.distributed import close_world
+
+        close_world()

@@ -57,6 +57,13 @@ def init_world(device_type: str = "cpu") -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def close_world() -> None:
+    """Leave the process group, if this process joined one (before it exits: a process that
+    exits inside a gloo or NCCL group may abort)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def local_device_name(requested: str) -> str:
     """Under torchrun, ``auto``/``cuda`` means this process's own GPU."""
     local_rank = os.environ.get("LOCAL_RANK")
