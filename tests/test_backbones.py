@@ -7,6 +7,7 @@ weight fingerprint whatever the format.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -282,6 +283,20 @@ def _offline_clip_tokenizer(folder: Path):
     return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
 
 
+@contextlib.contextmanager
+def _no_network():
+    """Every socket connection refused: a load that tries a hub fails instead of waiting."""
+    import socket
+
+    def refuse(self, address, *args):
+        raise AssertionError(f"a network connection was tried: {address}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket.socket, "connect_ex", refuse)
+        yield
+
+
 def test_hugging_face_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     from open_clip.tokenizer import SimpleTokenizer
@@ -316,8 +331,11 @@ def test_hugging_face_folder(tmp_path):
     text_ref = text_ref / text_ref.norm(dim=-1, keepdim=True)
 
     prints = set()
+    environment = dict(os.environ)
     for spec, weights in ((f"hf:{folder}", None), ("ViT-B-32", folder)):
-        backbone = load_backbone(spec, weights)
+        with _no_network():
+            backbone = load_backbone(spec, weights)
+        assert dict(os.environ) == environment  # offline only while it loads
         image, text = features(backbone, pixels, tmp_path / f"cache{len(prints)}")
         torch.testing.assert_close(image, image_ref)
         torch.testing.assert_close(text, text_ref)

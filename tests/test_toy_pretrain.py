@@ -54,7 +54,19 @@ def test_tiny_pretraining_run_is_loadable(tiny_run):
 
 
 def test_same_seed_same_weights(tiny_run, tmp_path):
-    again = pretrain(tmp_path / "again.safetensors", TINY, log=lambda _: None)
+    from dataclasses import replace
+
+    threads = torch.get_num_threads()  # what the first run used (float order)
+    torch.set_num_threads(threads + 1)
+    try:
+        state = torch.get_rng_state()
+        again = pretrain(
+            tmp_path / "again.safetensors", replace(TINY, threads=threads), log=lambda _: None
+        )
+        # the caller's thread count and RNG as they were
+        assert torch.get_num_threads() == threads + 1 and torch.equal(torch.get_rng_state(), state)
+    finally:
+        torch.set_num_threads(threads)
     a, b = load_file(str(tiny_run.path)), load_file(str(again.path))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert tiny_run.path.read_bytes() == again.path.read_bytes()  # the very same file

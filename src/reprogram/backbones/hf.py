@@ -81,6 +81,25 @@ def check_loading_info(folder: Path, info: dict) -> None:
         )
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@contextlib.contextmanager
+def _offline():
+    """Hugging Face libraries offline while a folder loads (besides ``local_files_only``), the
+    process environment as it was afterwards."""
+    before = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    os.environ.update(dict.fromkeys(OFFLINE_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence transformers' load report and progress bars (its findings are checked here)."""
@@ -98,41 +117,45 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def _load_folder(folder: Path):
+    """The ``CLIPModel`` and tokenizer of a local folder, checked (one line on any fault)."""
+    try:
+        from transformers import AutoTokenizer, CLIPModel
+    except ImportError as err:
+        raise ReprogramError(
+            "Hugging Face CLIPModel folders need the optional extra: pip install 'reprogram[hf]'"
+        ) from err
+    check_hf_folder(folder)
+    try:
+        with _quiet_transformers():
+            model, info = CLIPModel.from_pretrained(
+                str(folder),
+                local_files_only=True,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # reported below, by name, then refused
+            )
+    except Exception as err:
+        raise ReprogramError(
+            f"{folder}: cannot load a Hugging Face CLIPModel ({_first_line(err)})"
+        ) from err
+    check_loading_info(folder, info)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as err:
+        raise ReprogramError(
+            f"{folder}: cannot load the tokenizer ({_first_line(err)}); the folder needs "
+            "the tokenizer files saved with the model (vocab.json and merges.txt, or "
+            "tokenizer.json)"
+        ) from err
+    return model, tokenizer
+
+
 class HFClipBackbone(Backbone):
     """A frozen ``transformers.CLIPModel`` loaded from a local folder."""
 
     def __init__(self, spec: BackboneSpec, folder: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            from transformers import AutoTokenizer, CLIPModel
-        except ImportError as err:
-            raise ReprogramError(
-                "Hugging Face CLIPModel folders need the optional extra: "
-                "pip install 'reprogram[hf]'"
-            ) from err
-        check_hf_folder(folder)
-        try:
-            with _quiet_transformers():
-                model, info = CLIPModel.from_pretrained(
-                    str(folder),
-                    local_files_only=True,
-                    output_loading_info=True,
-                    ignore_mismatched_sizes=True,  # reported below, by name, then refused
-                )
-        except Exception as err:
-            raise ReprogramError(
-                f"{folder}: cannot load a Hugging Face CLIPModel ({_first_line(err)})"
-            ) from err
-        check_loading_info(folder, info)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as err:
-            raise ReprogramError(
-                f"{folder}: cannot load the tokenizer ({_first_line(err)}); the folder needs "
-                "the tokenizer files saved with the model (vocab.json and merges.txt, or "
-                "tokenizer.json)"
-            ) from err
+        with _offline():
+            model, tokenizer = _load_folder(folder)
         mean, std = OPENAI_MEAN, OPENAI_STD
         preprocess = folder / "preprocessor_config.json"
         if preprocess.is_file():

@@ -156,12 +156,26 @@ def pretrain(
     config: PretrainConfig | None = None,
     log: Callable[[str], None] = print,
 ) -> PretrainResult:
-    """Pretrain the toy CLIP and write it to ``out`` (fp16 safetensors). Seeded and CPU-only."""
-    from open_clip.tokenizer import SimpleTokenizer
+    """Pretrain the toy CLIP and write it to ``out`` (fp16 safetensors). Seeded and CPU-only;
+    torch's thread count, deterministic flags and global RNGs are as they were afterwards."""
+    from reprogram.engine.state import preserved_global_state
 
     config = config or PretrainConfig()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads = torch.get_num_threads()
+    try:
+        with preserved_global_state():
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            return _pretrain(out, config, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(
+    out: str | Path, config: PretrainConfig, log: Callable[[str], None]
+) -> PretrainResult:
+    from open_clip.tokenizer import SimpleTokenizer
+
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed + 1)
