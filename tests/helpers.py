@@ -141,3 +141,68 @@ TINY_HF_CLIP = {
     "max_position_embeddings": 77,
     "eos_token_id": 49407,
 }
+
+
+def fork(target, *, env: dict[str, str] | None = None, stdout: Path | None = None) -> int:
+    """Run ``target()`` (its return value: the exit code) in a forked copy of this process,
+    which has its imports done already; return the child's pid. ``env`` is added to the child's
+    environment, ``stdout`` receives its standard output."""
+    import os
+    import sys
+    import traceback
+
+    child = os.fork()
+    if child:
+        return child
+    code = 1
+    try:
+        os.environ.update(env or {})
+        if stdout is not None:
+            sys.stdout = open(stdout, "w")  # noqa: SIM115  (closed by _exit's flush below)
+        code = target()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def fork_world(size: int, target, stdout: Path | None = None) -> list[int]:
+    """``target()`` in ``size`` forked processes with the environment torchrun gives its workers
+    (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT); each one's
+    standard output in ``stdout.RANK`` if given. The workers' pids."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [
+        fork(
+            target,
+            env={
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(size),
+                "LOCAL_WORLD_SIZE": str(size),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            },
+            stdout=None if stdout is None else stdout.with_name(f"{stdout.name}.{rank}"),
+        )
+        for rank in range(size)
+    ]
+
+
+def exit_codes(pids: list[int]) -> list[int]:
+    """Wait for forked processes; their exit codes (-9: killed by SIGKILL)."""
+    import os
+
+    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+
+
+def running(pid: int) -> bool:
+    """Whether a forked child is still running (an ended one stays waitable)."""
+    import os
+
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None

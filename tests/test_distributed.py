@@ -1,7 +1,7 @@
 """Data-parallel training (torchrun, 2 CPU processes, gloo) equals single-process training.
 
-The multi-process runs are started by ``fork_world.py`` (torchrun's environment, forked after
-the imports: a few seconds each); one test checks that the real ``torchrun`` gives that
+The multi-process runs are forked from the test process (``helpers.fork_world``: torchrun's
+environment, the imports done); one test checks that the real ``torchrun`` gives that
 environment."""
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import assert_same_run, make_folder_dataset, quick_config
+from helpers import (
+    assert_same_run,
+    cli,
+    exit_codes,
+    fork_world,
+    make_folder_dataset,
+    quick_config,
+    running,
+)
 
 from reprogram.data import load_dataset
 from reprogram.data.images import decode_center
@@ -68,53 +76,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-class ForkWorld:
-    """``fork_world.py``: commands run in 2 processes forked after the imports (see there)."""
-
-    def __init__(self, size: int) -> None:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-        script = str(Path(__file__).with_name("fork_world.py"))
-        self.server = subprocess.Popen(
-            [sys.executable, script, str(size)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-
-    def _read(self) -> dict:
-        line = self.server.stdout.readline()
-        assert line, f"fork_world.py ended (exit {self.server.wait()})"
-        return json.loads(line)
-
-    def start(self, *command: str, stdout: Path | None = None) -> list[int]:
-        """Start ``command`` (``cli ARGS`` or ``script FILE ARGS``; each worker's standard output
-        in ``stdout.RANK`` if given); return the workers' pids."""
-        request = {"run": list(command), "stdout": str(stdout) if stdout else None}
-        self.server.stdin.write(json.dumps(request) + "\n")
-        self.server.stdin.flush()
-        return self._read()["pids"]
-
-    def wait(self) -> list[int]:
-        """The exit codes of the started command's workers, once they ended."""
-        return self._read()["codes"]
-
-    def run(self, *command: str, stdout: Path | None = None) -> list[int]:
-        self.start(*command, stdout=stdout)
-        return self.wait()
-
-    def close(self) -> None:
-        self.server.stdin.close()
-        self.server.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def world():
-    forked = ForkWorld(2)
-    yield forked
-    forked.close()
-
-
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--dataset", f"folder:{data}", *CLI, "--out", str(out), *extra]
 
@@ -133,7 +94,7 @@ close_world()
 
 
 def test_torchrun_starts_a_world_reprogram_joins(tmp_path):
-    """The real launcher: its environment is the one ``fork_world.py`` gives the other tests."""
+    """The real launcher: its environment is the one ``helpers.fork_world`` gives the others."""
     script = tmp_path / "join.py"
     script.write_text(JOIN)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -149,22 +110,26 @@ def test_torchrun_starts_a_world_reprogram_joins(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def multi(tmp_path_factory, world) -> tuple[Path, Path, list[str]]:
-    """The data and an uninterrupted 2-process run (folder, each process's standard output),
-    shared by the tests."""
+def multi(tmp_path_factory) -> tuple[Path, Path, list[str], dict]:
+    """The data, an uninterrupted 2-process run (folder, each process's standard output) and
+    the same run in this process (its results), shared by the tests."""
     folder = tmp_path_factory.mktemp("distributed")
     data = make_folder_dataset(folder / "data", counts=(("train", 5), ("val", 2), ("test", 3)))
-    assert world.run("cli", *train_args(data, folder / "multi"), stdout=folder / "out") == [0, 0]
-    return data, folder / "multi", [(folder / f"out.{rank}").read_text() for rank in (0, 1)]
+    torch.set_num_threads(1)
+    single = fit(quick_config(data, "dvp-cse", **SETTINGS), folder / "single")  # imports, too
+    workers = fork_world(2, lambda: cli(*train_args(data, folder / "multi")), folder / "out")
+    assert exit_codes(workers) == [0, 0]
+    outputs = [(folder / f"out.{rank}").read_text() for rank in (0, 1)]
+    return data, folder / "multi", outputs, single
 
 
-def test_two_processes_train_like_one(tmp_path, multi):
-    data, multi_run, stdout = multi
-    single = fit(quick_config(data, "dvp-cse", **SETTINGS), tmp_path / "single")
+def test_two_processes_train_like_one(multi):
+    data, multi_run, stdout, single = multi
+    single_run = multi_run.with_name("single")
     # every process ends cleanly; only rank 0 prints
     assert stdout[0].count("dvp-cse  val_accuracy") == 1 and stdout[1] == ""
 
-    a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(multi_run)
+    a, b = load_checkpoint(single_run), load_checkpoint(multi_run)
     assert a["history"][0]["estimate_only"] and not a["history"][-1]["estimate_only"]
     for key in ("prompts.theta", "aggregator.prm.weights"):
         torch.testing.assert_close(b["state"][key], a["state"][key], rtol=0, atol=1e-5)
@@ -175,7 +140,7 @@ def test_two_processes_train_like_one(tmp_path, multi):
         assert row_b["loss"] == pytest.approx(row_a["loss"], abs=1e-5)
         assert row_b["train_acc"] == row_a["train_acc"]
 
-    run_a, run_b = load_run(tmp_path / "single"), load_run(multi_run)
+    run_a, run_b = load_run(single_run), load_run(multi_run)
     images = decode_center(load_dataset(f"folder:{data}", None).test, run_a.model.image_size)
     logits_a = predict_logits(run_a.model, images, 16, torch.float32)
     logits_b = predict_logits(run_b.model, images, 16, torch.float32)
@@ -185,35 +150,34 @@ def test_two_processes_train_like_one(tmp_path, multi):
     )
 
 
-SHARDED_EVAL = """
-import json, sys
-from pathlib import Path
-import torch
-from helpers import quick_config
-from reprogram.data import load_dataset
-from reprogram.data.images import decode_center
-from reprogram.engine.distributed import init_world
-from reprogram.engine.evaluate import evaluate
-from reprogram.engine.setup import prepare
+def _sharded_eval(data: Path, out: Path, batches: tuple[int, ...]) -> int:
+    """One process's part of the sharded evaluation: its results in ``out.BATCH.RANK.json``."""
+    from reprogram.engine.distributed import close_world, init_world
+    from reprogram.engine.evaluate import evaluate
+    from reprogram.engine.setup import prepare
 
-torch.set_num_threads(1)
-data, out = Path(sys.argv[1]), sys.argv[2]
-world = init_world("cpu")
-model = prepare(quick_config(data, "dvp-cse", shots=2)).model
-with torch.no_grad():
-    model.prompts.theta.normal_(generator=torch.Generator().manual_seed(0))
-images = decode_center(load_dataset(f"folder:{data}", None).test, model.image_size)
-for batch in map(int, sys.argv[3:]):
-    result = evaluate(model, images, batch, torch.float32, world=world)
-    Path(f"{out}.{batch}.{world.rank}.json").write_text(json.dumps({
-        "accuracy": result.accuracy, "per_class": result.per_class,
-        "confusion": result.confusion.tolist(), "count": result.count,
-    }))
-"""
+    world = init_world("cpu")
+    model = prepare(quick_config(data, "dvp-cse", shots=2)).model
+    with torch.no_grad():
+        model.prompts.theta.normal_(generator=torch.Generator().manual_seed(0))
+    images = decode_center(load_dataset(f"folder:{data}", None).test, model.image_size)
+    for batch in batches:
+        result = evaluate(model, images, batch, torch.float32, world=world)
+        numbers = {
+            "accuracy": result.accuracy,
+            "per_class": result.per_class,
+            "confusion": result.confusion.tolist(),
+            "count": result.count,
+        }
+        out.with_name(f"{out.name}.{batch}.{world.rank}.json").write_text(json.dumps(numbers))
+    close_world()
+    return 0
+
+
 PROCESSES, BATCHES = 2, (2, 8, 16)
 
 
-def test_sharded_evaluation_equals_one_process(tmp_path, world):
+def test_sharded_evaluation_equals_one_process(tmp_path, multi):
     """11 test images sharded in whole batches over 2 gloo processes (batches of 2 and 8: uneven
     shards; of 16: one process has none): every process gets the numbers of one process."""
     import json
@@ -224,9 +188,7 @@ def test_sharded_evaluation_equals_one_process(tmp_path, world):
 
     data = make_folder_dataset(tmp_path / "data", counts=(("train", 2), ("val", 1), ("test", 4)))
     (data / "test" / "red disc" / "0.png").unlink()  # 11 images
-    script = tmp_path / "sharded_eval.py"
-    script.write_text(SHARDED_EVAL)
-    world.start("script", str(script), str(data), str(tmp_path / "out"), *map(str, BATCHES))
+    workers = fork_world(PROCESSES, lambda: _sharded_eval(data, tmp_path / "out", BATCHES))
     # meanwhile, in this process: one process's numbers, and the shards they will be cut into
     model = prepare(quick_config(data, "dvp-cse", shots=2)).model
     with torch.no_grad():
@@ -245,7 +207,7 @@ def test_sharded_evaluation_equals_one_process(tmp_path, world):
     }
     assert sizes == {2: [6, 5], 8: [8, 3], 16: [11, 0]}
 
-    assert world.wait() == [0] * PROCESSES
+    assert exit_codes(workers) == [0] * PROCESSES
     for batch in BATCHES:
         for rank in range(PROCESSES):
             got = json.loads((tmp_path / f"out.{batch}.{rank}.json").read_text())
@@ -254,31 +216,24 @@ def test_sharded_evaluation_equals_one_process(tmp_path, world):
             assert got["confusion"] == alone[batch].confusion.tolist()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, multi, world):
-    data, straight, _ = multi
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path, multi):
+    data, straight, _, _ = multi
     killed = tmp_path / "killed"
-    workers = world.start("cli", *train_args(data, killed))
+    workers = fork_world(2, lambda: cli(*train_args(data, killed)))
     metrics, deadline = killed / "metrics.jsonl", time.time() + 240
-    while time.time() < deadline and all(_alive(pid) for pid in workers):
+    while time.time() < deadline and all(running(pid) for pid in workers):
         checkpointed = (killed / "checkpoint.pt").is_file() and metrics.is_file()
         if checkpointed and len(metrics.read_text().splitlines()) >= 2:
             for pid in workers:  # both at once, as a killed job's processes die
                 os.kill(pid, signal.SIGKILL)
             break
-        time.sleep(0.02)
-    codes = world.wait()
+        time.sleep(0.01)
+    codes = exit_codes(workers)
     assert -signal.SIGKILL in codes and 0 not in codes, f"not killed in time: exits {codes}"
     assert not (killed / "results.json").exists()
     assert 0 < load_checkpoint(killed)["epoch"] < 6
 
-    assert world.run("cli", *train_args(data, killed, "--resume")) == [0, 0]
+    resumed = fork_world(2, lambda: cli(*train_args(data, killed, "--resume")))
+    assert exit_codes(resumed) == [0, 0]
     assert_same_run(killed, straight, epochs=6)
     assert [row["epoch"] for row in load_checkpoint(killed)["history"]] == list(range(1, 7))

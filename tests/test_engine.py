@@ -6,16 +6,21 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import assert_same_run, cli, make_folder_dataset, quick_config
+from helpers import (
+    assert_same_run,
+    cli,
+    exit_codes,
+    fork,
+    make_folder_dataset,
+    quick_config,
+    running,
+)
 
 from reprogram.engine.checkpoint import load_checkpoint
 from reprogram.engine.config import load_config
@@ -169,34 +174,23 @@ def _train_args(dataset: Path, out: Path) -> list[str]:
     ]
 
 
-def _kill_after_two_epochs(process: subprocess.Popen, run: Path) -> None:
-    metrics, deadline = run / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if (
-            metrics.is_file()
-            and len(metrics.read_text().splitlines()) >= 2
-            and (run / "checkpoint.pt").is_file()
-        ):
-            process.send_signal(signal.SIGKILL)
-            return
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, dataset):
-    """A run SIGKILLed in another process, resumed here, equals the run made straight here
-    (made while the other process starts, to keep the test short)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    """A run SIGKILLed after its second epoch (in a copy of this process forked after the
+    straight run, so with everything imported), resumed here, equals the run made straight."""
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reprogram", *_train_args(dataset, killed)], env=env
-    )
-    watcher = threading.Thread(target=_kill_after_two_epochs, args=(process, killed))
-    watcher.start()
     assert cli(*_train_args(dataset, straight)) == 0
-    watcher.join()
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    child = fork(lambda: cli(*_train_args(dataset, killed)))
+    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and running(child):
+        checkpointed = (killed / "checkpoint.pt").is_file() and metrics.is_file()
+        if checkpointed and len(metrics.read_text().splitlines()) >= 2:
+            os.kill(child, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the run ended before it could be killed")
+    assert exit_codes([child]) == [-signal.SIGKILL]
     assert not (killed / "results.json").exists()
     done_before = load_checkpoint(killed)["epoch"]
     assert 0 < done_before < 10

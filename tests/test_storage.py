@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli, make_folder_dataset, quick_config
+from helpers import cli, exit_codes, fork, make_folder_dataset, quick_config
 
 from reprogram.engine import checkpoint as ckpt
 from reprogram.engine.lock import RunLock
@@ -90,12 +91,13 @@ def test_atomic_write_fsyncs_the_file_before_the_rename(tmp_path, monkeypatch):
 def test_a_killed_save_leaves_a_temporary_file_the_next_write_removes(tmp_path):
     target = tmp_path / "checkpoint.pt"
     # what a kill -9 during torch.save leaves: a temporary file of a process that is gone
-    script = (
-        "import os, sys, torch; from reprogram.storage.files import atomic_torch_save\n"
-        "torch.save = lambda obj, path: os.kill(os.getpid(), 9)\n"
-        f"atomic_torch_save(1, {str(target)!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=False)
+
+    def save_and_die() -> int:  # in the child: its torch.save kills it
+        torch.save = lambda obj, path: os.kill(os.getpid(), signal.SIGKILL)
+        io.atomic_torch_save(1, target)
+        return 1
+
+    assert exit_codes([fork(save_and_die)]) == [-signal.SIGKILL]
     stale = list(tmp_path.glob(f".checkpoint.pt.*{io.TMP_SUFFIX}"))
     assert len(stale) == 1 and not target.exists()
     alive = tmp_path / f".checkpoint.pt.{os.getppid()}.0000{io.TMP_SUFFIX}"  # a live writer's
