@@ -173,8 +173,10 @@ def _read(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """Load a run's checkpoint; fall back to ``checkpoint.prev.pt`` if the newest is damaged."""
+def load_checkpoint(run_dir: str | Path, notes: list[str] | None = None) -> dict[str, Any]:
+    """Load a run's checkpoint; fall back to ``checkpoint.prev.pt`` if the newest is damaged,
+    saying so in ``notes`` when given (a resumed run prints and records it), else as a Python
+    warning."""
     path = Path(run_dir)
     path = path / CHECKPOINT if path.is_dir() else path
     previous = path.with_name(PREVIOUS)
@@ -195,10 +197,11 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
                 ) from err
             raise
         checkpoint = _read(previous)
-        warnings.warn(
-            f"{err}; using the previous checkpoint {previous} (epoch {checkpoint.get('epoch')})",
-            stacklevel=2,
-        )
+        note = f"{err}; using the previous checkpoint {previous} (epoch {checkpoint.get('epoch')})"
+        if notes is None:
+            warnings.warn(note, stacklevel=2)
+        else:
+            notes.append(note)
         return checkpoint
 
 

@@ -147,14 +147,14 @@ class Checkpointer:
         self.last_saved = 0  # the epoch of the newest checkpoint on disk (0: none)
 
     @staticmethod
-    def existing(run_dir: Path, resume: bool) -> dict[str, Any] | None:
-        """The checkpoint to resume (a damaged newest one falls back to the previous), or None
-        for a new run; refuses to overwrite a finished or an unfinished run."""
+    def existing(run_dir: Path, resume: bool, notes: list[str]) -> dict[str, Any] | None:
+        """The checkpoint to resume (a damaged newest one falls back to the previous, said in
+        ``notes``), or None for a new run; refuses to overwrite a finished or an unfinished run."""
         has_checkpoint = (run_dir / CHECKPOINT).is_file()
         if resume:
             if not has_checkpoint:
                 raise ReprogramError(f"--resume: no checkpoint in {run_dir}")
-            return load_checkpoint(run_dir)
+            return load_checkpoint(run_dir, notes)
         if (run_dir / RESULTS).is_file():
             raise ReprogramError(f"{run_dir} already holds a finished run; choose another --out")
         if has_checkpoint:

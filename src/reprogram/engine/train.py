@@ -157,8 +157,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
 
 def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """Build → resume → per epoch: train, maybe evaluate and select, record, checkpoint → finish."""
-    checkpoint = Checkpointer.existing(run_dir, resume)
-    run = _build(config, run_dir, checkpoint)
+    notes: list[str] = []  # what loading the checkpoint had to say (a fallback)
+    checkpoint = Checkpointer.existing(run_dir, resume, notes)
+    run = _build(config, run_dir, checkpoint, notes)
     model, config = run.model, run.config
     trainable = model.recipe.trainable and config.optim.epochs > 0
     warmup = (
@@ -190,7 +191,9 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     return run.world.broadcast_object(_finish(run, state, checkpointer))
 
 
-def _build(config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None) -> Run:
+def _build(
+    config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None, notes: list[str]
+) -> Run:
     """Resolve the config, seed, build the run's parts, write config.yaml and decode the
     evaluation images (every test image before training: a bad one fails now)."""
     if checkpoint is not None:  # identity from the checkpoint, execution from the caller
@@ -204,7 +207,10 @@ def _build(config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None
     if config.runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
-    parts = _parts(config, execution, checkpoint, RunWarnings(reporter), run_dir)
+    warnings = RunWarnings(reporter)
+    parts = _parts(config, execution, checkpoint, warnings, run_dir)
+    for note in notes:  # after those of the first start
+        warnings.add(note)
     config, model = parts.config, parts.model
     if config.runtime.compile:
         model.enable_compile()
