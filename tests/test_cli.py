@@ -11,8 +11,6 @@ from helpers import cli, make_folder_dataset
 
 from reprogram.cli import expand_multi_value_options
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
