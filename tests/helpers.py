@@ -158,7 +158,7 @@ def fork(target, *, env: dict[str, str] | None = None, stdout: Path | None = Non
     try:
         os.environ.update(env or {})
         if stdout is not None:
-            sys.stdout = open(stdout, "w")  # noqa: SIM115  (closed by _exit's flush below)
+            sys.stdout = open(stdout, "w")  # noqa: SIM115  (flushed below, before _exit)
         code = target()
     except BaseException:
         traceback.print_exc()

@@ -67,15 +67,6 @@ CLI = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as torchrun gives each process (OMP_NUM_THREADS=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--dataset", f"folder:{data}", *CLI, "--out", str(out), *extra]
 
@@ -115,7 +106,7 @@ def multi(tmp_path_factory) -> tuple[Path, Path, list[str], dict]:
     the same run in this process (its results), shared by the tests."""
     folder = tmp_path_factory.mktemp("distributed")
     data = make_folder_dataset(folder / "data", counts=(("train", 5), ("val", 2), ("test", 3)))
-    torch.set_num_threads(1)
+    # one intra-op thread here and in the workers, as torchrun gives (tests/conftest.py)
     single = fit(quick_config(data, "dvp-cse", **SETTINGS), folder / "single")  # imports, too
     workers = fork_world(2, lambda: cli(*train_args(data, folder / "multi")), folder / "out")
     assert exit_codes(workers) == [0, 0]

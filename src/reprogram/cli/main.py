@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _leave_process_group() -> None:
-    """Under torchrun, leave the process group the run joined before the process exits."""
-    if "torch" in sys.modules:  # no run imports torch without it
-        from reprogram.engine.distributed import close_world
-
-        close_world()
+    """Under torchrun, leave the process group the run joined before the process exits (only
+    ``engine.distributed`` joins one: a command that did not load it has nothing to leave)."""
+    distributed = sys.modules.get("reprogram.engine.distributed")
+    if distributed is not None:
+        distributed.close_world()
