@@ -1,4 +1,5 @@
-"""``reprogram explain``: the report as a command (registered by ``reprogram.cli``)."""
+"""``reprogram explain`` and ``reprogram table``: the reports as commands (registered by
+``reprogram.cli``)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,22 @@ EXPLAIN_HELP = {
 }
 
 
+# ``table``'s options: each a field of TableOptions (its types, defaults).
+TABLE_HELP = {
+    "outlier_std": "flag a seed this many stds of the other seeds from their mean",
+    "min_spread": "the other seeds' std counts as at least this (points)",
+    "zero_shot_margin": "flag a seed below zero-shot when another beats zero-shot by this (points)",
+}
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``explain`` command to the main application."""
+    """Add the ``explain`` and ``table`` commands to the main application."""
     from reprogram.report.load import Options
+    from reprogram.report.table import TableOptions
 
     options = options_of(EXPLAIN_HELP, {"": Options})
     app.command("explain")(with_options(explain_command, options))
+    app.command("table")(with_options(table_command, options_of(TABLE_HELP, {"": TableOptions})))
 
 
 def explain_command(
@@ -45,3 +56,20 @@ def explain_command(
     options = Options(**arguments_for(Options, values))
     log = None if quiet else lambda message: typer.echo(message, err=True)
     typer.echo(str(explain(list(runs), out, options, log=log)))
+
+
+def table_command(
+    runs: Annotated[list[Path], typer.Argument(help="run folders, or folders holding runs")],
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for table.md, .csv, .json and the figures")
+    ] = Path("table"),
+    **values: Any,
+) -> None:
+    """The table users publish: methods × datasets, mean ± std over seeds, beside the published
+    numbers (DVP and RVP papers), with collapsed seeds flagged."""
+    from reprogram.report.table import TableOptions, make_table, table_markdown
+
+    options = TableOptions(**arguments_for(TableOptions, values))
+    table, written = make_table(list(runs), out, options)
+    typer.echo(table_markdown(table), nl=False)
+    typer.echo("written: " + ", ".join(str(p) for p in written), err=True)

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 DPI = 110
@@ -440,12 +441,69 @@ def difference_bars(
     return _save(figure, path)
 
 
+def seed_bars(
+    path: Path,
+    title: str,
+    datasets: Sequence[str],
+    rows: Sequence[dict],
+) -> Path:
+    """One panel per dataset: a bar per row (mean over seeds, ± std), each seed as a dot (a
+    flagged seed as a red cross) and the published number as a black bar across (where there
+    is one). Each row: ``label``, and per dataset (None where the row has no cell) ``means``,
+    ``stds``, ``seeds`` (values), ``flagged`` (bools) and ``published``."""
+    columns = min(4, max(1, len(datasets)))
+    lines = -(-len(datasets) // columns)
+    width = max(2.4, 0.55 * len(rows) + 1.2)
+    figure = _figure(width * columns + 0.6, 2.9 * lines + 0.6)
+    axes = np.atleast_1d(figure.subplots(lines, columns, squeeze=False)).ravel()
+    positions = np.arange(len(rows))
+    rng = np.random.default_rng(0)  # the dots' horizontal jitter only
+    for k, (ax, dataset) in enumerate(zip(axes, datasets, strict=False)):
+        for i, row in enumerate(rows):
+            mean = row["means"][k]
+            if mean is None:
+                continue
+            colour = GROUP_COLOURS[i % len(GROUP_COLOURS)]
+            ax.bar(
+                i,
+                mean,
+                yerr=row["stds"][k] or 0,
+                color=colour,
+                alpha=0.55,
+                capsize=3,
+                error_kw={"ecolor": "#495057"},
+            )
+            values = np.asarray(row["seeds"][k], dtype=float)
+            flagged = np.asarray(row["flagged"][k], dtype=bool)
+            x = i + rng.uniform(-0.18, 0.18, size=len(values))
+            ax.scatter(x[~flagged], values[~flagged], s=14, color="black", zorder=3)
+            ax.scatter(x[flagged], values[flagged], s=60, color=BAD, marker="x", zorder=4)
+            if row["published"][k] is not None:
+                ax.hlines(row["published"][k], i - 0.42, i + 0.42, color="black", linewidth=2)
+        ax.set_title(short(dataset), fontsize=10)
+        ax.set_xticks(positions, [short(r["label"], 20) for r in rows], rotation=45, ha="right")
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy (%)", fontsize=8)
+    for ax in axes[len(datasets) :]:
+        ax.set_visible(False)
+    marks = [
+        Line2D([], [], color="black", marker="o", linestyle="", markersize=4, label="seed"),
+        Line2D([], [], color=BAD, marker="x", linestyle="", label="flagged seed"),
+        Line2D([], [], color="black", linewidth=2, label="published"),
+    ]
+    figure.legend(handles=marks, loc="outside lower center", ncols=3, fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    return _save(figure, path)
+
+
 __all__ = [
     "accuracy_bars",
     "confusion",
     "difference_bars",
     "heatmap",
     "prm_heatmap",
+    "seed_bars",
     "image_grid",
     "share_distribution",
     "short",
