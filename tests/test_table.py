@@ -17,8 +17,10 @@ from PIL import Image
 
 from reprogram.data.catalog import dataset_info
 from reprogram.engine.config import TrainConfig, save_config
+from reprogram.errors import ReprogramError
 from reprogram.model.methods import list_methods
 from reprogram.report.published import (
+    parse_rows,
     published_average,
     published_backbone,
     published_cell,
@@ -73,6 +75,26 @@ def test_published_names_are_ours():
     assert methods >= {"vp", "ar", "attrvr", "dvp-cse", "dvp-cls", "rvp"}
     assert methods - set(list_methods()) <= {"rvp"}  # RVP arrives with its own issue
     assert {r.backbone for r in rows} == {"ViT-B/16", "ViT-B/32", "RN50", "RN101"}
+
+
+def test_a_row_overrides_its_file_defaults_and_a_missing_key_is_named():
+    defaults = {"source": "main table", "shots": 16, "seeds": 3, "statistic": "mean"}
+    defaults |= {"weights": "OpenAI", "datasets": ["dtd", "eurosat"]}
+    data = {"paper": "P", "defaults": defaults}
+    data["rows"] = [
+        {"method": "vp", "name": "VP", "backbone": "RN50", "average": 50.0},
+        {"method": "ar", "name": "AR", "backbone": "RN50", "cells": {"dtd": 40}, "table": "3"},
+    ]
+    first, second = parse_rows("p.json", data)
+    assert (first.datasets, first.citation) == (("dtd", "eurosat"), "P; main table")
+    assert (second.datasets, second.cells, second.citation) == (
+        ("dtd",),
+        {"dtd": 40.0},
+        "P; main table, table 3",
+    )
+    del data["rows"][1]["backbone"]
+    with pytest.raises(ReprogramError, match=r"published table p.json: row 2 has no 'backbone'"):
+        parse_rows("p.json", data)
 
 
 @pytest.mark.parametrize(
