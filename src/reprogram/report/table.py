@@ -263,7 +263,9 @@ def _average(row: Row, block: Block) -> None:
 
 
 def _signed(value: float) -> str:
-    return f"{value:+.1f}".replace("-", "−")
+    """``+0.4``, ``−1.2`` (a typographic minus), ``+0.0`` for what rounds to zero."""
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text.replace("-", "−")
 
 
 def _beside(value: float | None, difference: float | None) -> str:
