@@ -4,12 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The local venv's torch (from this workplace's disk); pyproject.toml admits 2.11 to 2.14, so e.g.
+# make install TORCH="torch==2.11.0 torchvision==0.26.0" gives the GPU machines' versions.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test lint install clean gpu-check wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,hf]'
 	touch $(STAMP)
 
@@ -36,8 +39,9 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-# The GPU check of docs/benchmarks.md (on a CUDA machine; OUT=folder for the record).
-# `make wheels` first, where there is network: .whl/ lets the check install without it.
+# The GPU check of docs/benchmarks.md (on a CUDA machine, with its own python3 and torch; OUT=folder
+# for the record). `make wheels` first, where there is network: .whl/ holds this project and only
+# what the lent machines' image lacks (scripts/gpu-image-packages.txt), under 20 MB.
 gpu-check:
 	bash scripts/gpu-check.sh
 

@@ -236,8 +236,11 @@ def test_gpu_check_dry_run_writes_one_record(tmp_path, capsys):
     assert "record written to" in capsys.readouterr().out
     record = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
     assert record["schema"] == "reprogram-gpu-check/1" and record["dry_run"]
+    assert record["complete"] and record["errors"] == {}
+    assert record["environment"]["torch"] == torch.__version__
     bench = record["bench"]["no_compile"]
     assert bench["equivalence_passed"] and bench["end_to_end_s"] > 0 and bench["speedup"] > 0
+    assert bench["epochs"] == 2 and record["bench"]["compile"] is None
     assert record["bench"]["eval_vs_forward"]["ratio"] > 0
     assert record["memory"]["peak_bytes"] > 0 and record["memory"]["grad_checkpointing"]
     pair = record["precision"]
