@@ -191,3 +191,17 @@ def test_a_broken_entry_point_is_one_line_naming_it(plugins, capsys):
     assert "plugin-mean" in err  # the other entry point still loaded
     assert cli("methods") == 0
     assert "warning: method plugin not loaded: entry point 'broken" in capsys.readouterr().err
+
+
+def test_a_plugin_that_exits_on_import_is_one_line_not_an_exit(plugins, tmp_path, capsys):
+    plugins("exits = exiting_plugin_h3:RECIPES", "mean = my_methods_h3:RECIPES")
+    (tmp_path / "site" / "exiting_plugin_h3.py").write_text("import sys\nsys.exit(3)\n")
+    try:
+        assert cli("methods") == 0
+    finally:
+        sys.modules.pop("exiting_plugin_h3", None)
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("warning: method plugin not loaded: entry point 'exits = ")
+    assert "SystemExit: 3" in line
+    assert "plugin-mean" in captured.out  # the other entry point still loaded

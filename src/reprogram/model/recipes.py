@@ -182,7 +182,9 @@ def load_method_plugins() -> list[str]:
                 for recipe in _plugin_recipes(entry.load()):
                     register_method(recipe)
                 _PLUGINS[key] = ""
-            except Exception as err:  # a broken plugin: one line, not the caller's traceback
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # broken (even sys.exit on import): one line, not exit
                 _PLUGINS[key] = (
                     f"entry point '{entry.name} = {entry.value}' ({PLUGIN_GROUP}): "
                     f"{type(err).__name__}: {err}"
