@@ -21,7 +21,7 @@ def dataset(tmp_path) -> Path:
 def train(dataset: Path, out: Path, method: str, *extra: str) -> int:
     args = ["train", "--method", method, "--dataset", f"folder:{dataset}"]
     args += ["--backbone", "random:tiny", "--epochs", "1", "--shots", "2", "--batch-size", "4"]
-    args += ["--out", str(out), "--set", "m=5", *extra]
+    args += ["--out", str(out), "--set", "m=5", "--set", "prm_warmup_epochs=0", *extra]
     return cli(*args)
 
 

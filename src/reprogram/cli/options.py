@@ -71,9 +71,8 @@ def config_from(config_file: Path | None, sets: list[str] | None, **values):
     """``--config`` file, then the given options, then ``--set key=value``."""
     from reprogram.engine.config import load_config, parse_set_options
 
-    chosen = overrides(**values)
-    chosen.update(parse_set_options(sets or []))
-    return load_config(config_file, chosen)
+    chosen = [*overrides(**values).items(), *parse_set_options(sets or []).items()]
+    return load_config(config_file, chosen)  # an option and a --set of one key must agree
 
 
 def config_of(values: dict[str, Any], skip: tuple[str, ...] = ()):

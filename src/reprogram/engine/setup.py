@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections import Counter
@@ -16,7 +17,13 @@ from reprogram.data.imagenet import text_classnames
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
 from reprogram.errors import ReprogramError
-from reprogram.model.methods import Recipe, Reprogrammer, build_reprogrammer, get_recipe
+from reprogram.model.methods import (
+    Recipe,
+    Reprogrammer,
+    build_reprogrammer,
+    build_text_bank,
+    get_recipe,
+)
 from reprogram.model.precision import resolve_device
 from reprogram.text.descriptions import TextBank, read_description_file
 from reprogram.text.packaged import PAPER_CAUSES, materialize
@@ -237,6 +244,38 @@ def build_backbone(config: TrainConfig) -> Backbone:
     )
 
 
+def read_descriptions(
+    config: TrainConfig, recipe: Recipe
+) -> tuple[list[tuple[str, dict[str, list[str]]]], list[str]]:
+    """The method's description files (given, or the dataset's defaults: stored in
+    ``config.data.descriptions``) read: ``[(spec, {class: sentences})]`` and their local paths."""
+    if config.data.descriptions and (config.data.causes or config.data.description_source):
+        raise ReprogramError(
+            "--causes and --description-source pick packaged files: not with --descriptions"
+        )
+    files = config.data.descriptions or default_description_files(
+        recipe, config.data.dataset, config.data.causes, config.data.description_source
+    )
+    config.data.descriptions = [str(f) for f in files]
+    paths = [str(materialize(f)) for f in files]
+    descriptions = [
+        (spec, read_description_file(path))
+        for spec, path in zip(config.data.descriptions, paths, strict=True)
+    ]
+    return descriptions, paths
+
+
+def check_texts(config: TrainConfig, classnames: Sequence[str]) -> None:
+    """Refuse now what building the method's texts for ``classnames`` would refuse later
+    (missing classes, classes without a usable sentence): no backbone needed."""
+    recipe = get_recipe(config.method.name)
+    if not recipe.needs_descriptions:
+        return
+    descriptions, _ = read_descriptions(copy.deepcopy(config), recipe)
+    texts = text_classnames(list(classnames))
+    build_text_bank(recipe, texts, descriptions, config.method.options(), config.seed)
+
+
 def build_model(
     config: TrainConfig,
     backbone: Backbone,
@@ -248,19 +287,7 @@ def build_model(
     descriptions = []
     texts = text_classnames(classnames)  # ImageNet's repeated names share their texts
     if bank is None and recipe.needs_descriptions:
-        if config.data.descriptions and (config.data.causes or config.data.description_source):
-            raise ReprogramError(
-                "--causes and --description-source pick packaged files: not with --descriptions"
-            )
-        files = config.data.descriptions or default_description_files(
-            recipe, config.data.dataset, config.data.causes, config.data.description_source
-        )
-        config.data.descriptions = [str(f) for f in files]
-        paths = [str(materialize(f)) for f in files]
-        descriptions = [
-            (spec, read_description_file(path))
-            for spec, path in zip(config.data.descriptions, paths, strict=True)
-        ]
+        descriptions, paths = read_descriptions(config, recipe)
         if warnings is not None:
             warn_descriptions(warnings, recipe, paths, texts, config.method.m)
     options = config.method.options()

@@ -54,7 +54,15 @@ from reprogram.model.methods import Reprogrammer
 from reprogram.model.precision import Precision
 from reprogram.text.packaged import file_record
 
-__all__ = ["TrainData", "cosine_schedule", "epoch_generator", "fit", "fit_seeds", "train_one_epoch"]
+__all__ = [
+    "TrainData",
+    "check_seeds",
+    "cosine_schedule",
+    "epoch_generator",
+    "fit",
+    "fit_seeds",
+    "train_one_epoch",
+]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -391,15 +399,20 @@ def _results(
     }
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """Several seeds run once each: a seed given twice would count one run as two."""
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ReprogramError(f"--seeds: seed {repeated[0]} is given twice (each seed runs once)")
+
+
 def fit_seeds(
     config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False
 ) -> dict[str, Any]:
     """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table."""
     from reprogram.engine.runs import write_summary
 
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ReprogramError(f"--seeds: seed {repeated[0]} is given twice (each seed runs once)")
+    check_seeds(seeds)
     out_dir = Path(out_dir)
     run_dirs = []
     for seed in seeds:
