@@ -81,14 +81,14 @@ def config_of(values: dict[str, Any], skip: tuple[str, ...] = ()):
     return config_from(values.get("config_file"), values.get("sets"), **options)
 
 
-def warn_ignored(command: str, because: str, **options) -> None:
+def warn_ignored(
+    command: str, because: str, why: str = "the run's own settings are used", **options
+) -> None:
     """Warn about options that have no effect (``--checkpoint`` or ``--resume`` decides)."""
     names = [f"--{k.replace('_', '-')}" for k, v in options.items() if given(v)]
     if names:
         typer.echo(
-            f"warning: {command}: {', '.join(names)} ignored with {because} "
-            "(the run's own settings are used)",
-            err=True,
+            f"warning: {command}: {', '.join(names)} ignored with {because} ({why})", err=True
         )
 
 

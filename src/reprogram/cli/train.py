@@ -165,6 +165,12 @@ def base2novel_command(**values: Any) -> None:
 
     out, resume, seeds = (values[k] for k in RUN_FOLDER_OPTIONS)
     config = config_of(values, skip=RUN_FOLDER_OPTIONS)
+    if config.data.subsample_classes != "all":
+        typer.echo(
+            f"warning: base2novel: subsample_classes={config.data.subsample_classes} ignored "
+            "(base2novel trains on the base classes and tests base and novel)",
+            err=True,
+        )
     if seeds:
         summary = run_base_to_novel_seeds(config, list(seeds), out, resume=resume)
         typer.echo(base_to_novel_markdown(summary["runs"]))

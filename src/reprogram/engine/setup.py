@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from reprogram.data.catalog import is_published
 from reprogram.data.imagenet import text_classnames
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
-from reprogram.errors import ReprogramError
+from reprogram.errors import ReprogramError, routed_warnings
 from reprogram.model.methods import (
     Recipe,
     Reprogrammer,
@@ -148,8 +149,24 @@ class RunWarnings:
         if message in self.messages:
             return
         self.messages.append(message)
+        self._print(message)
+
+    def attach(self, reporter: Reporter) -> None:
+        """Print from now on through ``reporter``, starting with the messages so far."""
+        self.reporter = reporter
+        for message in self.messages:
+            self._print(message)
+
+    def _print(self, message: str) -> None:
         if self.reporter is not None and not self.reporter.quiet:  # one line, as written
             self.reporter.console.print(f"warning: {message}", soft_wrap=True, markup=False)
+
+    @contextlib.contextmanager
+    def catching(self) -> Iterator[RunWarnings]:
+        """Inside: Python's user warnings (``UserWarning``, ``RuntimeWarning``) are this run's
+        (see :func:`reprogram.errors.routed_warnings`)."""
+        with routed_warnings(self.add):
+            yield self
 
 
 @dataclass
@@ -305,6 +322,22 @@ def build_model(
     return model
 
 
+def unread_settings(config: TrainConfig) -> list[str]:
+    """One line per setting that differs from the method's default although none of its parts
+    reads it (``Part.options``): ``--descriptions`` for vp, ``clusters`` for dvp-cse, …"""
+    from reprogram.engine.config import flat_items
+    from reprogram.model.recipes import list_methods
+
+    recipe = get_recipe(config.method.name)
+    some_read = {key for name in list_methods() for key in get_recipe(name).read_options}
+    defaults = flat_items(TrainConfig().updated(method=recipe.name))
+    return [
+        f"{key}={value!r} is ignored: method '{recipe.name}' ({recipe.describe()}) does not read it"
+        for key, value in flat_items(config).items()
+        if key in some_read - recipe.read_options and value != defaults[key]
+    ]
+
+
 def prepare(config: TrainConfig, warnings: RunWarnings | None = None) -> RunParts:
     """Read the data, load the backbone and build the method's model."""
     config.validate()
@@ -315,6 +348,8 @@ def prepare(config: TrainConfig, warnings: RunWarnings | None = None) -> RunPart
             f"reprogram eval --checkpoint RUN --dataset {name}"
         )
     warnings = warnings if warnings is not None else RunWarnings()
+    for message in unread_settings(config):
+        warnings.add(message)
     splits = load_data(config, warnings)
     backbone = build_backbone(config)
     model = build_model(config, backbone, splits.classnames, warnings=warnings)

@@ -116,7 +116,7 @@ class Recipe:
 
     @property
     def read_options(self) -> set[str]:
-        """The MethodOptions fields its parts read."""
+        """The config keys its parts read (MethodOptions fields and those the parts imply)."""
         return {name for part in self.parts for name in part.options}
 
     def options(self) -> MethodOptions:
