@@ -235,7 +235,7 @@ class TrainConfig:
         self.runtime.validate()
         self.data.validate()
         self._check_warmup()
-        return absolute_paths(self)
+        return absolute_paths(self)  # also for configs built in code, before a run stores them
 
     def _check_warmup(self) -> None:
         """A method whose aggregator is estimated (the PRM) only estimates it in its first
@@ -249,7 +249,7 @@ class TrainConfig:
                 f"prm_warmup_epochs ({warmup}) must be below epochs ({epochs}): {recipe.name} "
                 f"only estimates its PRM in the first {warmup}, so nothing would be trained "
                 "(raise epochs, or set prm_warmup_epochs=0 to train from the first epoch)"
-            )  # also for configs built in code, before a run stores them
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The run's identity as persisted (config.yaml, checkpoint): no runtime part."""
