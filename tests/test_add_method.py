@@ -191,3 +191,39 @@ def test_a_broken_entry_point_is_one_line_naming_it(plugins, capsys):
     assert "plugin-mean" in err  # the other entry point still loaded
     assert cli("methods") == 0
     assert "warning: method plugin not loaded: entry point 'broken" in capsys.readouterr().err
+
+
+def test_a_plugin_that_exits_on_import_is_one_line_not_an_exit(plugins, tmp_path, capsys):
+    plugins("exits = exiting_plugin_h3:RECIPES", "mean = my_methods_h3:RECIPES")
+    (tmp_path / "site" / "exiting_plugin_h3.py").write_text("import sys\nsys.exit(3)\n")
+    try:
+        assert cli("methods") == 0
+    finally:
+        sys.modules.pop("exiting_plugin_h3", None)
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("warning: method plugin not loaded: entry point 'exits = ")
+    assert "SystemExit: 3" in line
+    assert "plugin-mean" in captured.out  # the other entry point still loaded
+
+
+def test_a_new_method_s_parts_say_which_settings_it_reads():
+    """What a method reads is what its parts declare (and their kinds imply), so a new method's
+    unread settings are named without a line of code for it."""
+    from reprogram.engine.config import load_config
+    from reprogram.engine.setup import unread_settings
+    from reprogram.model.recipes import register_method
+
+    own_source = parts.TextSource("mine", "my files", kinds=("des",), options=("m",))
+    assert set(own_source.options) == {"m", "descriptions", "description_source"}
+    assert "prm_warmup_epochs" in parts.PRM_AGGREGATION.options
+    register_method(Recipe("plain-desc", parts.PADDING, own_source, parts.SINGLE, parts.MEAN, ""))
+    try:
+        values = {"dataset": "dtd", "descriptions": ["d.json"], "m": 4, "clusters": 2}
+        warned = unread_settings(load_config(None, {"method": "plain-desc", **values}))
+        assert [line.split("=")[0] for line in warned] == ["clusters"]  # k-means's, not its
+        assert "method 'plain-desc' (padding · mine · single · mean)" in warned[0]
+        warned = unread_settings(load_config(None, {"method": "ar", **values}))
+        assert [line.split("=")[0] for line in warned] == ["m", "clusters", "descriptions"]
+    finally:
+        unregister_method("plain-desc")

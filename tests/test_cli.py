@@ -347,3 +347,57 @@ def test_describe_options_reach_the_client_and_sampling(tmp_path, monkeypatch):
     client, sampling = seen["client"], seen["sampling"]
     assert (client.timeout, client.max_retries, client.deadline) == (7.0, 2, DEFAULT_DEADLINE)
     assert sampling.temperature == 0.5 and sampling.max_tokens == Sampling().max_tokens
+
+
+def test_options_the_method_does_not_read_are_one_warning_each(tmp_path, dataset, capsys):
+    """Asked of the recipe's parts (what each declares it reads), not per method."""
+    out = tmp_path / "vp"
+    described = ["--descriptions", str(dataset / "descriptions" / "des.json"), "--causes", "1,2"]
+    args = [
+        "train",
+        "--method",
+        "vp",
+        "--dataset",
+        f"folder:{dataset}",
+        "--backbone",
+        "random:tiny",
+    ]
+    args += [
+        *described,
+        "--description-source",
+        "llama",
+        "--set",
+        "prm_top_k=2",
+        "--epochs",
+        "0",
+        "--shots",
+        "2",
+    ]
+    assert cli(*args, "--out", str(out)) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    keys = ["prm_top_k", "descriptions", "causes", "description_source"]
+    assert [line.split("=")[0] for line in lines] == [f"warning: {key}" for key in keys]
+    assert all("method 'vp'" in line and "does not read it" in line for line in lines)
+    assert json.loads((out / "results.json").read_text())["warnings"] == [
+        line.removeprefix("warning: ") for line in lines
+    ]
+    capsys.readouterr()
+    # what the method reads is not warned about: causes and prm_top_k are dvp-cse's
+    args = tiny_train(dataset, tmp_path / "cse", "dvp-cse", "--causes", "1,2", "--shots", "2")
+    assert cli(*args, "--set", "prm_top_k=2", "--epochs", "0", "--set", "m=4") == 0
+    assert json.loads((tmp_path / "cse" / "results.json").read_text())["warnings"] == []
+
+
+def test_options_the_command_does_not_use_are_named(tmp_path, dataset, capsys):
+    args = ["--dataset", f"folder:{dataset}", "--backbone", "random:tiny", "--quiet"]
+    assert cli("eval", "--method", "zero-shot", *args, "--targets", "a,b") == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: eval: --targets ignored with no --checkpoint "
+        "(it names the datasets a trained run is evaluated on)"
+    ]
+    missing = ["--dataset", f"folder:{tmp_path / 'none'}", "--set", "subsample_classes=novel"]
+    assert cli("base2novel", "--method", "ar", *missing, "--out", str(tmp_path / "b")) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: base2novel: subsample_classes=novel ignored")
+    assert error.startswith("error: ")

@@ -210,7 +210,8 @@ def test_a_run_folder_of_the_old_flat_form_loads_and_groups_like_a_new_one(tmp_p
     from reprogram.engine.runs import comparison_table, load_run
     from reprogram.engine.train import fit
 
-    config = quick_config(make_folder_dataset(tmp_path / "data"), "dvp-cse", epochs=1)
+    data = make_folder_dataset(tmp_path / "data")
+    config = quick_config(data, "dvp-cse", epochs=1, prm_warmup_epochs=0)
     fit(config, tmp_path / "new")
     old = tmp_path / "old"
     old.mkdir()
@@ -242,3 +243,58 @@ def test_base_to_novel_reuses_only_a_finished_base_run(tmp_path, subsample, reus
     else:
         with pytest.raises(ReprogramError, match="not a base-class run"):
             _train_base(config, tmp_path, resume=False)
+
+
+@pytest.mark.parametrize("key", ["epochs", "shots", "lr", "seed"])
+def test_a_yaml_bool_is_not_a_number(tmp_path, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{key}: true\n")
+    with pytest.raises(ReprogramError, match=f"c.yaml: config key '{key}': cannot read True"):
+        load_config(path)
+    assert load_config(None, {"augment": True}).data.augment is True  # bools stay bools
+
+
+def test_one_key_given_two_values_is_refused_naming_both(tmp_path):
+    from reprogram.cli.options import config_from
+
+    path = tmp_path / "c.yaml"
+    path.write_text("shots: 2\ndata: {shots: 3}\n")
+    with pytest.raises(ReprogramError, match=r"c.yaml: .*'shots' \(and 'data.shots'\).* 2 and 3"):
+        load_config(path)
+    with pytest.raises(ReprogramError, match=r"config key 'epochs' .* 1 and 3"):
+        config_from(None, ["epochs=3"], epochs=1)
+    with pytest.raises(ReprogramError, match=r"--set: config key 'lr' .* '1' and '2'"):
+        config_from(None, ["lr=1", "lr=2"])
+    with pytest.raises(ReprogramError, match=r"'m' \(and 'method.m'\) .* 4 and 5"):
+        config_from(None, ["m=4", "method.m=5"])
+    # the same value twice is no conflict, and a command line still overrides its YAML file
+    assert config_from(None, ["epochs=3"], epochs=3).optim.epochs == 3
+    path.write_text("shots: 2\nepochs: 5\n")
+    assert config_from(path, ["epochs=7"], shots=4).optim.epochs == 7
+    assert config_from(path, [], shots=4).data.shots == 4
+
+
+@pytest.mark.parametrize(
+    "method, epochs, warmup, refused",
+    [
+        ("dvp-cse", 1, 1, True),
+        ("dvp-cls", 3, 5, True),
+        ("dvp-cse", 2, 1, False),
+        ("dvp-cse", 1, 0, False),
+        ("dvp-cse", 0, 1, False),  # 0 epochs: evaluate only
+        ("ar", 1, 1, False),  # no PRM to estimate
+    ],
+)
+def test_warmup_that_leaves_no_training_epoch_is_refused(method, epochs, warmup, refused):
+    config = load_config(
+        None,
+        {"method": method, "dataset": "dtd", "epochs": epochs, "prm_warmup_epochs": warmup},
+    )
+    if not refused:
+        config.validate()
+        return
+    with pytest.raises(ReprogramError) as err:
+        config.validate()
+    message = str(err.value)
+    assert f"prm_warmup_epochs ({warmup})" in message and f"epochs ({epochs})" in message
+    assert "\n" not in message

@@ -269,3 +269,18 @@ def test_dead_endpoint_leaves_nothing_behind(tmp_path, monkeypatch, capsys) -> N
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "connection refused" in line
     assert list(tmp_path.iterdir()) == [classes]
+
+
+@pytest.mark.parametrize("fault", ["drip-all", "drip"])
+def test_the_deadline_bounds_the_whole_request_however_the_server_drips(
+    chat_server: FakeChatServer, fault: str
+) -> None:
+    """Status line, headers and body dripped (or only the body, slower than the timeout's
+    check would notice): the request ends at its deadline, not when the server stops."""
+    chat_server.faults = [fault]
+    chat_server.drip_seconds = 0.3  # the whole answer: minutes
+    client = make_client(chat_server, timeout=5.0, deadline=0.5, max_retries=0)
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match="0.5 s deadline"):
+        client.complete("x")
+    assert time.monotonic() - start < 0.5 + 0.25

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-FAULTS = ("ok", "429", "500", "hang", "badjson", "401", "404", "short", "drip", "wait")
+FAULTS = ("ok", "429", "500", "hang", "badjson", "401", "404", "short", "drip", "drip-all")
+FAULTS += ("wait",)
 
 
 class FakeChatServer:
@@ -28,7 +29,8 @@ class FakeChatServer:
     that ignore ``n``); ``short_first`` makes that many choices of each prompt's first answer too
     short; ``single_choice_only`` refuses ``n > 1`` with HTTP 400 (llama.cpp); ``block_after``
     holds every request from that index on until ``release()``. ``drip`` sends a good answer one
-    byte every ``drip_seconds``; ``wait`` is a 429 asking to wait ``retry_after`` seconds.
+    byte every ``drip_seconds`` (``drip-all``: its status line and headers too); ``wait`` is a 429
+    asking to wait ``retry_after`` seconds.
     """
 
     def __init__(self) -> None:
@@ -135,13 +137,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out, kill)
             pass
 
-    def _drip(self, body: bytes, seconds: float) -> None:
-        """Headers at once, then the body one byte at a time (a server that never quite stops)."""
+    def _drip(self, body: bytes, seconds: float, headers_too: bool = False) -> None:
+        """Headers at once (or ``headers_too``: dripped as well), then the body one byte at a
+        time (a server that never quite stops)."""
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
+            if headers_too:  # what end_headers would send, one byte at a time
+                body = b"".join(self._headers_buffer) + b"\r\n" + body
+                self._headers_buffer = []
+            else:
+                self.end_headers()
             for i in range(len(body)):
                 self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
@@ -164,9 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(429, "Rate limit reached", {"Retry-After": "0"})
         elif action == "wait":
             self._error(429, "Rate limit reached", {"Retry-After": fake.retry_after})
-        elif action == "drip":
+        elif action in ("drip", "drip-all"):
             answer = fake.answer(payload, first, short=False)
-            self._drip(json.dumps(answer).encode(), fake.drip_seconds)
+            self._drip(json.dumps(answer).encode(), fake.drip_seconds, action == "drip-all")
         elif action == "500":
             self._error(500, "The server had an error")
         elif action == "401":
@@ -230,12 +237,13 @@ def test_fake_server_faults_are_consumed_in_order(chat_server: FakeChatServer) -
 
 
 def test_fake_server_drips_and_asks_to_wait(chat_server: FakeChatServer) -> None:
-    chat_server.faults = ["drip", "wait"]
+    chat_server.faults = ["drip", "drip-all", "wait"]
     chat_server.drip_seconds = 0.001
     payload = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
     url = f"{chat_server.base_url}/chat/completions"
-    status, body = _post(url, payload)
-    assert status == 200 and json.loads(body)["choices"]
+    for _ in range(2):  # body dripped, then status line and headers too
+        status, body = _post(url, payload)
+        assert status == 200 and json.loads(body)["choices"]
     request = urllib.request.Request(url, data=json.dumps(payload).encode())
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=5)

@@ -229,16 +229,12 @@ def test_the_published_schedule_ends_above_zero_and_its_option_at_zero(tmp_path,
         fit(quick_config(dataset, "ar", lr_schedule_span="cosine"), tmp_path / "bad")
 
 
-def test_a_run_of_only_prm_estimation_keeps_the_estimated_prm(tmp_path, dataset):
-    from reprogram.engine.runs import load_run
-
-    results = fit(quick_config(dataset, "dvp-cse", epochs=1), tmp_path / "run")
-    assert results["selected_epoch"] is None
-    weights = load_checkpoint(tmp_path / "run")["state"]["aggregator.prm.weights"]
-    uniform = torch.full_like(weights, 1.0 / weights.shape[1])
-    assert not torch.allclose(weights, uniform)  # estimated, not the initial 1/M
-    torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(weights)))
-    torch.testing.assert_close(load_run(tmp_path / "run").model.aggregator.prm.weights, weights)
+def test_a_run_of_only_prm_estimation_is_refused_before_anything_is_written(tmp_path, dataset):
+    with pytest.raises(ReprogramError, match=r"prm_warmup_epochs \(1\) .* epochs \(1\)"):
+        fit(quick_config(dataset, "dvp-cse", epochs=1), tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    results = fit(quick_config(dataset, "dvp-cse", epochs=1, prm_warmup_epochs=0), tmp_path / "r")
+    assert results["selected_epoch"] == 1  # the one epoch trained
 
 
 @pytest.mark.parametrize(

@@ -216,6 +216,7 @@ def test_train_dvp_cse_on_dtd_with_packaged_descriptions(tmp_path):
     args = ["train", "--method", "dvp-cse", "--dataset", "dtd", "--root", str(data)]
     args += ["--backbone", "tiny", "--weights", str(weights), "--out", str(out), "--quiet"]
     args += ["--epochs", "1", "--shots", "2", "--set", "m=3", "--set", "allow_small_classes=true"]
+    args += ["--set", "prm_warmup_epochs=0"]
     assert cli(*args) == 0
     results = json.loads((out / "results.json").read_text())
     names = [f"packaged:causes/dtd_cse_{n}.json" for n in (1, 2, 3)]

@@ -62,7 +62,7 @@ def test_run_made_with_relative_paths_works_from_elsewhere(tmp_path, monkeypatch
     work = tmp_path / "work"
     make_folder_dataset(work / "data")
     monkeypatch.chdir(work)
-    config = quick_config(Path("data"), "dvp-cse", epochs=1)
+    config = quick_config(Path("data"), "dvp-cse", epochs=1, prm_warmup_epochs=0)
     from reprogram.engine.train import fit
 
     fit(config, "run")

@@ -271,6 +271,7 @@ def test_cli_base2novel_seeds_and_cross_dataset(tmp_path, five, other, capsys):
     out = tmp_path / "b2n"
     args = ["--dataset", f"folder:{five}", "--backbone", "random:tiny", "--epochs", "1"]
     small = ["--shots", "2", "--batch-size", "4", "--set", "m=4", "--set", "prm_top_k=2"]
+    small += ["--set", "prm_warmup_epochs=0"]
     seeds = ["--seeds", "1", "2", "--out", str(out), "-q"]
     assert cli("base2novel", "--method", "dvp-cse", *args, *small, *seeds) == 0
     table = capsys.readouterr().out
@@ -286,3 +287,28 @@ def test_cli_base2novel_seeds_and_cross_dataset(tmp_path, five, other, capsys):
     written = json.loads((run / "eval-data.json").read_text())
     assert written["targets"][0]["mode"] == "new classes"
     assert "new classes" in capsys.readouterr().out
+
+
+def test_base2novel_refuses_repeated_seeds_before_training(tmp_path, five, capsys):
+    out = tmp_path / "b2n"
+    args = ["--dataset", f"folder:{five}", "--backbone", "random:tiny", "--epochs", "2"]
+    assert cli("base2novel", "--method", "ar", *args, "--seeds", "2", "2", "--out", str(out)) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --seeds: seed 2 is given twice")
+    assert not out.exists()
+
+
+def test_base2novel_checks_novel_descriptions_before_training(tmp_path, five, capsys):
+    files = []
+    for name in ("cse_1", "cse_2", "cse_3"):
+        texts = json.loads((five / "descriptions" / f"{name}.json").read_text())
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({c: texts[c] for c in FIVE[:3]}))  # base classes only
+    out = tmp_path / "b2n"
+    args = ["--dataset", f"folder:{five}", "--backbone", "random:tiny", "--epochs", "2"]
+    args += ["--descriptions", *map(str, files), "--out", str(out)]
+    assert cli("base2novel", "--method", "dvp-cse", *args) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: novel classes: ") and "cse_1.json" in line
+    assert "'cyan ring', 'pink star'" in line
+    assert not (out / "checkpoint.pt").exists() and not (out / "metrics.jsonl").exists()

@@ -141,6 +141,8 @@ def test_results_record_the_sampling_used(tmp_path):
         ("dvp-cls", "distinct", "distinct"),
         ("zero-shot", "published", None),  # template texts are not sampled
     ):
-        config = quick_config(data, method, epochs=1, description_sampling=sampling)
+        config = quick_config(
+            data, method, epochs=1, prm_warmup_epochs=0, description_sampling=sampling
+        )
         results = fit(config, tmp_path / f"{method}-{sampling}")
         assert results["description_sampling"] == expected

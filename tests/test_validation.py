@@ -19,7 +19,7 @@ def dataset(tmp_path_factory) -> Path:
 def _train(dataset: Path, out: Path, method: str, *sets: str) -> list[str]:
     args = ["train", "--method", method, "--dataset", f"folder:{dataset}"]
     args += ["--backbone", "random:tiny", "--epochs", "1", "--shots", "2", "--quiet"]
-    args += ["--out", str(out), "--set", "m=5"]
+    args += ["--out", str(out), "--set", "m=5", "--set", "prm_warmup_epochs=0"]  # 1 epoch trains
     for item in sets:
         args += ["--set", item]
     return args

@@ -22,6 +22,8 @@ def train(dataset: Path, out: Path, method: str, *extra: str) -> int:
     args = ["train", "--method", method, "--dataset", f"folder:{dataset}"]
     args += ["--backbone", "random:tiny", "--epochs", "1", "--shots", "2", "--batch-size", "4"]
     args += ["--out", str(out), "--set", "m=5", *extra]
+    if method.startswith("dvp"):  # one epoch that trains, not only estimates the PRM
+        args += ["--set", "prm_warmup_epochs=0"]
     return cli(*args)
 
 
@@ -121,3 +123,47 @@ def test_warnings_survive_a_resume(dataset, tmp_path, monkeypatch):
     resumed = fit(TrainConfig().updated(quiet=True), tmp_path / "run", resume=True)
     [warning] = resumed["warnings"]
     assert "one prompt" in warning
+
+
+def _without_source_lines(err: str) -> None:
+    assert "UserWarning" not in err and "Warning:" not in err and ".py:" not in err
+
+
+def test_python_warnings_during_a_run_are_the_run_s_own(dataset, tmp_path, monkeypatch, capsys):
+    """An unusable cache (a file where its folder should be) and Pillow's decompression-bomb
+    warning: one ``warning:`` line each, kept in results.json, no source path; Python's warning
+    machinery is as it was afterwards."""
+    import warnings
+
+    from PIL import Image
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("REPROGRAM_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 52 - 1)  # every image: a warning
+    before = warnings.showwarning
+    assert train(dataset, tmp_path / "run", "ar") == 0
+    assert warnings.showwarning is before
+    err = capsys.readouterr().err
+    _without_source_lines(err)
+    kept = run_warnings(tmp_path / "run")
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: {w}" for w in kept
+    ]
+    unusable = [w for w in kept if "is unusable" in w and str(blocker) in w]
+    assert {w.split(" is unusable")[0].rsplit("/", 1)[1] for w in unusable} >= {"images"}
+    bombs = [w for w in kept if "decompression bomb" in w]
+    assert any(w.startswith("Image size (2080 pixels) exceeds limit of 2079") for w in bombs)
+
+
+def test_a_command_s_python_warnings_are_warning_lines(dataset, tmp_path, capsys):
+    """Outside a run too (the checkpoint fallback when ``eval`` loads a damaged run)."""
+    run = tmp_path / "run"
+    assert train(dataset, run, "ar", "--quiet", "--epochs", "2") == 0
+    (run / "checkpoint.pt").write_bytes(b"damaged")
+    capsys.readouterr()
+    assert cli("eval", "--checkpoint", str(run), "--quiet") == 0
+    err = capsys.readouterr().err
+    _without_source_lines(err)
+    [line] = err.splitlines()
+    assert line.startswith("warning: ") and "checkpoint.prev.pt" in line

@@ -60,6 +60,9 @@ def eval_command(
 
     if checkpoint is not None and (targets or values["dataset"]) and _transfer(values):
         return
+    if checkpoint is None:
+        why = "it names the datasets a trained run is evaluated on"
+        warn_ignored("eval", "no --checkpoint", why, targets=targets)
     if checkpoint is not None:
         identity = {k: values[k] for k in ("method", "backbone", "descriptions", "shots", "seed")}
         ignored = dict(config=values["config_file"], set=values["sets"])

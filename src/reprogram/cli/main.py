@@ -13,7 +13,7 @@ import sys
 import typer
 
 from reprogram.cli import describe, descriptions, evaluate, methods, report, speed, toy, train
-from reprogram.errors import ReprogramError
+from reprogram.errors import ReprogramError, routed_warnings
 
 app = typer.Typer(
     name="reprogram",
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or 160
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="reprogram", standalone_mode=True)
+        with routed_warnings(_warn_once(set())):  # a run's own are kept in its results too
+            app(args=args, prog_name="reprogram", standalone_mode=True)
     except ReprogramError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -75,6 +76,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     finally:
         _leave_process_group()
+
+
+def _warn_once(shown: set[str]):
+    """Print a Python user warning as one ``warning:`` line, each message once."""
+
+    def warn(message: str) -> None:
+        if message not in shown:
+            shown.add(message)
+            typer.echo(f"warning: {message}", err=True)
+
+    return warn
 
 
 def _leave_process_group() -> None:

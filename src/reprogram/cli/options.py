@@ -71,9 +71,8 @@ def config_from(config_file: Path | None, sets: list[str] | None, **values):
     """``--config`` file, then the given options, then ``--set key=value``."""
     from reprogram.engine.config import load_config, parse_set_options
 
-    chosen = overrides(**values)
-    chosen.update(parse_set_options(sets or []))
-    return load_config(config_file, chosen)
+    chosen = [*overrides(**values).items(), *parse_set_options(sets or []).items()]
+    return load_config(config_file, chosen)  # an option and a --set of one key must agree
 
 
 def config_of(values: dict[str, Any], skip: tuple[str, ...] = ()):
@@ -82,14 +81,14 @@ def config_of(values: dict[str, Any], skip: tuple[str, ...] = ()):
     return config_from(values.get("config_file"), values.get("sets"), **options)
 
 
-def warn_ignored(command: str, because: str, **options) -> None:
+def warn_ignored(
+    command: str, because: str, why: str = "the run's own settings are used", **options
+) -> None:
     """Warn about options that have no effect (``--checkpoint`` or ``--resume`` decides)."""
     names = [f"--{k.replace('_', '-')}" for k, v in options.items() if given(v)]
     if names:
         typer.echo(
-            f"warning: {command}: {', '.join(names)} ignored with {because} "
-            "(the run's own settings are used)",
-            err=True,
+            f"warning: {command}: {', '.join(names)} ignored with {because} ({why})", err=True
         )
 
 

@@ -130,17 +130,19 @@ def _train(values: dict[str, Any]) -> None:
 
 
 def _resume_config(values: dict[str, Any]):
-    """With ``--resume``: execution settings (device, quiet, ``--set compile=…``) apply; the
-    run's identity is kept, and the options that would change it are named as ignored."""
+    """With ``--resume``: execution settings (``--device``, ``--quiet``, ``--tensorboard``,
+    ``--set compile=…``: the config's runtime keys) apply; the run's identity is kept, and the
+    options that would change it are named as ignored."""
     from reprogram.engine.config import is_runtime_key
 
     sets = values["sets"] or []
     runtime = [s for s in sets if is_runtime_key(s.partition("=")[0].strip())]
-    kept = ("quiet", "device", "config_file", "sets", *RUN_FOLDER_OPTIONS)
+    options = {k: v for k, v in values.items() if is_runtime_key(k)}
+    kept = ("config_file", "sets", *RUN_FOLDER_OPTIONS, *options)
     identity = {k: v for k, v in values.items() if k not in kept}
     others = [s for s in sets if s not in runtime]
     warn_ignored("train", "--resume", **identity, config=values["config_file"], set=others)
-    return config_from(None, runtime, device=values["device"], quiet=values["quiet"])
+    return config_from(None, runtime, **options)
 
 
 def print_results(results: dict) -> None:
@@ -163,6 +165,12 @@ def base2novel_command(**values: Any) -> None:
 
     out, resume, seeds = (values[k] for k in RUN_FOLDER_OPTIONS)
     config = config_of(values, skip=RUN_FOLDER_OPTIONS)
+    if config.data.subsample_classes != "all":
+        typer.echo(
+            f"warning: base2novel: subsample_classes={config.data.subsample_classes} ignored "
+            "(base2novel trains on the base classes and tests base and novel)",
+            err=True,
+        )
     if seeds:
         summary = run_base_to_novel_seeds(config, list(seeds), out, resume=resume)
         typer.echo(base_to_novel_markdown(summary["runs"]))

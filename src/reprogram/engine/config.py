@@ -37,7 +37,7 @@ import math
 import string
 import types
 import typing
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,7 @@ class OptimConfig:
             raise ReprogramError(f"lr must be a finite number >= 0, got {self.lr}")
         if self.momentum < 0:
             raise ReprogramError(f"momentum must be >= 0, got {self.momentum}")
+        _positive("prm_warmup_epochs", self.prm_warmup_epochs, least=0)
         if self.eval_every < 0:
             raise ReprogramError(
                 f"eval_every must be >= 0 (0 = about 20 times per run), got {self.eval_every}"
@@ -233,7 +234,22 @@ class TrainConfig:
         self.optim.validate()
         self.runtime.validate()
         self.data.validate()
+        self._check_warmup()
         return absolute_paths(self)  # also for configs built in code, before a run stores them
+
+    def _check_warmup(self) -> None:
+        """A method whose aggregator is estimated (the PRM) only estimates it in its first
+        ``prm_warmup_epochs``: at least one epoch after them must train (0 epochs: evaluate)."""
+        from reprogram.model.recipes import get_recipe
+
+        recipe = get_recipe(self.method.name)
+        warmup, epochs = self.optim.prm_warmup_epochs, self.optim.epochs
+        if recipe.trainable and recipe.aggregation.estimates and 0 < epochs <= warmup:
+            raise ReprogramError(
+                f"prm_warmup_epochs ({warmup}) must be below epochs ({epochs}): {recipe.name} "
+                f"only estimates its PRM in the first {warmup}, so nothing would be trained "
+                "(raise epochs, or set prm_warmup_epochs=0 to train from the first epoch)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The run's identity as persisted (config.yaml, checkpoint): no runtime part."""
@@ -278,9 +294,9 @@ def _set(config: TrainConfig, values: dict[str, Any], source: str) -> TrainConfi
     return config
 
 
-def _given(values: dict[str, Any]) -> set[tuple[str | None, str]]:
+def _given(values: Overrides) -> set[tuple[str | None, str]]:
     """The ``(part, field)`` of each key of ``values`` (flat, dotted or nested)."""
-    return {found for key in _dotted(values) if (found := resolve_key(key)) is not None}
+    return {found for key, _ in _dotted(values) if (found := resolve_key(key)) is not None}
 
 
 def _take_method_defaults(
@@ -373,6 +389,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
+        if hint in (int, float) and isinstance(value, bool):  # YAML `epochs: true` is no 1
+            raise ValueError(value)
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return hint(value)
@@ -382,27 +400,47 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         ) from err
 
 
-def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Nested YAML mappings of a part (``optim: {lr: 10}``) as dotted keys (``optim.lr``)."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
+Overrides = Mapping[str, Any] | Iterable[tuple[str, Any]]  # settings by key, in order
+
+
+def _dotted(overrides: Overrides) -> list[tuple[str, Any]]:
+    """Nested YAML mappings of a part (``optim: {lr: 10}``) as dotted keys (``optim.lr``); the
+    items in order (a key may come twice: ``--epochs`` and ``--set epochs=…``)."""
+    items = overrides.items() if isinstance(overrides, Mapping) else overrides
+    flat: list[tuple[str, Any]] = []
+    for key, value in items:
         if key in PARTS and isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
+            flat += [(f"{key}.{k}", v) for k, v in value.items()]
         else:
-            flat[key] = value
+            flat.append((key, value))
     return flat
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str) -> TrainConfig:
-    for key, value in _dotted(overrides).items():
+def apply_overrides(config: TrainConfig, overrides: Overrides, source: str) -> TrainConfig:
+    """Set each key (flat, dotted or nested) to its value read as the field's type. One field
+    given two different values in ``overrides`` (``shots`` and ``data: {shots: …}``,
+    ``--epochs`` and ``--set epochs=…``) is refused, naming both."""
+    seen: dict[tuple[str | None, str], tuple[str, Any]] = {}
+    for key, value in _dotted(overrides):
         owner, name = _owner(config, key, source)
-        setattr(owner, name, _coerce(name, value, _hint(key)))
+        try:
+            typed = _coerce(name, value, _hint(key))
+        except ReprogramError as err:
+            raise ReprogramError(f"{source}: {err}") from None
+        found = resolve_key(key)
+        if found in seen and seen[found][1] != typed:
+            first, before = seen[found]
+            spelled = f"'{first}'" + (f" (and '{key}')" if key != first else "")
+            raise ReprogramError(
+                f"{source}: config key {spelled} is given two values, {before!r} and {typed!r}: "
+                "give it once"
+            )
+        seen[found] = (key, typed)  # type: ignore[index]
+        setattr(owner, name, typed)
     return config
 
 
-def load_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
-) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: Overrides | None = None) -> TrainConfig:
     """Defaults, then a YAML file (a user's flat keys, or a run's config.yaml), then explicit
     overrides (command line); a method named in either brings its defaults (see the module)."""
     config = TrainConfig()
@@ -424,20 +462,26 @@ def load_config(
             apply_overrides(config, data, str(path))
             given = _given(data)
     if overrides:
-        overrides = {k: v for k, v in overrides.items() if v is not None}
+        overrides = [(k, v) for k, v in _dotted(overrides) if v is not None]
         apply_overrides(config, overrides, "command line")
         given |= _given(overrides)
     return absolute_paths(_take_method_defaults(config, given))
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:
-    """``--set key=value`` items to a dict."""
-    result = {}
+    """``--set key=value`` items to a dict; a key set twice to different values is refused."""
+    result: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ReprogramError(f"--set expects key=value, got '{item}'")
-        result[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        if result.get(key, value) != value:
+            raise ReprogramError(
+                f"--set: config key '{key}' is given two values, {result[key]!r} and {value!r}: "
+                "give it once"
+            )
+        result[key] = value
     return result
 
 

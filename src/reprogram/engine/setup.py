@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +17,14 @@ from reprogram.data.catalog import is_published
 from reprogram.data.imagenet import text_classnames
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
-from reprogram.errors import ReprogramError
-from reprogram.model.methods import Recipe, Reprogrammer, build_reprogrammer, get_recipe
+from reprogram.errors import ReprogramError, routed_warnings
+from reprogram.model.methods import (
+    Recipe,
+    Reprogrammer,
+    build_reprogrammer,
+    build_text_bank,
+    get_recipe,
+)
 from reprogram.model.precision import resolve_device
 from reprogram.text.descriptions import TextBank, read_description_file
 from reprogram.text.packaged import PAPER_CAUSES, materialize
@@ -141,8 +149,24 @@ class RunWarnings:
         if message in self.messages:
             return
         self.messages.append(message)
+        self._print(message)
+
+    def attach(self, reporter: Reporter) -> None:
+        """Print from now on through ``reporter``, starting with the messages so far."""
+        self.reporter = reporter
+        for message in self.messages:
+            self._print(message)
+
+    def _print(self, message: str) -> None:
         if self.reporter is not None and not self.reporter.quiet:  # one line, as written
             self.reporter.console.print(f"warning: {message}", soft_wrap=True, markup=False)
+
+    @contextlib.contextmanager
+    def catching(self) -> Iterator[RunWarnings]:
+        """Inside: Python's user warnings (``UserWarning``, ``RuntimeWarning``) are this run's
+        (see :func:`reprogram.errors.routed_warnings`)."""
+        with routed_warnings(self.add):
+            yield self
 
 
 @dataclass
@@ -237,6 +261,38 @@ def build_backbone(config: TrainConfig) -> Backbone:
     )
 
 
+def read_descriptions(
+    config: TrainConfig, recipe: Recipe
+) -> tuple[list[tuple[str, dict[str, list[str]]]], list[str]]:
+    """The method's description files (given, or the dataset's defaults: stored in
+    ``config.data.descriptions``) read: ``[(spec, {class: sentences})]`` and their local paths."""
+    if config.data.descriptions and (config.data.causes or config.data.description_source):
+        raise ReprogramError(
+            "--causes and --description-source pick packaged files: not with --descriptions"
+        )
+    files = config.data.descriptions or default_description_files(
+        recipe, config.data.dataset, config.data.causes, config.data.description_source
+    )
+    config.data.descriptions = [str(f) for f in files]
+    paths = [str(materialize(f)) for f in files]
+    descriptions = [
+        (spec, read_description_file(path))
+        for spec, path in zip(config.data.descriptions, paths, strict=True)
+    ]
+    return descriptions, paths
+
+
+def check_texts(config: TrainConfig, classnames: Sequence[str]) -> None:
+    """Refuse now what building the method's texts for ``classnames`` would refuse later
+    (missing classes, classes without a usable sentence): no backbone needed."""
+    recipe = get_recipe(config.method.name)
+    if not recipe.needs_descriptions:
+        return
+    descriptions, _ = read_descriptions(copy.deepcopy(config), recipe)
+    texts = text_classnames(list(classnames))
+    build_text_bank(recipe, texts, descriptions, config.method.options(), config.seed)
+
+
 def build_model(
     config: TrainConfig,
     backbone: Backbone,
@@ -248,19 +304,7 @@ def build_model(
     descriptions = []
     texts = text_classnames(classnames)  # ImageNet's repeated names share their texts
     if bank is None and recipe.needs_descriptions:
-        if config.data.descriptions and (config.data.causes or config.data.description_source):
-            raise ReprogramError(
-                "--causes and --description-source pick packaged files: not with --descriptions"
-            )
-        files = config.data.descriptions or default_description_files(
-            recipe, config.data.dataset, config.data.causes, config.data.description_source
-        )
-        config.data.descriptions = [str(f) for f in files]
-        paths = [str(materialize(f)) for f in files]
-        descriptions = [
-            (spec, read_description_file(path))
-            for spec, path in zip(config.data.descriptions, paths, strict=True)
-        ]
+        descriptions, paths = read_descriptions(config, recipe)
         if warnings is not None:
             warn_descriptions(warnings, recipe, paths, texts, config.method.m)
     options = config.method.options()
@@ -278,6 +322,22 @@ def build_model(
     return model
 
 
+def unread_settings(config: TrainConfig) -> list[str]:
+    """One line per setting that differs from the method's default although none of its parts
+    reads it (``Part.options``): ``--descriptions`` for vp, ``clusters`` for dvp-cse, …"""
+    from reprogram.engine.config import flat_items
+    from reprogram.model.recipes import list_methods
+
+    recipe = get_recipe(config.method.name)
+    some_read = {key for name in list_methods() for key in get_recipe(name).read_options}
+    defaults = flat_items(TrainConfig().updated(method=recipe.name))
+    return [
+        f"{key}={value!r} is ignored: method '{recipe.name}' ({recipe.describe()}) does not read it"
+        for key, value in flat_items(config).items()
+        if key in some_read - recipe.read_options and value != defaults[key]
+    ]
+
+
 def prepare(config: TrainConfig, warnings: RunWarnings | None = None) -> RunParts:
     """Read the data, load the backbone and build the method's model."""
     config.validate()
@@ -288,6 +348,8 @@ def prepare(config: TrainConfig, warnings: RunWarnings | None = None) -> RunPart
             f"reprogram eval --checkpoint RUN --dataset {name}"
         )
     warnings = warnings if warnings is not None else RunWarnings()
+    for message in unread_settings(config):
+        warnings.add(message)
     splits = load_data(config, warnings)
     backbone = build_backbone(config)
     model = build_model(config, backbone, splits.classnames, warnings=warnings)

@@ -54,7 +54,15 @@ from reprogram.model.methods import Reprogrammer
 from reprogram.model.precision import Precision
 from reprogram.text.packaged import file_record
 
-__all__ = ["TrainData", "cosine_schedule", "epoch_generator", "fit", "fit_seeds", "train_one_epoch"]
+__all__ = [
+    "TrainData",
+    "check_seeds",
+    "cosine_schedule",
+    "epoch_generator",
+    "fit",
+    "fit_seeds",
+    "train_one_epoch",
+]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -150,16 +158,18 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[
     The run folder is locked for the whole run: a second run into it fails at once. With
     ``resume``, the run's identity comes from its checkpoint and only the execution settings
     (``config.runtime``: device, compile, quiet, …) from ``config``.
-    The deterministic-algorithms flags and the global RNGs are left as they were found."""
-    with run_lock(run_dir), preserved_global_state():
-        return _fit(config, Path(run_dir), resume)
+    The deterministic-algorithms flags and the global RNGs are left as they were found. Python
+    warnings (``UserWarning``, ``RuntimeWarning``) raised during the run are the run's own."""
+    warnings = RunWarnings()
+    with run_lock(run_dir), preserved_global_state(), warnings.catching():
+        return _fit(config, Path(run_dir), resume, warnings)
 
 
-def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+def _fit(config: TrainConfig, run_dir: Path, resume: bool, warnings: RunWarnings) -> dict[str, Any]:
     """Build → resume → per epoch: train, maybe evaluate and select, record, checkpoint → finish."""
     notes: list[str] = []  # what loading the checkpoint had to say (a fallback)
     checkpoint = Checkpointer.existing(run_dir, resume, notes)
-    run = _build(config, run_dir, checkpoint, notes)
+    run = _build(config, run_dir, checkpoint, notes, warnings)
     model, config = run.model, run.config
     trainable = model.recipe.trainable and config.optim.epochs > 0
     warmup = (
@@ -192,7 +202,11 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
 
 
 def _build(
-    config: TrainConfig, run_dir: Path, checkpoint: dict[str, Any] | None, notes: list[str]
+    config: TrainConfig,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    notes: list[str],
+    warnings: RunWarnings,
 ) -> Run:
     """Resolve the config, seed, build the run's parts, write config.yaml and decode the
     evaluation images (every test image before training: a bad one fails now)."""
@@ -207,7 +221,7 @@ def _build(
     if config.runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
-    warnings = RunWarnings(reporter)
+    warnings.attach(reporter)
     parts = _parts(config, execution, checkpoint, warnings, run_dir)
     for note in notes:  # after those of the first start
         warnings.add(note)
@@ -391,15 +405,20 @@ def _results(
     }
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """Several seeds run once each: a seed given twice would count one run as two."""
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ReprogramError(f"--seeds: seed {repeated[0]} is given twice (each seed runs once)")
+
+
 def fit_seeds(
     config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False
 ) -> dict[str, Any]:
     """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table."""
     from reprogram.engine.runs import write_summary
 
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ReprogramError(f"--seeds: seed {repeated[0]} is given twice (each seed runs once)")
+    check_seeds(seeds)
     out_dir = Path(out_dir)
     run_dirs = []
     for seed in seeds:

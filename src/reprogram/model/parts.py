@@ -12,7 +12,11 @@ A method (:class:`~reprogram.model.recipes.Recipe`) is one part of each kind:
   linear weights for attribution.
 
 Every part has a ``name`` (stored in nothing: runs store the method name), a short ``label`` for
-listings and reports, and the :class:`~reprogram.model.options.MethodOptions` fields it reads.
+listings and reports, and the config keys it reads (``options``): the
+:class:`~reprogram.model.options.MethodOptions` fields declared, plus those its kind implies (a
+source of description files reads ``descriptions`` and ``description_source``, one per cause also
+``causes``; an estimated aggregation reads ``prm_warmup_epochs``). A setting no part of a run's
+method reads is named in a warning (:func:`reprogram.engine.setup.unread_settings`).
 Parts are compared by identity; comparing one with a string raises, so a leftover
 ``recipe.aggregation == "prm"`` fails loudly instead of being silently false.
 """
@@ -104,6 +108,11 @@ class TextSource(Part):
     as_sets: bool = False
     files_label: str = ""  # what ``exact`` asks for, in an error message
     options: tuple[str, ...] = ("m", "description_sampling")
+
+    def __post_init__(self) -> None:
+        files = ("descriptions", "description_source") if self.needs_descriptions else ()
+        implied = (*files, *(("causes",) if self.per_cause else ()))
+        object.__setattr__(self, "options", tuple(dict.fromkeys((*self.options, *implied))))
 
     @property
     def needs_descriptions(self) -> bool:
@@ -216,6 +225,10 @@ class Aggregation(Part):
     estimates: bool = False
     on_new_classes: str | None = None  # what new classes get (base-to-novel)
     options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        implied = ("prm_warmup_epochs",) if self.estimates else ()
+        object.__setattr__(self, "options", tuple(dict.fromkeys((*self.options, *implied))))
 
     def build(self, bank: TextBank, options: MethodOptions) -> Aggregator:
         return self.factory(bank, options)

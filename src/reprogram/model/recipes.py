@@ -116,7 +116,7 @@ class Recipe:
 
     @property
     def read_options(self) -> set[str]:
-        """The MethodOptions fields its parts read."""
+        """The config keys its parts read (MethodOptions fields and those the parts imply)."""
         return {name for part in self.parts for name in part.options}
 
     def options(self) -> MethodOptions:
@@ -182,7 +182,9 @@ def load_method_plugins() -> list[str]:
                 for recipe in _plugin_recipes(entry.load()):
                     register_method(recipe)
                 _PLUGINS[key] = ""
-            except Exception as err:  # a broken plugin: one line, not the caller's traceback
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # broken (even sys.exit on import): one line, not exit
                 _PLUGINS[key] = (
                     f"entry point '{entry.name} = {entry.value}' ({PLUGIN_GROUP}): "
                     f"{type(err).__name__}: {err}"

@@ -20,7 +20,8 @@ from reprogram.engine.checkpoint import CHECKPOINT, RESULTS, read_results
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import load_run, mean_std
-from reprogram.engine.train import fit
+from reprogram.engine.setup import check_texts
+from reprogram.engine.train import check_seeds, fit
 from reprogram.errors import ReprogramError
 from reprogram.protocols.transfer import evaluate_samples, transfer_model
 from reprogram.storage.files import atomic_write_json, atomic_write_text
@@ -39,7 +40,18 @@ def _train_base(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any]:
         if load_run_config(out).data.subsample_classes != "base":
             raise ReprogramError(f"{out} holds a finished run that is not a base-class run")
         return results
+    _check_novel_texts(config)
     return fit(config, out, resume=resume and (out / CHECKPOINT).is_file())
+
+
+def _check_novel_texts(config: TrainConfig) -> None:
+    """The novel classes are scored with their own descriptions: missing ones are refused
+    before the base run trains, not after."""
+    full = load_dataset(config.data.dataset, config.data.root, config.data.split_seed)
+    try:
+        check_texts(config, subsample_classes(full, "novel").classnames)
+    except ReprogramError as err:
+        raise ReprogramError(f"novel classes: {err} (checked before training)") from None
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -98,6 +110,7 @@ def run_base_to_novel_seeds(
     config: TrainConfig, seeds: list[int], out: str | Path, resume: bool = False
 ) -> dict[str, Any]:
     """One base-to-novel run per seed into ``out/seed-N``; mean ± std over seeds in ``out``."""
+    check_seeds(seeds)
     out = Path(out)
     results = [
         run_base_to_novel(config.updated(seed=seed), out / f"seed-{seed}", resume) for seed in seeds

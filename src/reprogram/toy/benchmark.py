@@ -21,7 +21,7 @@ import yaml
 from reprogram.engine.config import TrainConfig, flat_items, load_config
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import comparison_table, format_cell, row_name
-from reprogram.engine.train import fit
+from reprogram.engine.train import check_seeds, fit
 from reprogram.errors import ReprogramError
 from reprogram.storage.files import atomic_write_json, atomic_write_text
 
@@ -123,6 +123,7 @@ def run_benchmark(
     """Train every method on every task for every seed and write the table."""
     from reprogram.toy.tasks import task_names
 
+    check_seeds(settings.seeds)
     out = Path(out)
     reporter = Reporter(quiet)
     tasks = settings.tasks or [t for t in task_names() if t != "heldout"]

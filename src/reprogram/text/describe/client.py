@@ -7,10 +7,12 @@ as the ``openai`` package reads them.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -118,6 +120,64 @@ def _error_message(body: bytes) -> str:
     return text[:300]
 
 
+class _Deadline:
+    """Shuts the sockets of one request at its deadline, so that no wait (for the status line,
+    the headers or the body, however slowly a server drips them) outlives it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # already closed
+            sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener whose HTTP(S) connections this deadline watches."""
+        deadline = self
+
+        def watched(kind: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+            class Watched(kind):  # type: ignore[valid-type, misc]
+                def connect(self) -> None:
+                    super().connect()
+                    deadline.watch(self.sock)
+
+            return Watched
+
+        class HTTP(urllib.request.HTTPHandler):
+            def do_open(self, http_class, req, **kw):  # type: ignore[no-untyped-def]
+                return super().do_open(watched(http_class), req, **kw)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def do_open(self, http_class, req, **kw):  # type: ignore[no-untyped-def]
+                return super().do_open(watched(http_class), req, **kw)
+
+        return urllib.request.build_opener(HTTP, HTTPS)
+
+
 def parse_completion(data: Any) -> Completion:
     """Read choices and usage from a chat-completions answer; raise ``ValueError`` if malformed."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
@@ -145,7 +205,8 @@ class ChatClient:
     raises :class:`AuthenticationError` at once; any other 4xx raises :class:`EndpointError`.
     Also at once: a ``Retry-After`` longer than ``max_backoff``, and a refused connection before
     the server ever answered (nothing listens there). ``timeout`` bounds each wait for data,
-    ``deadline`` the whole request. ``on_retry`` gets one line per retry.
+    ``deadline`` each whole request (connection, status line, headers and body: at the deadline
+    the connection is shut, however slowly the server drips). ``on_retry`` gets one line per retry.
     ``usage`` counts requests, retries and tokens, and is safe to share between threads.
     """
 
@@ -251,13 +312,20 @@ class ChatClient:
         with self._lock:
             self.usage.requests += 1
         wait = min(self.timeout, self.deadline)
+        late = _Transient(f"no complete answer within the {self.deadline:g} s deadline")
         try:
-            with urllib.request.urlopen(request, timeout=wait) as response:
-                self._answered = True
-                raw = self._read_before_deadline(response, time.monotonic() + self.deadline)
-        except urllib.error.HTTPError as err:
-            self._answered = True
-            raise self._http_error(err) from None
+            with _Deadline(self.deadline) as deadline:
+                try:
+                    with deadline.opener().open(request, timeout=wait) as response:
+                        self._answered = True
+                        raw = self._read_body(response, deadline)
+                except urllib.error.HTTPError as err:
+                    self._answered = True
+                    raise self._http_error(err) from None
+                except (http.client.HTTPException, OSError):
+                    if deadline.expired:  # the deadline shut the connection
+                        raise late from None
+                    raise
         except TimeoutError:
             raise _Transient(f"no answer within {wait:g} s") from None
         except urllib.error.URLError as err:
@@ -276,16 +344,15 @@ class ChatClient:
         except ValueError as err:
             raise _Transient(f"malformed answer ({err}): {raw[:120]!r}") from None
 
-    def _read_before_deadline(self, response: Any, deadline: float) -> bytes:
-        """The answer's body, read as it arrives; a server too slow overall is a time-out."""
+    def _read_body(self, response: Any, deadline: _Deadline) -> bytes:
+        """The answer's body, read as it arrives; at the deadline (the connection shut: the
+        body ends early) a server too slow overall is a time-out."""
         chunks = []
-        while True:
-            chunk = response.read1(65536)
-            if not chunk:
-                return b"".join(chunks)
+        while chunk := response.read1(65536):
             chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise _Transient(f"no complete answer within the {self.deadline:g} s deadline")
+        if deadline.expired:
+            raise _Transient(f"no complete answer within the {self.deadline:g} s deadline")
+        return b"".join(chunks)
 
     def _http_error(self, err: urllib.error.HTTPError) -> Exception:
         try:
