@@ -70,7 +70,10 @@ def _descriptions(recipe) -> list[tuple[str, dict[str, list[str]]]]:
     """In-memory description files for a recipe's text source (3 causes for per-cause ones)."""
     stems = [f"cse_{n}" for n in (1, 2, 3)] if recipe.texts.per_cause else recipe.texts.kinds
     return [
-        (f"{stem}.json", {c: [f"{stem} sentence {j} about the {c}." for j in range(6)] for c in CLASSES})
+        (
+            f"{stem}.json",
+            {c: [f"{stem} sentence {j} about the {c}." for j in range(6)] for c in CLASSES},
+        )
         for stem in stems
     ]
 
