@@ -58,7 +58,9 @@ class ExportedModel(nn.Module):
         self.manifest = manifest or {}
 
     @classmethod
-    def from_reprogrammer(cls, model, classnames: Sequence[str] | None = None) -> ExportedModel:
+    def from_reprogrammer(
+        cls, model, classnames: Sequence[str] | None = None, precision: str = "auto"
+    ) -> ExportedModel:
         """``model``'s head folded, sharing its backbone and prompts (no copy)."""
         names = (
             classnames
@@ -71,6 +73,7 @@ class ExportedModel(nn.Module):
             fold_reprogrammer(model),
             names,
             model.bank.group_names,
+            precision,
             manifest={"method": model.recipe.name},
         )
 
