@@ -4,12 +4,14 @@ For each method named in the bench's ``eval_methods`` (e.g. ``dvp-cse,ar``): its
 on the bench's dataset with random prompts and aggregation weights, the test split is decoded
 once, then the images/s of the engine's evaluation (prompts → encoder → description scores →
 aggregation) and of the folded model (:class:`~reprogram.export.ExportedModel`: prompts →
-encoder → one D×C matrix per prompt) are timed after a warm-up pass each. A method with v prompts
-runs the encoder v times per image either way; the fold removes the scoring of C·M texts.
+encoder → one D×C matrix per prompt) are timed: the median of 3 passes after a warm-up pass each.
+A method with v prompts runs the encoder v times per image either way; the fold removes the
+scoring of C·M texts.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,14 +32,19 @@ def parse_methods(text: str) -> list[str]:
     return names
 
 
-def _timed(run: Callable[[], object], count: int, device: torch.device) -> dict:
+def _timed(run: Callable[[], object], count: int, device: torch.device, repeats: int = 3) -> dict:
+    """Images/s of ``run`` (``count`` images per call): the median of ``repeats`` timed calls
+    after an untimed warm-up (a loaded machine disturbs single passes)."""
     run()  # warm-up
-    measure.synchronize(device)
-    started = time.perf_counter()
-    run()
-    measure.synchronize(device)
-    seconds = time.perf_counter() - started
-    return {"images_per_s": count / max(seconds, 1e-9), "seconds": seconds}
+    times = []
+    for _ in range(repeats):
+        measure.synchronize(device)
+        started = time.perf_counter()
+        run()
+        measure.synchronize(device)
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    return {"images_per_s": count / max(seconds, 1e-9), "seconds": seconds, "repeats": repeats}
 
 
 def method_throughput(model, images, batch_size: int, precision: str, seed: int) -> dict:
