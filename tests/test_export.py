@@ -68,6 +68,9 @@ def test_exported_model_predicts_as_its_run(method, runs, dataset, tmp_path, mon
     assert torch.equal(logits.argmax(1), expected.argmax(1))
     torch.testing.assert_close(model.logits(paths), logits, rtol=0, atol=1e-5 * scale)
     predictions = model.predict(paths, top_k=2)
+    [single] = model.predict(paths[0], top_k=2)  # one path: one image
+    assert single.top[0][0] == predictions[0].top[0][0]
+    assert single.top[0][1] == pytest.approx(predictions[0].top[0][1], abs=1e-5)
     assert len(predictions) == len(expected_predictions) == len(paths)
     for ours, theirs in zip(predictions, expected_predictions, strict=True):
         assert ours.path == theirs.path
@@ -125,6 +128,10 @@ def test_bad_export_folders_are_one_line_naming_the_file(runs, dataset, tmp_path
     del manifest["prompts"]["frame"]
     manifest_path.write_text(json.dumps(manifest))
     assert f"{manifest_path}: 'prompts.frame' is missing" in predict_error()
+    manifest = json.loads(good_manifest)
+    manifest["prompts"]["kind"] = "spiral"
+    manifest_path.write_text(json.dumps(manifest))
+    assert f"{manifest_path}: unknown prompt kind 'spiral'" in predict_error()
     manifest = json.loads(good_manifest)
     manifest["backbone"]["fingerprint"] = "0000"
     manifest_path.write_text(json.dumps(manifest))

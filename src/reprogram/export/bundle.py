@@ -25,6 +25,7 @@ import torch
 from reprogram.errors import ReprogramError
 from reprogram.model.fold import fold_reprogrammer
 from reprogram.model.methods import Reprogrammer
+from reprogram.model.prompts import PROMPT_KINDS
 from reprogram.storage.files import atomic_write, atomic_write_json, ensure_dir, read_json
 
 FORMAT = "reprogram-export/1"
@@ -158,6 +159,11 @@ def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
             if not isinstance(value, kind) or isinstance(value, bool):
                 name = f"{section}.{key}" if section else key
                 raise ReprogramError(f"{path}: '{name}' is missing or not a {kind.__name__}")
+    if manifest["prompts"]["kind"] not in PROMPT_KINDS:
+        raise ReprogramError(
+            f"{path}: unknown prompt kind '{manifest['prompts']['kind']}' "
+            f"(this version knows {', '.join(PROMPT_KINDS)})"
+        )
     if manifest["preprocessing"]["resize"] != RESIZE_RULE:
         raise ReprogramError(
             f"{path}: unknown resize rule '{manifest['preprocessing']['resize']}' "

@@ -128,6 +128,7 @@ class ExportedModel(nn.Module):
         self, images: Sequence[ImageLike] | torch.Tensor, batch_size: int = 64
     ) -> torch.Tensor:
         """Logits N×C (fp32) of image files, PIL images or a pixel tensor (see :meth:`pixels`)."""
+        images = _as_batch(images)
         outputs = []
         for start in range(0, len(images), batch_size):
             outputs.append(self(self.pixels(images[start : start + batch_size])))
@@ -139,6 +140,7 @@ class ExportedModel(nn.Module):
     ) -> list[Prediction]:
         """Top-k classes with probabilities; for several prompts, the prompt that contributed
         most to the top class and every prompt's share of its logit."""
+        images = _as_batch(images)
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -167,6 +169,11 @@ class ExportedModel(nn.Module):
                     }
                 predictions.append(prediction)
         return predictions
+
+
+def _as_batch(images):
+    """One image (a path or a PIL image) as a list of one; anything else as it is."""
+    return [images] if isinstance(images, (str, Path, Image.Image)) else images
 
 
 def load_exported(
@@ -206,14 +213,17 @@ def load_exported(
         )
     shown = manifest["prompts"]
     processing = manifest["preprocessing"]
-    prompts = PromptBank(
-        shown["kind"],
-        shown["count"],
-        shown["input_size"],
-        processing["mean"],
-        processing["std"],
-        shown["frame"] if shown["kind"] != "none" else None,
-    )
+    try:
+        prompts = PromptBank(
+            shown["kind"],
+            shown["count"],
+            shown["input_size"],
+            processing["mean"],
+            processing["std"],
+            shown["frame"] if shown["kind"] != "none" else None,
+        )
+    except (ValueError, ReprogramError) as err:  # a kind or frame this version cannot build
+        raise ReprogramError(f"{path}: {err}") from err
     if prompts.input_size != backbone.input_size or prompts.image_size != processing["image_size"]:
         raise ReprogramError(
             f"{path}: prompts for {shown['input_size']}-px input, the backbone takes "
