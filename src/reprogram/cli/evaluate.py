@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 # export's options, in --help order: each a parameter of reprogram.export.export_run
 EXPORT_HELP = {
-    "device": "where the run is loaded to fold its head",
+    "device": "where the run is loaded to fold its head (auto, cpu, cuda, cuda:1)",
     "weights": "the run's weights file, if it moved (the export records it)",
 }
 

@@ -102,7 +102,7 @@ def write_export(out: str | Path, manifest: dict[str, Any], tensors: dict[str, t
 
 
 def export_run(
-    run_dir: str | Path, out: str | Path, *, device: str = "cpu", weights: str | None = None
+    run_dir: str | Path, out: str | Path, *, device: str = "auto", weights: str | None = None
 ) -> Path:
     """Fold a finished run's head and write it to ``out`` (see the module docstring); returns
     the manifest's path. ``weights`` points a moved run at its backbone weights (recorded as the

@@ -69,5 +69,9 @@ def fold_reprogrammer(model) -> torch.Tensor:
             f"{model.aggregator.not_foldable_reason}"
         )
     return fold_head(
-        model.text_features, model.groups, linear_map, model.logit_scale, model.prompts.count
+        model.text_features,
+        model.groups,
+        linear_map.detach(),  # a trained head's map: its values, not its graph
+        model.logit_scale,
+        model.prompts.count,
     )
