@@ -59,6 +59,7 @@ FLOW = [
     "text",
     "model",
     "engine",
+    "export",
     "protocols",
     "report",
     "speed",

@@ -252,3 +252,22 @@ def test_gpu_check_dry_run_writes_one_record(tmp_path, capsys):
         "end_to_end", "speedup", "mfu", "eval_vs_forward", "vitl336_memory"
     }  # fmt: skip
     assert (tmp_path / "out" / "gpu-check.md").read_text().startswith("### CPU dry run")
+
+
+def test_evaluation_throughput_by_method_model_and_folded(dataset, tmp_path):
+    from reprogram.speed.inference import eval_throughput_phase
+    from reprogram.speed.report import format_rows
+
+    options = dataclasses.replace(TINY, eval_methods="dvp-cse,attrvr").validate()
+    rows = eval_throughput_phase(
+        ["dvp-cse", "attrvr"], options, f"folder:{dataset}", tmp_path, torch.device("cpu")
+    )
+    dvp, attrvr = rows
+    assert (dvp["method"], dvp["prompts"], attrvr["prompts"]) == ("dvp-cse", 3, 1)
+    assert dvp["images"] == 12 and dvp["model"]["images_per_s"] > 0
+    assert dvp["folded"]["images_per_s"] > 0 and dvp["folded_relative_diff"] < 1e-5
+    assert attrvr["folded"] is None and "top-k" in attrvr["not_foldable"]
+    table = "\n".join(format_rows(rows))
+    assert "dvp-cse" in table and "not foldable" in table
+    with pytest.raises(ReprogramError, match="no-such-method"):
+        dataclasses.replace(TINY, eval_methods="dvp-cse, no-such-method").validate()

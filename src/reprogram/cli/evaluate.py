@@ -1,4 +1,4 @@
-"""``reprogram eval``, ``predict`` and ``compare``: use and compare finished runs."""
+"""``reprogram eval``, ``predict``, ``compare`` and ``export``: use and compare finished runs."""
 
 from __future__ import annotations
 
@@ -8,19 +8,38 @@ from typing import Annotated, Any
 
 import typer
 
-from reprogram.cli.options import DeviceOpt, config_of, overrides, warn_ignored, with_options
+from reprogram.cli.options import (
+    DeviceOpt,
+    arguments_for,
+    config_of,
+    options_of,
+    overrides,
+    warn_ignored,
+    with_options,
+)
 from reprogram.errors import ReprogramError
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``eval``, ``predict`` and ``compare`` to ``app``."""
+    """Add ``eval``, ``predict``, ``compare`` and ``export`` to ``app``."""
     from reprogram.cli.train import train_options
+    from reprogram.export import export_run
 
     # without --checkpoint, eval builds a zero-shot model from train's options
     shared = train_options(only=CONFIG_OPTIONS.split())
     app.command("eval")(with_options(eval_command, shared, first=False))
     app.command("predict")(predict)
     app.command("compare")(compare)
+    app.command("export")(
+        with_options(export_command, options_of(EXPORT_HELP, {"": export_run}), first=False)
+    )
+
+
+# export's options, in --help order: each a parameter of reprogram.export.export_run
+EXPORT_HELP = {
+    "device": "where the run is loaded to fold its head (auto, cpu, cuda, cuda:1)",
+    "weights": "the run's weights file, if it moved (the export records it)",
+}
 
 
 # train's options that eval takes too (the data, the backbone, the runtime)
@@ -114,23 +133,35 @@ def _transfer(values: dict) -> bool:
 
 def predict(
     images: Annotated[list[Path], typer.Argument(help="image files")],
-    checkpoint: Annotated[Path, typer.Option(help="a run folder")],
+    checkpoint: Annotated[Path | None, typer.Option(help="a run folder")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="an exported model folder (reprogram export)")
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k")] = 5,
     device: DeviceOpt = None,
     weights: Annotated[
-        str | None, typer.Option("--weights", help="the run's weights file, if it moved")
+        str | None, typer.Option("--weights", help="the backbone's weights file, if it moved")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Top-k classes for images; for description methods, the prompt and description behind it."""
-    from reprogram.engine.runs import load_run, predict_images
-
+    """Top-k classes for images, from a run (--checkpoint) or an exported model (--model); for
+    several prompts the prompt behind the top class, for a run's descriptions the description."""
     if top_k < 1:
         raise ReprogramError(f"--top-k must be at least 1, got {top_k}")
-    run = load_run(checkpoint, device=device, weights=weights)
-    predictions = predict_images(
-        run.model, run.classnames, [str(p) for p in images], top_k, run.config.backbone.precision
-    )
+    if (checkpoint is None) == (model is None):
+        raise ReprogramError("predict needs one of --checkpoint RUN or --model DIR")
+    if model is not None:
+        from reprogram.export import load_exported
+
+        exported = load_exported(model, device=device or "auto", weights=weights)
+        predictions = exported.predict([str(p) for p in images], top_k)
+    else:
+        from reprogram.engine.runs import load_run, predict_images
+
+        run = load_run(checkpoint, device=device, weights=weights)
+        paths = [str(p) for p in images]
+        precision = run.config.backbone.precision
+        predictions = predict_images(run.model, run.classnames, paths, top_k, precision)
     if as_json:
         typer.echo(json.dumps([p.__dict__ for p in predictions], indent=2))
         return
@@ -143,6 +174,21 @@ def predict(
             typer.echo(f"  top prompt: {prediction.prompt} ({shares})")
         if prediction.description:
             typer.echo(f"  top description: {prediction.description}")
+
+
+def export_command(
+    run: Annotated[Path, typer.Argument(help="a run folder (from 'reprogram train')")],
+    out: Annotated[
+        Path, typer.Option("--out", help="folder for manifest.json and model.safetensors")
+    ],
+    **values: Any,
+) -> None:
+    """Fold a run's head into one linear layer per prompt and write what inference needs
+    (prompts, head, class names, backbone, preprocessing); use it with predict --model."""
+    from reprogram.export import export_run
+
+    path = export_run(run, out, **arguments_for(export_run, values))
+    typer.echo(f"exported {run} to {path.parent} ({path.name}, model.safetensors)")
 
 
 def compare(

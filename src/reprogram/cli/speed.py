@@ -32,6 +32,8 @@ BENCH_HELP = {
     "grad_checkpointing": "ours: checkpoint the encoder",
     "data": "a class-per-folder dataset instead of synthetic JPEGs",
     "skip_reference": "no end-to-end run of the reference loop",
+    "eval_methods": "methods whose evaluation images/s are timed side by side, model and "
+    "folded export (comma-separated, e.g. rvp,dvp-cse)",
 }
 
 

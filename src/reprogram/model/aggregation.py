@@ -3,6 +3,9 @@
 Every aggregator maps scores B×C×M to logits B×C. ``observe``/``update`` let an aggregator learn
 from training passes (only the PRM does). ``description_weights`` gives the weight each score has
 in its logit (the aggregations are linear once a top-k choice is made; see model/attribution.py).
+``linear_map`` gives the (C·M)×C matrix of an aggregation that is linear in z whatever the input
+(mean, PRM), so that the head folds into one D×C matrix per prompt (see model/fold.py); it is
+None where it is not (top-k means), and ``not_foldable_reason`` says why.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ from reprogram.model.prm import PRM
 
 
 class Aggregator(nn.Module):
+    # why ``linear_map`` is None (an aggregation that gives a map leaves it unread)
+    not_foldable_reason: str = "its aggregation gives no linear map of the description scores"
+
+    def linear_map(self) -> torch.Tensor | None:
+        """The (C·M)×C fp32 matrix A with ``self(z) == z.reshape(B, C * M) @ A`` for every z
+        (B×C×M), or None where the aggregation is not linear in z (see ``not_foldable_reason``)."""
+        return None
+
     def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         """Called with each training batch's scores (no-op by default)."""
 
@@ -40,8 +51,27 @@ def gradient_weights(aggregator: nn.Module, scores: torch.Tensor) -> torch.Tenso
     return grad.detach()
 
 
+def block_diagonal(weights: torch.Tensor) -> torch.Tensor:
+    """C×M weights -> the (C·M)×C map of ``logit[c] = sum_j weights[c, j] * z[c, j]``."""
+    classes, per_class = weights.shape
+    eye = torch.eye(classes, dtype=torch.float32, device=weights.device)
+    return (weights.float().unsqueeze(-1) * eye.unsqueeze(1)).reshape(classes * per_class, classes)
+
+
 class Mean(Aggregator):
-    """The plain average of a class's scores (identity when M = 1)."""
+    """The plain average of a class's scores (identity when M = 1).
+
+    ``num_classes`` and ``per_class`` (the bank's C×M) are only needed by ``linear_map``."""
+
+    def __init__(self, num_classes: int | None = None, per_class: int | None = None) -> None:
+        super().__init__()
+        self.shape = (num_classes, per_class)
+
+    def linear_map(self) -> torch.Tensor:
+        classes, per_class = self.shape
+        if classes is None or per_class is None:
+            raise ValueError("Mean() was built without the bank's shape (num_classes, per_class)")
+        return block_diagonal(torch.full((classes, per_class), 1.0 / per_class))
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.mean(dim=-1)
@@ -52,6 +82,11 @@ class Mean(Aggregator):
 
 class MeanTopK(Aggregator):
     """AttrVR: per text set, the mean of the top-k scores; sets mixed by alpha, 1 - alpha."""
+
+    not_foldable_reason = (
+        "its top-k means pick each image's own k highest description scores, so the weights "
+        "of the scores depend on the input"
+    )
 
     def __init__(self, sets: torch.Tensor, top_k: int = 3, alpha: float = 0.5) -> None:
         super().__init__()
@@ -106,6 +141,10 @@ class ReweightingMatrix(Aggregator):
 
     def description_weights(self, scores: torch.Tensor) -> torch.Tensor:
         return self.prm.weights.to(scores.device, torch.float32).expand_as(scores)
+
+    def linear_map(self) -> torch.Tensor:
+        """Block-diagonal: ``logit[c] = sum_j omega[c, j] * z[c, j]`` (the PRM's forward)."""
+        return block_diagonal(self.prm.weights.detach())
 
     def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         self.prm.observe(scores, labels)

@@ -267,7 +267,7 @@ KMEANS = Grouping(
 MEAN = Aggregation(
     "mean",
     "mean",
-    lambda bank, options: Mean(),
+    lambda bank, options: Mean(bank.num_classes, bank.per_class),
     logit_rule="the mean of its description scores",
 )
 MEAN_TOP_K = Aggregation(

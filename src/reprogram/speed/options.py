@@ -103,6 +103,9 @@ class BenchOptions(SyntheticRunOptions):
     grad_checkpointing: bool = False
     skip_reference: bool = False
     data: str | None = None  # a class-per-folder dataset instead of synthetic JPEGs
+    # methods whose evaluation images/s are measured side by side, model and folded export
+    # (comma-separated, e.g. "rvp,dvp-cse"; "": none)
+    eval_methods: str = ""
 
     POSITIVE: ClassVar[tuple[str, ...]] = (*SyntheticRunOptions.POSITIVE, "epochs", "steps")
 
@@ -126,15 +129,14 @@ class BenchOptions(SyntheticRunOptions):
             raise ReprogramError(
                 f"bench: method '{self.method}' trains nothing; pick a prompt method"
             )
+        from reprogram.speed.inference import parse_methods
+
+        parse_methods(self.eval_methods)
         return self
 
 
 def prepare_data(options: BenchOptions, tmp: Path) -> tuple[str, list[str], dict]:
     """(dataset spec, description files or [] for the defaults, dataset summary)."""
-    from reprogram.engine.setup import default_description_files
-    from reprogram.model.methods import get_recipe
-    from reprogram.text.packaged import PAPER_CAUSES
-
     if options.data is None:
         spec = options.spec(val_per_class=min(options.train_per_class, 4))
         started = time.perf_counter()
@@ -147,18 +149,30 @@ def prepare_data(options: BenchOptions, tmp: Path) -> tuple[str, list[str], dict
     dataset = (
         options.data if options.data.startswith(("folder:", "csv:")) else f"folder:{options.data}"
     )
-    recipe = get_recipe(options.method)
+    files = method_descriptions(options.method, dataset, tmp / "descriptions", options)
+    return dataset, files, {"source": dataset}
+
+
+def method_descriptions(
+    method: str, dataset: str, folder: Path, options: SyntheticRunOptions
+) -> list[str]:
+    """[] where ``method`` finds its description files beside ``dataset`` (or needs none), else
+    synthetic ones written to ``folder`` (speed only)."""
+    from reprogram.engine.setup import default_description_files
+    from reprogram.model.methods import get_recipe
+    from reprogram.text.packaged import PAPER_CAUSES
+
+    recipe = get_recipe(method)
     try:
-        files: list[str] = []
         default_description_files(recipe, dataset)
+        return []
     except ReprogramError:  # no descriptions beside the images: synthetic ones (speed only)
         from reprogram.data import load_dataset
 
         names = load_dataset(dataset, None).classnames
-        written = description_files(names, tmp / "descriptions", 25, options.seed)
+        written = description_files(names, folder, 25, options.seed)
         stems = recipe.texts.file_stems(PAPER_CAUSES)  # the first name of each file
-        files = [str(written[alternatives[0]]) for alternatives in stems]
-    return dataset, files, {"source": dataset}
+        return [str(written[alternatives[0]]) for alternatives in stems]
 
 
 def train_config(options: BenchOptions, dataset: str, descriptions: list[str]):

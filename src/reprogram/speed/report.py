@@ -156,9 +156,35 @@ def format_table(result: dict) -> str:
     lines.append(
         "backbone parameters with gradients: " + (", ".join(grads[:5]) if grads else "none")
     )
+    lines += format_rows(result.get("eval_by_method", []))
     load = result.get("load_average_1min")
     if load:
         lines.append(
             f"load average (1 min) at start / end: {load['start']:.1f} / {load['end']:.1f}"
         )
     return "\n".join(lines)
+
+
+def format_rows(rows: list[dict]) -> list[str]:
+    """The table's lines: per method, prompts and evaluation images/s, model and folded."""
+    if not rows:
+        return []
+    width = max(len(r["method"]) for r in rows) + 2
+    lines = [
+        "",
+        "evaluation images/s by method (test split)",
+        f"{'':{width}}{'prompts':>8}{'model':>12}{'folded':>12}  folded logits",
+    ]
+    for row in rows:
+        folded = row["folded"]
+        note = (
+            f"within {row['folded_relative_diff']:.0e} (relative)"
+            if folded
+            else "not foldable: " + row["not_foldable"].split(": ", 1)[-1].split(", so")[0]
+        )
+        lines.append(
+            f"{row['method']:{width}}{row['prompts']:>8}"
+            f"{fmt(row['model']['images_per_s'], 'rate'):>12}"
+            f"{fmt(folded['images_per_s'] if folded else None, 'rate'):>12}  {note}"
+        )
+    return lines

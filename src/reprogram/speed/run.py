@@ -9,7 +9,9 @@ Phases (all on the same device, random backbone weights, a fresh cache folder):
    reference model built from it must agree; FLOPs of one training step of each
    (``FlopCounterMode``); training-step throughput of each on in-memory tensors (ours through
    the engine's own ``train_one_epoch``, without augmentation); our evaluation throughput.
-3. **reference, end to end**: the official-structure loop (:mod:`reprogram.speed.reference`)
+3. **evaluation by method** (``eval_methods``, optional): images/s of each named method's
+   model and of its folded export, side by side (:mod:`reprogram.speed.inference`);
+4. **reference, end to end**: the official-structure loop (:mod:`reprogram.speed.reference`)
    for ``reference_epochs`` epochs, then projected to ``epochs`` (set-up + PRM epoch + the mean
    training epoch for the remaining ones), since the full reference run takes an hour on an H100.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from reprogram.speed import measure, phases
+from reprogram.speed.inference import eval_throughput_phase, parse_methods
 from reprogram.speed.options import BenchOptions, prepare_data, train_config
 from reprogram.speed.reference import reference_dtype
 from reprogram.speed.report import derive, format_table
@@ -95,6 +98,11 @@ def run_bench(
                     options, config, splits, device, ours_dtype, ref_dtype, prepare
                 )
             )
+            methods = parse_methods(options.eval_methods)
+            if methods:
+                result["eval_by_method"] = eval_throughput_phase(
+                    methods, options, dataset, tmp, device, say
+                )
             if not options.skip_reference:
                 say(
                     f"reference: {min(options.reference_epochs, options.epochs)} epochs, "
