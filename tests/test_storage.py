@@ -157,6 +157,26 @@ def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(dataset, tmp_pat
     assert "checkpoint.pt" in note and "(epoch 3)" in note
 
 
+@pytest.mark.parametrize("damage", [b"", b"garbage"])
+def test_a_damaged_checkpoint_never_replaces_the_good_previous_one(
+    finished_run, dataset, tmp_path, damage
+):
+    run = _copy(finished_run, tmp_path)
+    (run / "results.json").unlink()
+    (run / "checkpoint.pt").write_bytes(damage)  # the previous one: epoch 2, unfinished
+    fit(quick_config(dataset, "vp", epochs=2), run, resume=True)
+    kept = torch.load(run / "checkpoint.prev.pt", weights_only=True)
+    assert kept["epoch"] == 2 and kept["finished"] is False
+    # both damaged: the message names both files, on one line
+    (run / "checkpoint.pt").write_bytes(damage)
+    (run / "checkpoint.prev.pt").write_bytes(b"")
+    with pytest.raises(ReprogramError) as caught:
+        ckpt.load_checkpoint(run)
+    message = str(caught.value)
+    assert f"{run / 'checkpoint.pt'}: damaged" in message and "\n" not in message
+    assert f"{run / 'checkpoint.prev.pt'}: damaged" in message and "cannot be resumed" in message
+
+
 def test_an_older_checkpoint_format_loads_or_says_so(finished_run, tmp_path):
     data = torch.load(finished_run / "checkpoint.pt", weights_only=True)
     old = dict(data, format="reprogram-run/1", rng=dict(data["rng"], numpy=np.random.get_state()))
