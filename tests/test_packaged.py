@@ -230,6 +230,37 @@ def test_train_dvp_cse_on_dtd_with_packaged_descriptions(tmp_path):
     assert len(bank["texts"]) == 47 and len(bank["texts"][0]) == 9
 
 
+def test_a_resumed_run_records_packaged_files_as_an_uninterrupted_one(tmp_path):
+    data = make_dtd(tmp_path / "data")
+    out = tmp_path / "b2n"
+    args = ["base2novel", "--method", "dvp-cse", "--dataset", "dtd", "--root", str(data)]
+    args += ["--backbone", "random:tiny", "--out", str(out), "--quiet", "--epochs", "2"]
+    args += ["--shots", "2", "--set", "m=3", "--set", "allow_small_classes=true"]
+    assert cli(*args) == 0
+    straight = json.loads((out / "results.json").read_text())["descriptions"]
+    names = [f"packaged:causes/dtd_cse_{n}.json" for n in (1, 2, 3)]
+    assert [d["name"] for d in straight] == names and all(d["sha256"] for d in straight)
+    (out / "results.json").unlink()  # as if killed after the last checkpoint
+    (out / "base2novel.json").unlink()
+    assert cli(*args, "--resume") == 0
+    assert json.loads((out / "results.json").read_text())["descriptions"] == straight
+    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["config"]["data"]["descriptions"] == names
+    assert json.loads((out / "base2novel.json").read_text())["novel_classes"] == 23
+
+
+def test_packaged_names_stored_as_paths_by_earlier_resumes_are_read_as_names():
+    from reprogram.engine.config import TrainConfig
+    from reprogram.engine.paths import absolute_paths
+
+    config = TrainConfig()
+    config.data.descriptions = ["/home/u/packaged:causes/dtd_cse_1.json", "packaged:x.json"]
+    assert absolute_paths(config).data.descriptions == [
+        "packaged:causes/dtd_cse_1.json",
+        "packaged:x.json",
+    ]
+
+
 # -- the small things ---------------------------------------------------------------------------
 def test_toy_backbone_needs_no_weights():
     from reprogram.backbones import load_backbone
