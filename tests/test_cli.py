@@ -75,6 +75,36 @@ def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
     assert abs(sum(abs(v) for v in prediction["prompt_shares"].values()) - 1) < 1e-4
 
 
+def test_predict_refuses_a_run_whose_prompts_diverged(tmp_path, dataset, capsys):
+    run = tmp_path / "run"
+    # one step per epoch at a huge lr: epoch 1 is finite and saved, epoch 2 is not (stopped)
+    options = ["--shots", "4", "--epochs", "3", "--batch-size", "16", "--lr", "1e30"]
+    code, err = run_cli(capsys, *tiny_train(dataset, run, "vp", *options))
+    assert code == 2 and "epoch 2: the training loss is nan" in err
+    image = next((dataset / "test" / "red disc").glob("*.png"))
+    for extra in ([], ["--json"]):
+        capsys.readouterr()
+        assert cli("predict", "--checkpoint", str(run), str(image), *extra) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        [line] = captured.err.strip().splitlines()
+        assert line.startswith(f"error: {run}: the run's prompts give non-finite class scores")
+
+
+def test_targets_naming_no_dataset_is_one_line(tmp_path, capsys):
+    for targets in (",", " , ", ""):
+        code, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path), "--targets", targets)
+        assert code == 2 and "Traceback" not in err
+        assert err.strip().splitlines() == [
+            f"error: --targets {targets!r} names no dataset: give them as a,b,c"
+        ]
+    from reprogram.errors import ReprogramError
+    from reprogram.protocols.transfer import evaluate_transfer
+
+    with pytest.raises(ReprogramError, match="no target dataset given"):
+        evaluate_transfer(tmp_path, [None])
+
+
 def test_multi_seed_and_compare(tmp_path, dataset, capsys):
     out = tmp_path / "multi"
     options = ["--shots", "2", "--epochs", "1", "--seeds", "1", "2"]

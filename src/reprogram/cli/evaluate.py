@@ -58,7 +58,7 @@ def eval_command(
     from reprogram.engine.config import apply_overrides
     from reprogram.engine.runs import evaluate_split, load_run, zero_shot_model
 
-    if checkpoint is not None and (targets or values["dataset"]) and _transfer(values):
+    if checkpoint is not None and (targets is not None or values["dataset"]) and _transfer(values):
         return
     if checkpoint is not None:
         identity = {k: values[k] for k in ("method", "backbone", "descriptions", "shots", "seed")}
@@ -86,7 +86,10 @@ def _transfer(values: dict) -> bool:
     from reprogram.protocols import transfer
 
     checkpoint, targets, dataset = values["checkpoint"], values["targets"], values["dataset"]
-    names = [t.strip() for t in (targets or "").split(",") if t.strip()] or [dataset]
+    names = [t.strip() for t in (targets or "").split(",") if t.strip()]
+    if targets is not None and not names:
+        raise ReprogramError(f"--targets {targets!r} names no dataset: give them as a,b,c")
+    names = names or [dataset]
     if not (targets or transfer.is_other_dataset(checkpoint, dataset)):
         return False
     identity = {k: values[k] for k in ("method", "backbone", "shots", "seed")}
@@ -120,14 +123,18 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Top-k classes for images; for description methods, the prompt and description behind it."""
-    from reprogram.engine.runs import load_run, predict_images
+    from reprogram.engine.runs import NonFiniteScores, load_run, predict_images
 
     if top_k < 1:
         raise ReprogramError(f"--top-k must be at least 1, got {top_k}")
     run = load_run(checkpoint, device=device, weights=weights)
-    predictions = predict_images(
-        run.model, run.classnames, [str(p) for p in images], top_k, run.config.backbone.precision
-    )
+    paths = [str(p) for p in images]
+    try:
+        predictions = predict_images(
+            run.model, run.classnames, paths, top_k, run.config.backbone.precision
+        )
+    except NonFiniteScores as err:
+        raise ReprogramError(f"{checkpoint}: {err}") from err
     if as_json:
         typer.echo(json.dumps([p.__dict__ for p in predictions], indent=2))
         return

@@ -161,6 +161,10 @@ def evaluate_split(
         return evaluate(model, images, config.runtime.eval_batch_size, dtype, advance)
 
 
+class NonFiniteScores(ReprogramError):
+    """A model whose class scores are not finite (its prompts diverged): nothing to predict."""
+
+
 @dataclass
 class Prediction:
     path: str
@@ -189,6 +193,14 @@ def predict_images(
     )
     with torch.no_grad():
         output = model(as_float(pixels.to(device)), policy)
+    finite = torch.isfinite(output.logits.float()).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise NonFiniteScores(
+            f"the run's prompts give non-finite class scores for {paths[first]} "
+            f"({int((~finite).sum())} of {len(paths)} images): its training diverged (the "
+            "non-finite guard stops such a run); train it again, e.g. with a smaller lr"
+        )
     probabilities = output.logits.float().softmax(dim=1)
     drivers = top_class_drivers(model, output.scores, output.logits)
     predictions = []
@@ -355,6 +367,7 @@ def write_summary(out_dir: Path, run_dirs: list[Path]) -> dict[str, Any]:
 
 __all__ = [
     "LoadedRun",
+    "NonFiniteScores",
     "Prediction",
     "comparison_table",
     "evaluate_split",

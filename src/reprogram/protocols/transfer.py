@@ -203,7 +203,7 @@ def evaluate_transfer(
     ``weights`` points a moved run at its backbone weights (checked by fingerprint)."""
     run_dir = Path(run_dir)
     targets = [dataset] if isinstance(dataset, str) else list(dataset)
-    if not targets:
+    if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
         raise ReprogramError("no target dataset given (--dataset NAME or --targets a,b,c)")
     if len(targets) > 1 and descriptions:
         raise ReprogramError("--descriptions applies to one --dataset, not to several --targets")
