@@ -71,6 +71,49 @@ def test_pack_script_is_reproducible_and_keeps_bytes(tmp_path):
     assert len(names) == 9
 
 
+def _tar_xz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return lzma.compress(buffer.getvalue())
+
+
+@pytest.fixture
+def damaged_archive(tmp_path, monkeypatch):
+    """Point the package at an archive file the test writes (the real one again afterwards)."""
+    from reprogram.text import packaged
+
+    path = tmp_path / "descriptions.tar.xz"
+    monkeypatch.setattr(packaged, "_archive_file", lambda: path)
+    packaged._members.cache_clear()
+    yield path
+    packaged._members.cache_clear()
+
+
+@pytest.mark.parametrize("damage", ["truncated xz", "xz not a tar", "truncated json member"])
+def test_a_damaged_archive_says_reinstall_in_one_line(damaged_archive, damage, capsys):
+    real = (REPO / "src/reprogram/assets/descriptions/descriptions.tar.xz").read_bytes()
+    damaged_archive.write_bytes(
+        {
+            "truncated xz": real[: len(real) // 2],
+            "xz not a tar": lzma.compress(b"not a tar archive " * 64),
+            "truncated json member": _tar_xz({"causes/dtd_cse_1.json": b'{"banded": ["a'}),
+        }[damage]
+    )
+    capsys.readouterr()
+    assert cli("descriptions", "list", "--dataset", "dtd") == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: the packaged descriptions are damaged (")
+    assert line.endswith("): reinstall")
+    if damage == "truncated json member":
+        assert "causes/dtd_cse_1.json is not valid JSON" in line
+        with pytest.raises(ReprogramError, match="packaged descriptions are damaged"):
+            materialize("packaged:causes/dtd_cse_1.json")
+
+
 def test_materialized_file_has_the_packaged_bytes():
     path = materialize("packaged:causes/dtd_cse_1.json")
     assert path.read_bytes() == packaged_bytes("causes/dtd_cse_1.json")
