@@ -114,6 +114,26 @@ def test_multi_seed_and_compare(tmp_path, dataset, capsys):
     assert "(n=2" in capsys.readouterr().out
 
 
+def test_seed_runs_of_another_method_are_refused_or_overwritten(tmp_path, dataset, capsys):
+    out = tmp_path / "multi"
+    options = ["--shots", "2", "--epochs", "1", "--seeds", "1"]
+    assert cli(*tiny_train(dataset, out, "vp", *options)) == 0
+    results = out / "seed-1" / "results.json"
+    finished = results.stat().st_mtime_ns
+    code, err = run_cli(capsys, *tiny_train(dataset, out, "ar", *options))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"error: {out / 'seed-1'} holds a run of other settings (method=vp (asked: ar)): "
+        "choose another --out, or add --overwrite to train it again there"
+    ]
+    assert results.stat().st_mtime_ns == finished  # nothing touched
+    assert cli(*tiny_train(dataset, out, "vp", *options)) == 0  # the same settings: reused
+    assert "| vp |" in capsys.readouterr().out and results.stat().st_mtime_ns == finished
+    assert cli(*tiny_train(dataset, out, "ar", *options, "--overwrite")) == 0
+    assert "| ar |" in capsys.readouterr().out
+    assert json.loads(results.read_text())["method"] == "ar"
+
+
 def test_expand_multi_value_options():
     assert expand_multi_value_options(
         ["--seeds", "1", "2", "--quiet", "--descriptions", "a", "b"]

@@ -224,6 +224,16 @@ def load_checkpoint(run_dir: str | Path, notes: list[str] | None = None) -> dict
         return checkpoint
 
 
+def discard_run(run_dir: Path) -> None:
+    """Delete a run's own files (checkpoints, config, metrics, results, TensorBoard events), so
+    that another run is trained in its folder (``--overwrite``); other files are left alone."""
+    from reprogram.engine.curves import FOLDER as TENSORBOARD
+
+    for name in (CHECKPOINT, PREVIOUS, CONFIG, METRICS, RESULTS):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TENSORBOARD, ignore_errors=True)
+
+
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite metrics.jsonl from the history (atomically, so a resume never duplicates rows)."""
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history))

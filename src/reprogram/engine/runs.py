@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from dataclasses import dataclass
@@ -260,6 +261,64 @@ def run_identity(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     return identity
 
 
+def run_differences(run_dir: str | Path, config: TrainConfig, limit: int = 3) -> list[str]:
+    """How the run in ``run_dir`` (finished, or a checkpoint to resume) differs from the run
+    ``config`` asks for, as ``key=theirs (asked: ours)``; empty when it is that run.
+
+    Runs are alike as :func:`comparison_table` groups them: every setting of the config, the seed
+    included (a folder holds one seed's run), and the backbone by weights: the same name and file,
+    or else the same weight fingerprint (a moved file is the same backbone)."""
+    from reprogram.engine.setup import description_files
+    from reprogram.model.methods import get_recipe
+
+    run_dir = Path(run_dir)
+    stored = read_config_file(run_dir / CONFIG)
+    if stored is None:
+        return [f"it has no {CONFIG}"]
+    asked = config.updated().validate()
+    if get_recipe(asked.method.name).needs_descriptions:  # else given ones are unused
+        asked.data.descriptions = description_files(asked)
+        with contextlib.suppress(ReprogramError):  # a run stores them resolved (older ones not)
+            stored.data.descriptions = description_files(stored)
+    else:
+        asked.data.descriptions = stored.data.descriptions = []
+    theirs, ours = flat_items(stored), flat_items(asked)
+    differ = [k for k in ours if _json(theirs.get(k)) != _json(ours[k])]
+    differ.sort(key=lambda k: k not in ("method", "dataset", "seed"))  # the telling ones first
+    backbone = [k for k in differ if k in ("backbone", "weights")]
+    if backbone and _fingerprint(run_dir) == build_backbone(asked).fingerprint:
+        differ = [k for k in differ if k not in backbone]
+    shown = [f"{k}={_json(theirs.get(k))} (asked: {_json(ours[k])})" for k in differ[:limit]]
+    return shown + ([f"{len(differ) - limit} more"] if len(differ) > limit else [])
+
+
+def _json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _fingerprint(run_dir: Path) -> str | None:
+    """The weight fingerprint of a run's backbone (results.json, else its checkpoint)."""
+    try:
+        results = read_results(run_dir)
+    except ReprogramError:
+        results = load_checkpoint(run_dir)
+    return (results.get("backbone") or {}).get("fingerprint")
+
+
+def check_reusable(
+    run_dir: str | Path,
+    config: TrainConfig,
+    remedy: str = "choose another --out, or add --overwrite to train it again there",
+) -> None:
+    """Refuse to reuse (or resume) the run in ``run_dir`` for ``config`` unless it is that run
+    (:func:`run_differences`): one line naming the differences, then ``remedy``."""
+    differences = run_differences(run_dir, config)
+    if differences:
+        raise ReprogramError(
+            f"{run_dir} holds a run of other settings ({'; '.join(differences)}): {remedy}"
+        )
+
+
 def _label(settings: dict[str, Any], short: bool) -> str:
     """``epochs=10, descriptions=["des.json"]`` (paths by file name when ``short``)."""
 
@@ -368,6 +427,7 @@ def write_summary(out_dir: Path, run_dirs: list[Path]) -> dict[str, Any]:
 __all__ = [
     "LoadedRun",
     "NonFiniteScores",
+    "check_reusable",
     "Prediction",
     "comparison_table",
     "evaluate_split",
@@ -376,6 +436,7 @@ __all__ = [
     "load_run",
     "predict_images",
     "row_name",
+    "run_differences",
     "run_identity",
     "table_markdown",
     "write_summary",

@@ -237,6 +237,22 @@ def build_backbone(config: TrainConfig) -> Backbone:
     )
 
 
+def description_files(config: TrainConfig) -> list[str]:
+    """The description files a run of ``config`` reads: those given, else its method's
+    defaults (none for a method without descriptions: the given ones, unused)."""
+    recipe = get_recipe(config.method.name)
+    if not recipe.needs_descriptions:
+        return list(config.data.descriptions)
+    if config.data.descriptions and (config.data.causes or config.data.description_source):
+        raise ReprogramError(
+            "--causes and --description-source pick packaged files: not with --descriptions"
+        )
+    files = config.data.descriptions or default_description_files(
+        recipe, config.data.dataset, config.data.causes, config.data.description_source
+    )
+    return [str(f) for f in files]
+
+
 def build_model(
     config: TrainConfig,
     backbone: Backbone,
@@ -248,14 +264,7 @@ def build_model(
     descriptions = []
     texts = text_classnames(classnames)  # ImageNet's repeated names share their texts
     if bank is None and recipe.needs_descriptions:
-        if config.data.descriptions and (config.data.causes or config.data.description_source):
-            raise ReprogramError(
-                "--causes and --description-source pick packaged files: not with --descriptions"
-            )
-        files = config.data.descriptions or default_description_files(
-            recipe, config.data.dataset, config.data.causes, config.data.description_source
-        )
-        config.data.descriptions = [str(f) for f in files]
+        config.data.descriptions = files = description_files(config)
         paths = [str(materialize(f)) for f in files]
         descriptions = [
             (spec, read_description_file(path))

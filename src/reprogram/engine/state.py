@@ -27,6 +27,7 @@ import torch
 from reprogram.engine.checkpoint import (
     CHECKPOINT,
     RESULTS,
+    discard_run,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -147,18 +148,34 @@ class Checkpointer:
         self.last_saved = 0  # the epoch of the newest checkpoint on disk (0: none)
 
     @staticmethod
-    def existing(run_dir: Path, resume: bool, notes: list[str]) -> dict[str, Any] | None:
+    def existing(
+        run_dir: Path, resume: bool, notes: list[str], overwrite: bool = False
+    ) -> dict[str, Any] | None:
         """The checkpoint to resume (a damaged newest one falls back to the previous, said in
-        ``notes``), or None for a new run; refuses to overwrite a finished or an unfinished run."""
+        ``notes``), or None for a new run; refuses to overwrite a finished or an unfinished run
+        unless ``overwrite`` (its files are then deleted)."""
         has_checkpoint = (run_dir / CHECKPOINT).is_file()
         if resume:
+            if overwrite:
+                raise ReprogramError(
+                    "--resume continues the run in --out, --overwrite replaces it: give one"
+                )
             if not has_checkpoint:
                 raise ReprogramError(f"--resume: no checkpoint in {run_dir}")
             return load_checkpoint(run_dir, notes)
+        if overwrite:
+            discard_run(run_dir)
+            return None
         if (run_dir / RESULTS).is_file():
-            raise ReprogramError(f"{run_dir} already holds a finished run; choose another --out")
+            raise ReprogramError(
+                f"{run_dir} already holds a finished run; choose another --out "
+                "(or add --overwrite to replace it)"
+            )
         if has_checkpoint:
-            raise ReprogramError(f"{run_dir} holds an unfinished run; add --resume to continue it")
+            raise ReprogramError(
+                f"{run_dir} holds an unfinished run; add --resume to continue it "
+                "(or --overwrite to replace it)"
+            )
         return None
 
     def resumed(self, state: RunState) -> None:

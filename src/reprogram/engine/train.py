@@ -54,7 +54,16 @@ from reprogram.model.methods import Reprogrammer
 from reprogram.model.precision import Precision
 from reprogram.text.packaged import file_record
 
-__all__ = ["TrainData", "cosine_schedule", "epoch_generator", "fit", "fit_seeds", "train_one_epoch"]
+__all__ = [
+    "Reuse",
+    "TrainData",
+    "cosine_schedule",
+    "epoch_generator",
+    "fit",
+    "fit_seeds",
+    "reusable_run",
+    "train_one_epoch",
+]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -144,21 +153,24 @@ class Run:
         return self.parts.model
 
 
-def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def fit(
+    config: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train (or only evaluate, for zero-shot methods) and write the run folder. Returns results.
 
     The run folder is locked for the whole run: a second run into it fails at once. With
     ``resume``, the run's identity comes from its checkpoint and only the execution settings
-    (``config.runtime``: device, compile, quiet, …) from ``config``.
+    (``config.runtime``: device, compile, quiet, …) from ``config``; with ``overwrite``, a run
+    already in the folder is replaced (its files deleted), else it is refused.
     The deterministic-algorithms flags and the global RNGs are left as they were found."""
     with run_lock(run_dir), preserved_global_state():
-        return _fit(config, Path(run_dir), resume)
+        return _fit(config, Path(run_dir), resume, overwrite)
 
 
-def _fit(config: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+def _fit(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
     """Build → resume → per epoch: train, maybe evaluate and select, record, checkpoint → finish."""
     notes: list[str] = []  # what loading the checkpoint had to say (a fallback)
-    checkpoint = Checkpointer.existing(run_dir, resume, notes)
+    checkpoint = Checkpointer.existing(run_dir, resume, notes, overwrite)
     run = _build(config, run_dir, checkpoint, notes)
     model, config = run.model, run.config
     trainable = model.recipe.trainable and config.optim.epochs > 0
@@ -392,9 +404,17 @@ def _results(
 
 
 def fit_seeds(
-    config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False
+    config: TrainConfig,
+    seeds: list[int],
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table."""
+    """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table.
+
+    A finished seed run already there is reused (and an unfinished one resumed, with
+    ``resume``) when it has the settings of ``config``; one of other settings is refused, or
+    with ``overwrite`` trained again in its place."""
     from reprogram.engine.runs import write_summary
 
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
@@ -404,12 +424,36 @@ def fit_seeds(
     run_dirs = []
     for seed in seeds:
         run_dir = out_dir / f"seed-{seed}"
-        finished = (run_dir / RESULTS).is_file()
-        if not finished:
-            fit(
-                config.updated(seed=seed),
-                run_dir,
-                resume=resume and (run_dir / CHECKPOINT).is_file(),
-            )
+        run = reusable_run(config.updated(seed=seed), run_dir, resume, overwrite)
+        if not run.finished:
+            fit(run.config, run_dir, resume=run.resume, overwrite=run.overwrite)
         run_dirs.append(run_dir)
     return write_summary(out_dir, run_dirs)
+
+
+@dataclass
+class Reuse:
+    """What to do with a run folder that may hold a run already (see :func:`reusable_run`)."""
+
+    config: TrainConfig
+    finished: bool  # a finished run of these settings: use it as it is
+    resume: bool  # an unfinished one of these settings, resumed
+    overwrite: bool  # one of other settings, replaced
+
+
+def reusable_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> Reuse:
+    """Whether ``run_dir`` holds the run ``config`` asks for, finished or to resume; a run of
+    other settings is refused (one line naming them), or replaced with ``overwrite``."""
+    from reprogram.engine.runs import check_reusable
+
+    finished = (run_dir / RESULTS).is_file()
+    started = (run_dir / CHECKPOINT).is_file()
+    if not (finished or (resume and started)):
+        return Reuse(config, False, False, overwrite)
+    try:
+        check_reusable(run_dir, config)
+    except ReprogramError:
+        if not overwrite:
+            raise
+        return Reuse(config, False, False, True)
+    return Reuse(config, finished, not finished, False)
