@@ -157,7 +157,19 @@ def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(dataset, tmp_pat
     assert "checkpoint.pt" in note and "(epoch 3)" in note
 
 
-@pytest.mark.parametrize("damage", [b"", b"garbage"])
+def _zip_of_no_checkpoint() -> bytes:
+    import io as bytes_io
+    import zipfile
+
+    buffer = bytes_io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", b"not a pickle")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"garbage", _zip_of_no_checkpoint()], ids=["empty", "garbage", "whole-zip"]
+)
 def test_a_damaged_checkpoint_never_replaces_the_good_previous_one(
     finished_run, dataset, tmp_path, damage
 ):

@@ -83,15 +83,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any], keep: bool = True) -> None:
     """Write ``checkpoint.pt`` atomically, keeping the one it replaces as ``checkpoint.prev.pt``
-    (unless that one is damaged: then the previous checkpoint stays the fallback)."""
+    unless that one is damaged (not a whole archive, or ``keep`` false: it failed to load), so
+    the previous checkpoint stays the fallback."""
     path, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
     complete = run_dir / f".{CHECKPOINT}.complete"  # the new checkpoint, whole and synced
     clean_stale_temps(previous)
     try:
         atomic_torch_save({"format": FORMAT, **checkpoint}, complete)
-        if _is_whole(path):
+        if keep and _is_whole(path):
             _keep_as_previous(path, previous)
         os.replace(complete, path)
     except OSError as err:

@@ -146,6 +146,7 @@ class Checkpointer:
     def __init__(self, run_dir: Path, parts: RunParts, world: World = World()) -> None:
         self.run_dir, self.parts, self.world = run_dir, parts, world
         self.last_saved = 0  # the epoch of the newest checkpoint on disk (0: none)
+        self.newest_damaged = False  # checkpoint.pt failed to load: never keep it as previous
 
     @staticmethod
     def existing(
@@ -221,8 +222,8 @@ class Checkpointer:
     def save(self, state: RunState, finished: bool) -> None:
         if not self.world.is_main:
             return
-        save_checkpoint(self.run_dir, self.payload(state, finished))
-        self.last_saved = state.epoch
+        save_checkpoint(self.run_dir, self.payload(state, finished), keep=not self.newest_damaged)
+        self.last_saved, self.newest_damaged = state.epoch, False
 
     def payload(self, state: RunState, finished: bool) -> dict[str, Any]:
         """The whole checkpoint: the run's identity, then its state."""

@@ -181,6 +181,7 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> d
     )
     state = RunState(warmup=warmup, best=initial_best(model), warnings=run.parts.warnings)
     checkpointer = Checkpointer(run_dir, run.parts, run.world)
+    checkpointer.newest_damaged = bool(notes)  # resumed from checkpoint.prev.pt
     if trainable:
         data = _train_data(run)
         state = _optimisation(run, state, data)
