@@ -82,9 +82,15 @@ def test_predict_refuses_a_run_whose_prompts_diverged(tmp_path, dataset, capsys)
     code, err = run_cli(capsys, *tiny_train(dataset, run, "vp", *options))
     assert code == 2 and "epoch 2: the training loss is nan" in err
     image = next((dataset / "test" / "red disc").glob("*.png"))
-    for extra in ([], ["--json"]):
+    commands = [
+        ["predict", "--checkpoint", str(run), str(image)],
+        ["predict", "--checkpoint", str(run), str(image), "--json"],
+        ["eval", "--checkpoint", str(run), "--quiet"],  # no accuracy of arbitrary answers
+        ["eval", "--checkpoint", str(run), "--targets", f"folder:{dataset}", "--quiet"],
+    ]
+    for command in commands:
         capsys.readouterr()
-        assert cli("predict", "--checkpoint", str(run), str(image), *extra) == 2
+        assert cli(*command) == 2
         captured = capsys.readouterr()
         assert captured.out == ""
         [line] = captured.err.strip().splitlines()

@@ -56,7 +56,7 @@ def eval_command(
     values = dict(locals())
     values.update(values.pop("shared"))  # every option by name
     from reprogram.engine.config import apply_overrides
-    from reprogram.engine.runs import evaluate_split, load_run, zero_shot_model
+    from reprogram.engine.runs import NonFiniteScores, evaluate_split, load_run, zero_shot_model
 
     if checkpoint is not None and (targets is not None or values["dataset"]) and _transfer(values):
         return
@@ -73,7 +73,10 @@ def eval_command(
         values["method"] = method or "zero-shot"
         config = config_of(values, skip=("checkpoint", "split", "targets", "out")).validate()
         model, classnames = zero_shot_model(config)
-    result = evaluate_split(model, config, split, classnames)
+    try:
+        result = evaluate_split(model, config, split, classnames)
+    except NonFiniteScores as err:
+        raise ReprogramError(f"{checkpoint}: {err}") from err
     typer.echo(
         f"{config.method.name} on {config.data.dataset} [{split}]: "
         f"accuracy {result.accuracy:.4f} ({result.count} images)"
@@ -83,6 +86,7 @@ def eval_command(
 def _transfer(values: dict) -> bool:
     """``eval --checkpoint RUN`` on other datasets (``--targets`` or another ``--dataset``):
     evaluate, write the results and print the table; False when the dataset is the run's own."""
+    from reprogram.engine.runs import NonFiniteScores
     from reprogram.protocols import transfer
 
     checkpoint, targets, dataset = values["checkpoint"], values["targets"], values["dataset"]
@@ -95,16 +99,19 @@ def _transfer(values: dict) -> bool:
     identity = {k: values[k] for k in ("method", "backbone", "shots", "seed")}
     ignored = dict(config=values["config_file"], set=values["sets"])
     warn_ignored("eval", "--checkpoint", **identity, **ignored)
-    result = transfer.evaluate_transfer(
-        checkpoint,
-        names,
-        root=values["root"],
-        descriptions=values["descriptions"] or None,
-        split=values["split"],
-        device=values["device"],
-        quiet=values["quiet"],
-        weights=values["weights"],
-    )
+    try:
+        result = transfer.evaluate_transfer(
+            checkpoint,
+            names,
+            root=values["root"],
+            descriptions=values["descriptions"] or None,
+            split=values["split"],
+            device=values["device"],
+            quiet=values["quiet"],
+            weights=values["weights"],
+        )
+    except NonFiniteScores as err:
+        raise ReprogramError(f"{checkpoint}: {err}") from err
     written = transfer.write_transfer(
         result, values["out"] or transfer.default_output(checkpoint, names)
     )

@@ -128,6 +128,16 @@ def class_difference(found: list[str], expected: list[str], limit: int = 5) -> s
     return "; ".join(parts)
 
 
+class NonFiniteScores(ReprogramError):
+    """A model whose class scores are not finite (its prompts diverged): nothing to predict."""
+
+
+DIVERGED = (
+    "its training diverged (the non-finite guard stops such a run); train it again, e.g. with "
+    "a smaller lr"
+)
+
+
 def evaluate_split(
     model: Reprogrammer,
     config: TrainConfig,
@@ -159,11 +169,19 @@ def evaluate_split(
         )
     dtype = resolve_precision(config.backbone.precision, model.text_features.device)
     with reporter.bar(f"eval {split}", len(images)) as advance:
-        return evaluate(model, images, config.runtime.eval_batch_size, dtype, advance)
+        result = evaluate(model, images, config.runtime.eval_batch_size, dtype, advance)
+    check_finite_scores(result)
+    return result
 
 
-class NonFiniteScores(ReprogramError):
-    """A model whose class scores are not finite (its prompts diverged): nothing to predict."""
+def check_finite_scores(result: Evaluation) -> None:
+    """Refuse an evaluation whose model gave non-finite class scores (its accuracy would be
+    that of arbitrary answers)."""
+    if result.nonfinite:
+        raise NonFiniteScores(
+            f"the run's prompts give non-finite class scores for {result.nonfinite} of "
+            f"{result.count} images: {DIVERGED}"
+        )
 
 
 @dataclass
@@ -199,8 +217,7 @@ def predict_images(
         first = int((~finite).nonzero()[0])
         raise NonFiniteScores(
             f"the run's prompts give non-finite class scores for {paths[first]} "
-            f"({int((~finite).sum())} of {len(paths)} images): its training diverged (the "
-            "non-finite guard stops such a run); train it again, e.g. with a smaller lr"
+            f"({int((~finite).sum())} of {len(paths)} images): {DIVERGED}"
         )
     probabilities = output.logits.float().softmax(dim=1)
     drivers = top_class_drivers(model, output.scores, output.logits)
@@ -427,6 +444,7 @@ def write_summary(out_dir: Path, run_dirs: list[Path]) -> dict[str, Any]:
 __all__ = [
     "LoadedRun",
     "NonFiniteScores",
+    "check_finite_scores",
     "check_reusable",
     "Prediction",
     "comparison_table",
