@@ -122,20 +122,21 @@ def test_multi_seed_and_compare(tmp_path, dataset, capsys):
 
 def test_seed_runs_of_another_method_are_refused_or_overwritten(tmp_path, dataset, capsys):
     out = tmp_path / "multi"
-    options = ["--shots", "2", "--epochs", "1", "--seeds", "1"]
-    assert cli(*tiny_train(dataset, out, "vp", *options)) == 0
-    results = out / "seed-1" / "results.json"
+    options = ["--shots", "2", "--epochs", "1", "--seeds"]
+    assert cli(*tiny_train(dataset, out, "vp", *options, "2")) == 0
+    results = out / "seed-2" / "results.json"
     finished = results.stat().st_mtime_ns
-    code, err = run_cli(capsys, *tiny_train(dataset, out, "ar", *options))
+    code, err = run_cli(capsys, *tiny_train(dataset, out, "ar", *options, "1", "2"))
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines() == [
-        f"error: {out / 'seed-1'} holds a run of other settings (method=vp (asked: ar)): "
+        f"error: {out / 'seed-2'} holds a run of other settings (method=vp (asked: ar)): "
         "choose another --out, or add --overwrite to train it again there"
     ]
-    assert results.stat().st_mtime_ns == finished  # nothing touched
-    assert cli(*tiny_train(dataset, out, "vp", *options)) == 0  # the same settings: reused
+    # refused before anything was trained or touched
+    assert not (out / "seed-1").exists() and results.stat().st_mtime_ns == finished
+    assert cli(*tiny_train(dataset, out, "vp", *options, "2")) == 0  # the same settings: reused
     assert "| vp |" in capsys.readouterr().out and results.stat().st_mtime_ns == finished
-    assert cli(*tiny_train(dataset, out, "ar", *options, "--overwrite")) == 0
+    assert cli(*tiny_train(dataset, out, "ar", *options, "2", "--overwrite")) == 0
     assert "| ar |" in capsys.readouterr().out
     assert json.loads(results.read_text())["method"] == "ar"
 

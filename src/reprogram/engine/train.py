@@ -422,13 +422,15 @@ def fit_seeds(
     if repeated:
         raise ReprogramError(f"--seeds: seed {repeated[0]} is given twice (each seed runs once)")
     out_dir = Path(out_dir)
-    run_dirs = []
-    for seed in seeds:
-        run_dir = out_dir / f"seed-{seed}"
-        run = reusable_run(config.updated(seed=seed), run_dir, resume, overwrite)
+    run_dirs = [out_dir / f"seed-{seed}" for seed in seeds]
+    # every folder checked before any training: a run of other settings stops nothing midway
+    runs = [
+        reusable_run(config.updated(seed=seed), run_dir, resume, overwrite)
+        for seed, run_dir in zip(seeds, run_dirs, strict=True)
+    ]
+    for run, run_dir in zip(runs, run_dirs, strict=True):
         if not run.finished:
             fit(run.config, run_dir, resume=run.resume, overwrite=run.overwrite)
-        run_dirs.append(run_dir)
     return write_summary(out_dir, run_dirs)
 
 

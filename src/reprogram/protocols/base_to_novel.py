@@ -32,6 +32,10 @@ def harmonic_mean(base: float, novel: float) -> float:
     return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
 
 
+def _base_config(config: TrainConfig) -> TrainConfig:
+    return config.updated(subsample_classes="base").validate()
+
+
 def _train_base(config: TrainConfig, out: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
     """The base run in ``out``: a finished one of these settings is reused (one of other
     settings refused, or replaced with ``overwrite``), an unfinished one resumed."""
@@ -46,7 +50,7 @@ def run_base_to_novel(
 ) -> dict[str, Any]:
     """Train on the base classes into ``out``, evaluate base and novel, write the table."""
     out = Path(out)
-    config = config.updated(subsample_classes="base").validate()
+    config = _base_config(config)
     base_results = _train_base(config, out, resume, overwrite)
     run = load_run(out, device=config.runtime.device)
     full = load_dataset(run.config.data.dataset, run.config.data.root, run.config.data.split_seed)
@@ -95,6 +99,9 @@ def run_base_to_novel_seeds(
 ) -> dict[str, Any]:
     """One base-to-novel run per seed into ``out/seed-N``; mean ± std over seeds in ``out``."""
     out = Path(out)
+    for seed in seeds:  # every folder checked before any training
+        base = _base_config(config.updated(seed=seed))
+        reusable_run(base, out / f"seed-{seed}", resume, overwrite)
     results = [
         run_base_to_novel(config.updated(seed=seed), out / f"seed-{seed}", resume, overwrite)
         for seed in seeds
