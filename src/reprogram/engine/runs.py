@@ -24,11 +24,12 @@ from reprogram.data.images import (
 from reprogram.engine.checkpoint import CONFIG, load_checkpoint, read_results
 from reprogram.engine.config import TrainConfig, flat_items, read_config_file
 from reprogram.engine.evaluate import Evaluation, evaluate
+from reprogram.engine.paths import absolute_paths
 from reprogram.engine.progress import Reporter
-from reprogram.engine.setup import build_backbone, build_model
+from reprogram.engine.setup import build_backbone, build_model, description_files
 from reprogram.errors import ReprogramError
 from reprogram.model.attribution import top_class_drivers
-from reprogram.model.methods import Reprogrammer
+from reprogram.model.methods import Reprogrammer, get_recipe
 from reprogram.model.precision import Precision, resolve_precision
 from reprogram.storage.files import atomic_write_text
 from reprogram.text.descriptions import TextBank
@@ -93,8 +94,6 @@ def load_run(
 
 def zero_shot_model(config: TrainConfig) -> tuple[Reprogrammer, list[str]]:
     """The model and class names of a method that trains nothing, built from ``config``."""
-    from reprogram.model.methods import get_recipe
-
     if get_recipe(config.method.name).trainable:
         raise ReprogramError(
             f"method '{config.method.name}' must be trained first: use --checkpoint RUN"
@@ -285,13 +284,11 @@ def run_differences(run_dir: str | Path, config: TrainConfig, limit: int = 3) ->
     Runs are alike as :func:`comparison_table` groups them: every setting of the config, the seed
     included (a folder holds one seed's run), and the backbone by weights: the same name and file,
     or else the same weight fingerprint (a moved file is the same backbone)."""
-    from reprogram.engine.setup import description_files
-    from reprogram.model.methods import get_recipe
-
     run_dir = Path(run_dir)
     stored = read_config_file(run_dir / CONFIG)
     if stored is None:
         return [f"it has no {CONFIG}"]
+    stored = absolute_paths(stored)  # as stored, but for names stored as paths by older versions
     asked = config.updated().validate()
     if get_recipe(asked.method.name).needs_descriptions:  # else given ones are unused
         asked.data.descriptions = description_files(asked)
