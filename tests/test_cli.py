@@ -75,6 +75,42 @@ def test_predict_names_prompt_and_description(tmp_path, dataset, capsys):
     assert abs(sum(abs(v) for v in prediction["prompt_shares"].values()) - 1) < 1e-4
 
 
+def test_predict_refuses_a_run_whose_prompts_diverged(tmp_path, dataset, capsys):
+    run = tmp_path / "run"
+    # one step per epoch at a huge lr: epoch 1 is finite and saved, epoch 2 is not (stopped)
+    options = ["--shots", "4", "--epochs", "3", "--batch-size", "16", "--lr", "1e30"]
+    code, err = run_cli(capsys, *tiny_train(dataset, run, "vp", *options))
+    assert code == 2 and "epoch 2: the training loss is nan" in err
+    image = next((dataset / "test" / "red disc").glob("*.png"))
+    commands = [
+        ["predict", "--checkpoint", str(run), str(image)],
+        ["predict", "--checkpoint", str(run), str(image), "--json"],
+        ["eval", "--checkpoint", str(run), "--quiet"],  # no accuracy of arbitrary answers
+        ["eval", "--checkpoint", str(run), "--targets", f"folder:{dataset}", "--quiet"],
+    ]
+    for command in commands:
+        capsys.readouterr()
+        assert cli(*command) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        [line] = captured.err.strip().splitlines()
+        assert line.startswith(f"error: {run}: the run's prompts give non-finite class scores")
+
+
+def test_targets_naming_no_dataset_is_one_line(tmp_path, capsys):
+    for targets in (",", " , ", ""):
+        code, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path), "--targets", targets)
+        assert code == 2 and "Traceback" not in err
+        assert err.strip().splitlines() == [
+            f"error: --targets {targets!r} names no dataset: give them as a,b,c"
+        ]
+    from reprogram.errors import ReprogramError
+    from reprogram.protocols.transfer import evaluate_transfer
+
+    with pytest.raises(ReprogramError, match="no target dataset given"):
+        evaluate_transfer(tmp_path, [None])
+
+
 def test_multi_seed_and_compare(tmp_path, dataset, capsys):
     out = tmp_path / "multi"
     options = ["--shots", "2", "--epochs", "1", "--seeds", "1", "2"]
@@ -82,6 +118,27 @@ def test_multi_seed_and_compare(tmp_path, dataset, capsys):
     assert "| ar |" in capsys.readouterr().out
     assert cli("compare", str(out)) == 0
     assert "(n=2" in capsys.readouterr().out
+
+
+def test_seed_runs_of_another_method_are_refused_or_overwritten(tmp_path, dataset, capsys):
+    out = tmp_path / "multi"
+    options = ["--shots", "2", "--epochs", "1", "--seeds"]
+    assert cli(*tiny_train(dataset, out, "vp", *options, "2")) == 0
+    results = out / "seed-2" / "results.json"
+    finished = results.stat().st_mtime_ns
+    code, err = run_cli(capsys, *tiny_train(dataset, out, "ar", *options, "1", "2"))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"error: {out / 'seed-2'} holds a run of other settings (method=vp (asked: ar)): "
+        "choose another --out, or add --overwrite to train it again there"
+    ]
+    # refused before anything was trained or touched
+    assert not (out / "seed-1").exists() and results.stat().st_mtime_ns == finished
+    assert cli(*tiny_train(dataset, out, "vp", *options, "2")) == 0  # the same settings: reused
+    assert "| vp |" in capsys.readouterr().out and results.stat().st_mtime_ns == finished
+    assert cli(*tiny_train(dataset, out, "ar", *options, "2", "--overwrite")) == 0
+    assert "| ar |" in capsys.readouterr().out
+    assert json.loads(results.read_text())["method"] == "ar"
 
 
 def test_expand_multi_value_options():

@@ -231,18 +231,32 @@ def test_a_run_folder_of_the_old_flat_form_loads_and_groups_like_a_new_one(tmp_p
     assert next(iter(row["cells"].values()))["n"] == 2
 
 
-@pytest.mark.parametrize("subsample, reused", [("base", True), ("all", False)])
-def test_base_to_novel_reuses_only_a_finished_base_run(tmp_path, subsample, reused):
+@pytest.mark.parametrize(
+    "stored, refused",
+    [
+        ({}, None),
+        ({"subsample_classes": "all"}, "subsample_classes=all (asked: base)"),
+        ({"method": "ar"}, "method=ar (asked: dvp-cse)"),
+        ({"seed": 2}, "seed=2 (asked: 1)"),
+    ],
+)
+def test_base_to_novel_reuses_only_a_finished_base_run_of_the_same_settings(
+    tmp_path, stored, refused
+):
     from reprogram.protocols.base_to_novel import _train_base
 
-    config = TrainConfig().updated(dataset="dtd", subsample_classes=subsample)
-    save_config(config, tmp_path / "config.yaml")
+    base = {"dataset": "dtd", "subsample_classes": "base"}
+    save_config(TrainConfig().updated(**{**base, **stored}).validate(), tmp_path / "config.yaml")
     (tmp_path / "results.json").write_text('{"test_accuracy": 0.5}')
-    if reused:
-        assert _train_base(config, tmp_path, resume=False) == {"test_accuracy": 0.5}
+    asked = TrainConfig().updated(**base)
+    if refused is None:
+        assert _train_base(asked, tmp_path, False, False) == {"test_accuracy": 0.5}
     else:
-        with pytest.raises(ReprogramError, match="not a base-class run"):
-            _train_base(config, tmp_path, resume=False)
+        with pytest.raises(ReprogramError) as caught:
+            _train_base(asked, tmp_path, False, False)
+        message = str(caught.value)
+        assert f"{tmp_path} holds a run of other settings ({refused}" in message
+        assert "--overwrite" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("key", ["epochs", "shots", "lr", "seed"])

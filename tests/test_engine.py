@@ -129,6 +129,12 @@ def test_a_finished_run_is_never_overwritten(tmp_path, dataset):
     fit(quick_config(dataset, "zero-shot"), tmp_path / "run")
     with pytest.raises(ReprogramError, match="already holds a finished run"):
         fit(quick_config(dataset, "zero-shot"), tmp_path / "run")
+    with pytest.raises(ReprogramError, match="--resume continues .* --overwrite replaces it"):
+        fit(quick_config(dataset, "zero-shot"), tmp_path / "run", resume=True, overwrite=True)
+    # unless asked to: --overwrite replaces the run (the one given, seed 2 here)
+    results = fit(quick_config(dataset, "zero-shot", seed=2), tmp_path / "run", overwrite=True)
+    assert results["seed"] == 2
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["seed"] == 2
 
 
 def test_seeds_draw_different_shots_and_write_a_table(tmp_path, dataset):

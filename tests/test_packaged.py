@@ -71,6 +71,49 @@ def test_pack_script_is_reproducible_and_keeps_bytes(tmp_path):
     assert len(names) == 9
 
 
+def _tar_xz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return lzma.compress(buffer.getvalue())
+
+
+@pytest.fixture
+def damaged_archive(tmp_path, monkeypatch):
+    """Point the package at an archive file the test writes (the real one again afterwards)."""
+    from reprogram.text import packaged
+
+    path = tmp_path / "descriptions.tar.xz"
+    monkeypatch.setattr(packaged, "_archive_file", lambda: path)
+    packaged._members.cache_clear()
+    yield path
+    packaged._members.cache_clear()
+
+
+@pytest.mark.parametrize("damage", ["truncated xz", "xz not a tar", "truncated json member"])
+def test_a_damaged_archive_says_reinstall_in_one_line(damaged_archive, damage, capsys):
+    real = (REPO / "src/reprogram/assets/descriptions/descriptions.tar.xz").read_bytes()
+    damaged_archive.write_bytes(
+        {
+            "truncated xz": real[: len(real) // 2],
+            "xz not a tar": lzma.compress(b"not a tar archive " * 64),
+            "truncated json member": _tar_xz({"causes/dtd_cse_1.json": b'{"banded": ["a'}),
+        }[damage]
+    )
+    capsys.readouterr()
+    assert cli("descriptions", "list", "--dataset", "dtd") == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: the packaged descriptions are damaged (")
+    assert line.endswith("): reinstall")
+    if damage == "truncated json member":
+        assert "causes/dtd_cse_1.json is not valid JSON" in line
+        with pytest.raises(ReprogramError, match="packaged descriptions are damaged"):
+            materialize("packaged:causes/dtd_cse_1.json")
+
+
 def test_materialized_file_has_the_packaged_bytes():
     path = materialize("packaged:causes/dtd_cse_1.json")
     assert path.read_bytes() == packaged_bytes("causes/dtd_cse_1.json")
@@ -229,6 +272,37 @@ def test_train_dvp_cse_on_dtd_with_packaged_descriptions(tmp_path):
     bank = checkpoint["text_bank"]
     assert bank["group_names"] == ["pattern", "coarseness/granularity", "contrast"]
     assert len(bank["texts"]) == 47 and len(bank["texts"][0]) == 9
+
+
+def test_a_resumed_run_records_packaged_files_as_an_uninterrupted_one(tmp_path):
+    data = make_dtd(tmp_path / "data")
+    out = tmp_path / "b2n"
+    args = ["base2novel", "--method", "dvp-cse", "--dataset", "dtd", "--root", str(data)]
+    args += ["--backbone", "random:tiny", "--out", str(out), "--quiet", "--epochs", "2"]
+    args += ["--shots", "2", "--set", "m=3", "--set", "allow_small_classes=true"]
+    assert cli(*args) == 0
+    straight = json.loads((out / "results.json").read_text())["descriptions"]
+    names = [f"packaged:causes/dtd_cse_{n}.json" for n in (1, 2, 3)]
+    assert [d["name"] for d in straight] == names and all(d["sha256"] for d in straight)
+    (out / "results.json").unlink()  # as if killed after the last checkpoint
+    (out / "base2novel.json").unlink()
+    assert cli(*args, "--resume") == 0
+    assert json.loads((out / "results.json").read_text())["descriptions"] == straight
+    checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["config"]["data"]["descriptions"] == names
+    assert json.loads((out / "base2novel.json").read_text())["novel_classes"] == 23
+
+
+def test_packaged_names_stored_as_paths_by_earlier_resumes_are_read_as_names():
+    from reprogram.engine.config import TrainConfig
+    from reprogram.engine.paths import absolute_paths
+
+    config = TrainConfig()
+    config.data.descriptions = ["/home/u/packaged:causes/dtd_cse_1.json", "packaged:x.json"]
+    assert absolute_paths(config).data.descriptions == [
+        "packaged:causes/dtd_cse_1.json",
+        "packaged:x.json",
+    ]
 
 
 # -- the small things ---------------------------------------------------------------------------

@@ -142,6 +142,10 @@ def test_base_to_novel_end_to_end(tmp_path, five, method):
     images = decode_center(novel.test, model.image_size)
     direct = evaluate(model, images, 8, torch.float32)
     assert n == pytest.approx(direct.accuracy)
+    # the finished run is this method's: another method's base-to-novel is refused there
+    with pytest.raises(ReprogramError, match=rf"method={method} \(asked: ar\)"):
+        run_base_to_novel(config(five, "ar"), out)
+    assert json.loads((out / "base2novel.json").read_text()) == on_disk
 
 
 def test_cross_dataset_transfer_equals_a_direct_computation(tmp_path, five, other):

@@ -156,6 +156,38 @@ def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(dataset, tmp_pat
     assert "checkpoint.pt" in note and "(epoch 3)" in note
 
 
+def _zip_of_no_checkpoint() -> bytes:
+    import io as bytes_io
+    import zipfile
+
+    buffer = bytes_io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", b"not a pickle")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"garbage", _zip_of_no_checkpoint()], ids=["empty", "garbage", "whole-zip"]
+)
+def test_a_damaged_checkpoint_never_replaces_the_good_previous_one(
+    finished_run, dataset, tmp_path, damage
+):
+    run = _copy(finished_run, tmp_path)
+    (run / "results.json").unlink()
+    (run / "checkpoint.pt").write_bytes(damage)  # the previous one: epoch 2, unfinished
+    fit(quick_config(dataset, "vp", epochs=2), run, resume=True)
+    kept = torch.load(run / "checkpoint.prev.pt", weights_only=True)
+    assert kept["epoch"] == 2 and kept["finished"] is False
+    # both damaged: the message names both files, on one line
+    (run / "checkpoint.pt").write_bytes(damage)
+    (run / "checkpoint.prev.pt").write_bytes(b"")
+    with pytest.raises(ReprogramError) as caught:
+        ckpt.load_checkpoint(run)
+    message = str(caught.value)
+    assert f"{run / 'checkpoint.pt'}: damaged" in message and "\n" not in message
+    assert f"{run / 'checkpoint.prev.pt'}: damaged" in message and "cannot be resumed" in message
+
+
 def test_an_older_checkpoint_format_loads_or_says_so(finished_run, tmp_path):
     data = torch.load(finished_run / "checkpoint.pt", weights_only=True)
     old = dict(data, format="reprogram-run/1", rng=dict(data["rng"], numpy=np.random.get_state()))
@@ -184,34 +216,83 @@ def test_a_checkpoint_holding_objects_is_never_unpickled(tmp_path):
     assert not Path("/tmp/reprogram-should-not-exist").exists()
 
 
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def _torch_writer_error(cause: OSError | None) -> RuntimeError:
+    """What torch's zip writer raises when a write fails (with the file's OSError as context when
+    it writes to a Python file)."""
+    text = "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"
+    if cause is None:
+        return RuntimeError(text)
+    try:
+        raise cause
+    except OSError:
+        try:
+            raise RuntimeError(text)  # noqa: B904  (torch chains it implicitly, as here)
+        except RuntimeError as err:
+            return err
+
+
 @pytest.mark.parametrize(
-    "failure",
+    ("failure", "free", "expected"),
     [
-        OSError(errno.ENOSPC, "No space left on device"),
-        RuntimeError(
-            "[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing "
-            "file data/0: file write failed"
-        ),
+        (_enospc(), None, "no space left on device; the previous checkpoint (epoch 2) is intact"),
+        (_torch_writer_error(_enospc()), None, "no space left on device; the previous"),
+        (_torch_writer_error(None), 0, "no space left on device; the previous checkpoint"),
+        (_torch_writer_error(None), 1 << 40, "torch could not write the file: [enforce fail"),
     ],
+    ids=["oserror", "torch-writer", "torch-writer-full-fs", "torch-writer-other"],
 )
-def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(
-    finished_run, tmp_path, monkeypatch, failure
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(
+    finished_run, tmp_path, monkeypatch, failure, free, expected
 ):
     run = _copy(finished_run, tmp_path)
     before = (run / "checkpoint.pt").read_bytes()
 
-    def full(obj, path):
-        Path(path).write_bytes(b"partial")
+    def full(obj, handle):
+        handle.write(b"partial")
         raise failure
 
     monkeypatch.setattr(torch, "save", full)
+    if free is not None:
+        monkeypatch.setattr(io, "_free_bytes", lambda folder: free)
     with pytest.raises(ReprogramError) as caught:
         ckpt.save_checkpoint(run, {"epoch": 3})
     message = str(caught.value)
-    assert "no space left on device; the previous checkpoint (epoch 2) is intact" in message
-    assert "rerun with --resume" in message and "\n" not in message
+    assert expected in message and "\n" not in message
+    if "no space" in expected:
+        assert "rerun with --resume" in message
     assert (run / "checkpoint.pt").read_bytes() == before
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in finished_run.iterdir())
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB tmpfs (needs root and mount; skipped where there is none)."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("no small tmpfs here (needs root and mount)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_real_full_disk_while_saving_is_one_line(small_tmpfs):
+    run = small_tmpfs / "run"
+    run.mkdir()
+    payload = {"state": {"x": torch.arange(40_000, dtype=torch.float32)}}  # 160 kB
+    ckpt.save_checkpoint(run, {**payload, "epoch": 1})
+    with pytest.raises(ReprogramError) as caught:
+        ckpt.save_checkpoint(run, {**payload, "epoch": 2})
+    message = str(caught.value)
+    assert "no space left on device; the previous checkpoint (epoch 1) is intact" in message
+    assert ckpt.load_checkpoint(run)["epoch"] == 1
+    assert [p.name for p in run.iterdir()] == ["checkpoint.pt"]
 
 
 # -- output folders ------------------------------------------------------------------------------

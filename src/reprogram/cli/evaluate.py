@@ -75,9 +75,9 @@ def eval_command(
     values = dict(locals())
     values.update(values.pop("shared"))  # every option by name
     from reprogram.engine.config import apply_overrides
-    from reprogram.engine.runs import evaluate_split, load_run, zero_shot_model
+    from reprogram.engine.runs import NonFiniteScores, evaluate_split, load_run, zero_shot_model
 
-    if checkpoint is not None and (targets or values["dataset"]) and _transfer(values):
+    if checkpoint is not None and (targets is not None or values["dataset"]) and _transfer(values):
         return
     if checkpoint is None:
         why = "it names the datasets a trained run is evaluated on"
@@ -95,7 +95,10 @@ def eval_command(
         values["method"] = method or "zero-shot"
         config = config_of(values, skip=("checkpoint", "split", "targets", "out")).validate()
         model, classnames = zero_shot_model(config)
-    result = evaluate_split(model, config, split, classnames)
+    try:
+        result = evaluate_split(model, config, split, classnames)
+    except NonFiniteScores as err:
+        raise ReprogramError(f"{checkpoint}: {err}") from err
     typer.echo(
         f"{config.method.name} on {config.data.dataset} [{split}]: "
         f"accuracy {result.accuracy:.4f} ({result.count} images)"
@@ -105,25 +108,32 @@ def eval_command(
 def _transfer(values: dict) -> bool:
     """``eval --checkpoint RUN`` on other datasets (``--targets`` or another ``--dataset``):
     evaluate, write the results and print the table; False when the dataset is the run's own."""
+    from reprogram.engine.runs import NonFiniteScores
     from reprogram.protocols import transfer
 
     checkpoint, targets, dataset = values["checkpoint"], values["targets"], values["dataset"]
-    names = [t.strip() for t in (targets or "").split(",") if t.strip()] or [dataset]
+    names = [t.strip() for t in (targets or "").split(",") if t.strip()]
+    if targets is not None and not names:
+        raise ReprogramError(f"--targets {targets!r} names no dataset: give them as a,b,c")
+    names = names or [dataset]
     if not (targets or transfer.is_other_dataset(checkpoint, dataset)):
         return False
     identity = {k: values[k] for k in ("method", "backbone", "shots", "seed")}
     ignored = dict(config=values["config_file"], set=values["sets"])
     warn_ignored("eval", "--checkpoint", **identity, **ignored)
-    result = transfer.evaluate_transfer(
-        checkpoint,
-        names,
-        root=values["root"],
-        descriptions=values["descriptions"] or None,
-        split=values["split"],
-        device=values["device"],
-        quiet=values["quiet"],
-        weights=values["weights"],
-    )
+    try:
+        result = transfer.evaluate_transfer(
+            checkpoint,
+            names,
+            root=values["root"],
+            descriptions=values["descriptions"] or None,
+            split=values["split"],
+            device=values["device"],
+            quiet=values["quiet"],
+            weights=values["weights"],
+        )
+    except NonFiniteScores as err:
+        raise ReprogramError(f"{checkpoint}: {err}") from err
     written = transfer.write_transfer(
         result, values["out"] or transfer.default_output(checkpoint, names)
     )
@@ -146,22 +156,27 @@ def predict(
 ) -> None:
     """Top-k classes for images, from a run (--checkpoint) or an exported model (--model); for
     several prompts the prompt behind the top class, for a run's descriptions the description."""
+    from reprogram.engine.runs import NonFiniteScores
+
     if top_k < 1:
         raise ReprogramError(f"--top-k must be at least 1, got {top_k}")
     if (checkpoint is None) == (model is None):
         raise ReprogramError("predict needs one of --checkpoint RUN or --model DIR")
-    if model is not None:
-        from reprogram.export import load_exported
+    paths = [str(p) for p in images]
+    try:
+        if model is not None:
+            from reprogram.export import load_exported
 
-        exported = load_exported(model, device=device or "auto", weights=weights)
-        predictions = exported.predict([str(p) for p in images], top_k)
-    else:
-        from reprogram.engine.runs import load_run, predict_images
+            exported = load_exported(model, device=device or "auto", weights=weights)
+            predictions = exported.predict(paths, top_k)
+        else:
+            from reprogram.engine.runs import load_run, predict_images
 
-        run = load_run(checkpoint, device=device, weights=weights)
-        paths = [str(p) for p in images]
-        precision = run.config.backbone.precision
-        predictions = predict_images(run.model, run.classnames, paths, top_k, precision)
+            run = load_run(checkpoint, device=device, weights=weights)
+            precision = run.config.backbone.precision
+            predictions = predict_images(run.model, run.classnames, paths, top_k, precision)
+    except NonFiniteScores as err:
+        raise ReprogramError(f"{checkpoint or model}: {err}") from err
     if as_json:
         typer.echo(json.dumps([p.__dict__ for p in predictions], indent=2))
         return

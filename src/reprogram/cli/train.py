@@ -96,6 +96,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue an interrupted run in --out")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="replace a run in --out that is not reused (--seeds and base2novel reuse "
+            "finished runs of the same settings)",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a method's prompts (or evaluate a zero-shot method) and write a run folder."""
@@ -110,23 +118,25 @@ def train(
         raise typer.Exit(130) from None
 
 
-RUN_FOLDER_OPTIONS = ("out", "resume", "seeds")  # where and how often to run, not the config
+# where and how often to run, not the config
+RUN_FOLDER_OPTIONS = ("out", "resume", "seeds", "overwrite")
 
 
 def _train(values: dict[str, Any]) -> None:
     from reprogram.engine.train import fit, fit_seeds
 
-    out, resume, seeds = (values[k] for k in RUN_FOLDER_OPTIONS)
+    out, resume, seeds, overwrite = (values[k] for k in RUN_FOLDER_OPTIONS)
     if resume and not seeds:
-        print_results(fit(_resume_config(values), out, resume=True))
+        print_results(fit(_resume_config(values), out, resume=True, overwrite=overwrite))
         return
     config = config_of(values, skip=RUN_FOLDER_OPTIONS)
     if seeds:
         from reprogram.engine.runs import table_markdown
 
-        typer.echo(table_markdown(fit_seeds(config, list(seeds), out, resume=resume)))
+        summary = fit_seeds(config, list(seeds), out, resume=resume, overwrite=overwrite)
+        typer.echo(table_markdown(summary))
         return
-    print_results(fit(config, out))
+    print_results(fit(config, out, overwrite=overwrite))
 
 
 def _resume_config(values: dict[str, Any]):
@@ -163,7 +173,7 @@ def base2novel_command(**values: Any) -> None:
         run_base_to_novel_seeds,
     )
 
-    out, resume, seeds = (values[k] for k in RUN_FOLDER_OPTIONS)
+    out, resume, seeds, overwrite = (values[k] for k in RUN_FOLDER_OPTIONS)
     config = config_of(values, skip=RUN_FOLDER_OPTIONS)
     if config.data.subsample_classes != "all":
         typer.echo(
@@ -172,7 +182,8 @@ def base2novel_command(**values: Any) -> None:
             err=True,
         )
     if seeds:
-        summary = run_base_to_novel_seeds(config, list(seeds), out, resume=resume)
+        summary = run_base_to_novel_seeds(config, list(seeds), out, resume, overwrite)
         typer.echo(base_to_novel_markdown(summary["runs"]))
         return
-    typer.echo(base_to_novel_markdown([run_base_to_novel(config, out, resume=resume)]))
+    result = run_base_to_novel(config, out, resume=resume, overwrite=overwrite)
+    typer.echo(base_to_novel_markdown([result]))

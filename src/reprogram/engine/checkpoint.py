@@ -3,7 +3,8 @@
 Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``: nothing from a run folder is ever unpickled as an arbitrary
 object. Each save keeps the previous checkpoint as ``checkpoint.prev.pt`` until the new one is
-complete; a damaged ``checkpoint.pt`` falls back to it (with a warning).
+complete; a damaged ``checkpoint.pt`` falls back to it (with a warning) and is never kept as the
+previous one in its place.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import random
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -81,20 +83,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint.pt`` atomically, keeping the one it replaces as ``checkpoint.prev.pt``."""
+def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any], keep: bool = True) -> None:
+    """Write ``checkpoint.pt`` atomically, keeping the one it replaces as ``checkpoint.prev.pt``
+    unless that one is damaged (not a whole archive, or ``keep`` false: it failed to load), so
+    the previous checkpoint stays the fallback."""
     path, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
     complete = run_dir / f".{CHECKPOINT}.complete"  # the new checkpoint, whole and synced
     clean_stale_temps(previous)
     try:
         atomic_torch_save({"format": FORMAT, **checkpoint}, complete)
-        if path.is_file():
+        if keep and _is_whole(path):
             _keep_as_previous(path, previous)
         os.replace(complete, path)
     except OSError as err:
         if complete.exists():
             complete.unlink()
         raise _save_failure(run_dir, err) from err
+
+
+def _is_whole(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint archive (torch's zip format, its directory
+    readable): an empty, truncated or overwritten file is not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _keep_as_previous(path: Path, previous: Path) -> None:
@@ -196,13 +210,29 @@ def load_checkpoint(run_dir: str | Path, notes: list[str] | None = None) -> dict
                     f"be resumed: train it again into a new --out (or delete {path.parent})"
                 ) from err
             raise
-        checkpoint = _read(previous)
+        try:
+            checkpoint = _read(previous)
+        except ReprogramError as second:
+            raise ReprogramError(
+                f"{err}; the previous checkpoint is damaged too ({second}): the run cannot be "
+                f"resumed: train it again into a new --out (or delete {path.parent})"
+            ) from second
         note = f"{err}; using the previous checkpoint {previous} (epoch {checkpoint.get('epoch')})"
         if notes is None:
             warnings.warn(note, stacklevel=2)
         else:
             notes.append(note)
         return checkpoint
+
+
+def discard_run(run_dir: Path) -> None:
+    """Delete a run's own files (checkpoints, config, metrics, results, TensorBoard events), so
+    that another run is trained in its folder (``--overwrite``); other files are left alone."""
+    from reprogram.engine.curves import FOLDER as TENSORBOARD
+
+    for name in (CHECKPOINT, PREVIOUS, CONFIG, METRICS, RESULTS):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TENSORBOARD, ignore_errors=True)
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ class Evaluation:
     per_class: list[float | None]  # None: no image of that class
     confusion: torch.Tensor  # C×C counts, rows = true class
     count: int
+    nonfinite: int = 0  # images whose class scores are not all finite (a diverged model)
 
 
 Advance = Callable[..., None]  # advance(n): n more images done (a progress bar's step)
@@ -60,16 +61,19 @@ def summarise(
     every process's shard are summed first (integers: the same numbers as one process)."""
     labels = labels.to(logits.device)
     predictions = logits.argmax(dim=1)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=logits.device)
-    confusion.index_add_(0, labels * num_classes + predictions, torch.ones_like(labels))
-    confusion = world.all_reduce_sum(confusion).view(num_classes, num_classes).cpu()
+    # the C×C counts, then the count of images with non-finite scores: one sum across processes
+    counts = torch.zeros(num_classes * num_classes + 1, dtype=torch.long, device=logits.device)
+    counts.index_add_(0, labels * num_classes + predictions, torch.ones_like(labels))
+    counts[-1] = (~torch.isfinite(logits).all(dim=1)).sum()
+    counts = world.all_reduce_sum(counts).cpu()
+    confusion, nonfinite = counts[:-1].view(num_classes, num_classes), int(counts[-1])
     totals = confusion.sum(dim=1)
     rates = (confusion.diag().double() / totals.clamp_min(1)).tolist()
     # a class without images has no accuracy (None, null in JSON), not 0.0
     per_class = [r if n > 0 else None for r, n in zip(rates, totals.tolist(), strict=True)]
     count = int(totals.sum())
     accuracy = float(confusion.diag().sum()) / max(count, 1)
-    return Evaluation(accuracy, per_class, confusion, count)
+    return Evaluation(accuracy, per_class, confusion, count, nonfinite)
 
 
 def evaluate(

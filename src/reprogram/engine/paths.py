@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reprogram.text.packaged import PREFIX as PACKAGED  # a packaged file's name: no path
+
 if TYPE_CHECKING:
     from reprogram.engine.config import TrainConfig
 
@@ -26,11 +28,23 @@ def _absolute_spec(spec: str, bare_folder: bool = False) -> str:
     return spec
 
 
+def _description_spec(spec: str) -> str:
+    """A description file made absolute; ``packaged:NAME`` stays a name, also where an earlier
+    version stored it as ``<folder>/packaged:NAME`` (its resumed runs did)."""
+    if spec.startswith(PACKAGED):
+        return spec
+    head, found, name = spec.partition("/" + PACKAGED)
+    if found and head and not Path(spec).exists():
+        return PACKAGED + name
+    return _absolute(spec)
+
+
 def absolute_paths(config: TrainConfig) -> TrainConfig:
     """Make every path a run stores absolute (relative ones are read from the current folder),
     so that ``eval``, ``predict``, ``explain`` and ``--resume`` work from any folder.
 
-    Names (``dtd``, ``ViT-B-16``, ``random:tiny``) and weight tags that are no path stay as given.
+    Names (``dtd``, ``ViT-B-16``, ``random:tiny``, ``packaged:…`` description files) and weight
+    tags that are no path stay as given.
     """
     data, backbone = config.data, config.backbone
     data.dataset = _absolute_spec(data.dataset)
@@ -41,5 +55,5 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
         Path(backbone.weights).expanduser().exists() or any(c in backbone.weights for c in "/\\~")
     ):
         backbone.weights = _absolute(backbone.weights)
-    data.descriptions = [_absolute(p) for p in data.descriptions]
+    data.descriptions = [_description_spec(p) for p in data.descriptions]
     return config

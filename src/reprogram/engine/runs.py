@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from reprogram.data.images import (
 from reprogram.engine.checkpoint import CONFIG, load_checkpoint, read_results
 from reprogram.engine.config import TrainConfig, flat_items, read_config_file
 from reprogram.engine.evaluate import Evaluation, evaluate
+from reprogram.engine.paths import absolute_paths
 from reprogram.engine.progress import Reporter
-from reprogram.engine.setup import build_backbone, build_model
+from reprogram.engine.setup import build_backbone, build_model, description_files
 from reprogram.errors import ReprogramError
 from reprogram.model.attribution import top_class_drivers
-from reprogram.model.methods import Reprogrammer
+from reprogram.model.methods import Reprogrammer, get_recipe
 from reprogram.model.precision import Precision, resolve_precision
 from reprogram.storage.files import atomic_write_text
 from reprogram.text.descriptions import TextBank
@@ -92,8 +94,6 @@ def load_run(
 
 def zero_shot_model(config: TrainConfig) -> tuple[Reprogrammer, list[str]]:
     """The model and class names of a method that trains nothing, built from ``config``."""
-    from reprogram.model.methods import get_recipe
-
     if get_recipe(config.method.name).trainable:
         raise ReprogramError(
             f"method '{config.method.name}' must be trained first: use --checkpoint RUN"
@@ -127,6 +127,16 @@ def class_difference(found: list[str], expected: list[str], limit: int = 5) -> s
     return "; ".join(parts)
 
 
+class NonFiniteScores(ReprogramError):
+    """A model whose class scores are not finite (its prompts diverged): nothing to predict."""
+
+
+DIVERGED = (
+    "its training diverged (the non-finite guard stops such a run); train it again, e.g. with "
+    "a smaller lr"
+)
+
+
 def evaluate_split(
     model: Reprogrammer,
     config: TrainConfig,
@@ -158,7 +168,19 @@ def evaluate_split(
         )
     dtype = resolve_precision(config.backbone.precision, model.text_features.device)
     with reporter.bar(f"eval {split}", len(images)) as advance:
-        return evaluate(model, images, config.runtime.eval_batch_size, dtype, advance)
+        result = evaluate(model, images, config.runtime.eval_batch_size, dtype, advance)
+    check_finite_scores(result)
+    return result
+
+
+def check_finite_scores(result: Evaluation) -> None:
+    """Refuse an evaluation whose model gave non-finite class scores (its accuracy would be
+    that of arbitrary answers)."""
+    if result.nonfinite:
+        raise NonFiniteScores(
+            f"the run's prompts give non-finite class scores for {result.nonfinite} of "
+            f"{result.count} images: {DIVERGED}"
+        )
 
 
 @dataclass
@@ -189,6 +211,13 @@ def predict_images(
     )
     with torch.no_grad():
         output = model(as_float(pixels.to(device)), policy)
+    finite = torch.isfinite(output.logits.float()).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise NonFiniteScores(
+            f"the run's prompts give non-finite class scores for {paths[first]} "
+            f"({int((~finite).sum())} of {len(paths)} images): {DIVERGED}"
+        )
     probabilities = output.logits.float().softmax(dim=1)
     drivers = top_class_drivers(model, output.scores, output.logits)
     predictions = []
@@ -246,6 +275,62 @@ def run_identity(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
         if k in backbone
     }
     return identity
+
+
+def run_differences(run_dir: str | Path, config: TrainConfig, limit: int = 3) -> list[str]:
+    """How the run in ``run_dir`` (finished, or a checkpoint to resume) differs from the run
+    ``config`` asks for, as ``key=theirs (asked: ours)``; empty when it is that run.
+
+    Runs are alike as :func:`comparison_table` groups them: every setting of the config, the seed
+    included (a folder holds one seed's run), and the backbone by weights: the same name and file,
+    or else the same weight fingerprint (a moved file is the same backbone)."""
+    run_dir = Path(run_dir)
+    stored = read_config_file(run_dir / CONFIG)
+    if stored is None:
+        return [f"it has no {CONFIG}"]
+    stored = absolute_paths(stored)  # as stored, but for names stored as paths by older versions
+    asked = config.updated().validate()
+    if get_recipe(asked.method.name).needs_descriptions:  # else given ones are unused
+        asked.data.descriptions = description_files(asked)
+        with contextlib.suppress(ReprogramError):  # a run stores them resolved (older ones not)
+            stored.data.descriptions = description_files(stored)
+    else:
+        asked.data.descriptions = stored.data.descriptions = []
+    theirs, ours = flat_items(stored), flat_items(asked)
+    differ = [k for k in ours if _json(theirs.get(k)) != _json(ours[k])]
+    differ.sort(key=lambda k: k not in ("method", "dataset", "seed"))  # the telling ones first
+    backbone = [k for k in differ if k in ("backbone", "weights")]
+    if backbone and _fingerprint(run_dir) == build_backbone(asked).fingerprint:
+        differ = [k for k in differ if k not in backbone]
+    shown = [f"{k}={_json(theirs.get(k))} (asked: {_json(ours[k])})" for k in differ[:limit]]
+    return shown + ([f"{len(differ) - limit} more"] if len(differ) > limit else [])
+
+
+def _json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _fingerprint(run_dir: Path) -> str | None:
+    """The weight fingerprint of a run's backbone (results.json, else its checkpoint)."""
+    try:
+        results = read_results(run_dir)
+    except ReprogramError:
+        results = load_checkpoint(run_dir)
+    return (results.get("backbone") or {}).get("fingerprint")
+
+
+def check_reusable(
+    run_dir: str | Path,
+    config: TrainConfig,
+    remedy: str = "choose another --out, or add --overwrite to train it again there",
+) -> None:
+    """Refuse to reuse (or resume) the run in ``run_dir`` for ``config`` unless it is that run
+    (:func:`run_differences`): one line naming the differences, then ``remedy``."""
+    differences = run_differences(run_dir, config)
+    if differences:
+        raise ReprogramError(
+            f"{run_dir} holds a run of other settings ({'; '.join(differences)}): {remedy}"
+        )
 
 
 def _label(settings: dict[str, Any], short: bool) -> str:
@@ -355,6 +440,9 @@ def write_summary(out_dir: Path, run_dirs: list[Path]) -> dict[str, Any]:
 
 __all__ = [
     "LoadedRun",
+    "NonFiniteScores",
+    "check_finite_scores",
+    "check_reusable",
     "Prediction",
     "comparison_table",
     "evaluate_split",
@@ -363,6 +451,7 @@ __all__ = [
     "load_run",
     "predict_images",
     "row_name",
+    "run_differences",
     "run_identity",
     "table_markdown",
     "write_summary",

@@ -261,11 +261,12 @@ def build_backbone(config: TrainConfig) -> Backbone:
     )
 
 
-def read_descriptions(
-    config: TrainConfig, recipe: Recipe
-) -> tuple[list[tuple[str, dict[str, list[str]]]], list[str]]:
-    """The method's description files (given, or the dataset's defaults: stored in
-    ``config.data.descriptions``) read: ``[(spec, {class: sentences})]`` and their local paths."""
+def description_files(config: TrainConfig) -> list[str]:
+    """The description files a run of ``config`` reads: those given, else its method's
+    defaults (none for a method without descriptions: the given ones, unused)."""
+    recipe = get_recipe(config.method.name)
+    if not recipe.needs_descriptions:
+        return list(config.data.descriptions)
     if config.data.descriptions and (config.data.causes or config.data.description_source):
         raise ReprogramError(
             "--causes and --description-source pick packaged files: not with --descriptions"
@@ -273,8 +274,16 @@ def read_descriptions(
     files = config.data.descriptions or default_description_files(
         recipe, config.data.dataset, config.data.causes, config.data.description_source
     )
-    config.data.descriptions = [str(f) for f in files]
-    paths = [str(materialize(f)) for f in files]
+    return [str(f) for f in files]
+
+
+def read_descriptions(
+    config: TrainConfig, recipe: Recipe
+) -> tuple[list[tuple[str, dict[str, list[str]]]], list[str]]:
+    """The method's description files (given, or the dataset's defaults: stored in
+    ``config.data.descriptions``) read: ``[(spec, {class: sentences})]`` and their local paths."""
+    config.data.descriptions = description_files(config)
+    paths = [str(materialize(f)) for f in config.data.descriptions]
     descriptions = [
         (spec, read_description_file(path))
         for spec, path in zip(config.data.descriptions, paths, strict=True)

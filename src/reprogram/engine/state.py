@@ -27,6 +27,7 @@ import torch
 from reprogram.engine.checkpoint import (
     CHECKPOINT,
     RESULTS,
+    discard_run,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -145,20 +146,37 @@ class Checkpointer:
     def __init__(self, run_dir: Path, parts: RunParts, world: World = World()) -> None:
         self.run_dir, self.parts, self.world = run_dir, parts, world
         self.last_saved = 0  # the epoch of the newest checkpoint on disk (0: none)
+        self.newest_damaged = False  # checkpoint.pt failed to load: never keep it as previous
 
     @staticmethod
-    def existing(run_dir: Path, resume: bool, notes: list[str]) -> dict[str, Any] | None:
+    def existing(
+        run_dir: Path, resume: bool, notes: list[str], overwrite: bool = False
+    ) -> dict[str, Any] | None:
         """The checkpoint to resume (a damaged newest one falls back to the previous, said in
-        ``notes``), or None for a new run; refuses to overwrite a finished or an unfinished run."""
+        ``notes``), or None for a new run; refuses to overwrite a finished or an unfinished run
+        unless ``overwrite`` (its files are then deleted)."""
         has_checkpoint = (run_dir / CHECKPOINT).is_file()
         if resume:
+            if overwrite:
+                raise ReprogramError(
+                    "--resume continues the run in --out, --overwrite replaces it: give one"
+                )
             if not has_checkpoint:
                 raise ReprogramError(f"--resume: no checkpoint in {run_dir}")
             return load_checkpoint(run_dir, notes)
+        if overwrite:
+            discard_run(run_dir)
+            return None
         if (run_dir / RESULTS).is_file():
-            raise ReprogramError(f"{run_dir} already holds a finished run; choose another --out")
+            raise ReprogramError(
+                f"{run_dir} already holds a finished run; choose another --out "
+                "(or add --overwrite to replace it)"
+            )
         if has_checkpoint:
-            raise ReprogramError(f"{run_dir} holds an unfinished run; add --resume to continue it")
+            raise ReprogramError(
+                f"{run_dir} holds an unfinished run; add --resume to continue it "
+                "(or --overwrite to replace it)"
+            )
         return None
 
     def resumed(self, state: RunState) -> None:
@@ -204,8 +222,8 @@ class Checkpointer:
     def save(self, state: RunState, finished: bool) -> None:
         if not self.world.is_main:
             return
-        save_checkpoint(self.run_dir, self.payload(state, finished))
-        self.last_saved = state.epoch
+        save_checkpoint(self.run_dir, self.payload(state, finished), keep=not self.newest_damaged)
+        self.last_saved, self.newest_damaged = state.epoch, False
 
     def payload(self, state: RunState, finished: bool) -> dict[str, Any]:
         """The whole checkpoint: the run's identity, then its state."""

@@ -55,12 +55,14 @@ from reprogram.model.precision import Precision
 from reprogram.text.packaged import file_record
 
 __all__ = [
+    "Reuse",
     "TrainData",
     "check_seeds",
     "cosine_schedule",
     "epoch_generator",
     "fit",
     "fit_seeds",
+    "reusable_run",
     "train_one_epoch",
 ]
 
@@ -152,23 +154,28 @@ class Run:
         return self.parts.model
 
 
-def fit(config: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def fit(
+    config: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train (or only evaluate, for zero-shot methods) and write the run folder. Returns results.
 
     The run folder is locked for the whole run: a second run into it fails at once. With
     ``resume``, the run's identity comes from its checkpoint and only the execution settings
-    (``config.runtime``: device, compile, quiet, …) from ``config``.
+    (``config.runtime``: device, compile, quiet, …) from ``config``; with ``overwrite``, a run
+    already in the folder is replaced (its files deleted), else it is refused.
     The deterministic-algorithms flags and the global RNGs are left as they were found. Python
     warnings (``UserWarning``, ``RuntimeWarning``) raised during the run are the run's own."""
     warnings = RunWarnings()
     with run_lock(run_dir), preserved_global_state(), warnings.catching():
-        return _fit(config, Path(run_dir), resume, warnings)
+        return _fit(config, Path(run_dir), resume, overwrite, warnings)
 
 
-def _fit(config: TrainConfig, run_dir: Path, resume: bool, warnings: RunWarnings) -> dict[str, Any]:
+def _fit(
+    config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warnings: RunWarnings
+) -> dict[str, Any]:
     """Build → resume → per epoch: train, maybe evaluate and select, record, checkpoint → finish."""
     notes: list[str] = []  # what loading the checkpoint had to say (a fallback)
-    checkpoint = Checkpointer.existing(run_dir, resume, notes)
+    checkpoint = Checkpointer.existing(run_dir, resume, notes, overwrite)
     run = _build(config, run_dir, checkpoint, notes, warnings)
     model, config = run.model, run.config
     trainable = model.recipe.trainable and config.optim.epochs > 0
@@ -179,6 +186,7 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, warnings: RunWarnings
     )
     state = RunState(warmup=warmup, best=initial_best(model), warnings=run.parts.warnings)
     checkpointer = Checkpointer(run_dir, run.parts, run.world)
+    checkpointer.newest_damaged = bool(notes)  # resumed from checkpoint.prev.pt
     if trainable:
         data = _train_data(run)
         state = _optimisation(run, state, data)
@@ -413,22 +421,56 @@ def check_seeds(seeds: list[int]) -> None:
 
 
 def fit_seeds(
-    config: TrainConfig, seeds: list[int], out_dir: str | Path, resume: bool = False
+    config: TrainConfig,
+    seeds: list[int],
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table."""
+    """Train one run per seed into ``out_dir/seed-N`` and write a mean ± std summary table.
+
+    A finished seed run already there is reused (and an unfinished one resumed, with
+    ``resume``) when it has the settings of ``config``; one of other settings is refused, or
+    with ``overwrite`` trained again in its place."""
     from reprogram.engine.runs import write_summary
 
     check_seeds(seeds)
     out_dir = Path(out_dir)
-    run_dirs = []
-    for seed in seeds:
-        run_dir = out_dir / f"seed-{seed}"
-        finished = (run_dir / RESULTS).is_file()
-        if not finished:
-            fit(
-                config.updated(seed=seed),
-                run_dir,
-                resume=resume and (run_dir / CHECKPOINT).is_file(),
-            )
-        run_dirs.append(run_dir)
+    run_dirs = [out_dir / f"seed-{seed}" for seed in seeds]
+    # every folder checked before any training: a run of other settings stops nothing midway
+    runs = [
+        reusable_run(config.updated(seed=seed), run_dir, resume, overwrite)
+        for seed, run_dir in zip(seeds, run_dirs, strict=True)
+    ]
+    for run, run_dir in zip(runs, run_dirs, strict=True):
+        if not run.finished:
+            fit(run.config, run_dir, resume=run.resume, overwrite=run.overwrite)
     return write_summary(out_dir, run_dirs)
+
+
+@dataclass
+class Reuse:
+    """What to do with a run folder that may hold a run already (see :func:`reusable_run`)."""
+
+    config: TrainConfig
+    finished: bool  # a finished run of these settings: use it as it is
+    resume: bool  # an unfinished one of these settings, resumed
+    overwrite: bool  # one of other settings, replaced
+
+
+def reusable_run(config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> Reuse:
+    """Whether ``run_dir`` holds the run ``config`` asks for, finished or to resume; a run of
+    other settings is refused (one line naming them), or replaced with ``overwrite``."""
+    from reprogram.engine.runs import check_reusable
+
+    finished = (run_dir / RESULTS).is_file()
+    started = (run_dir / CHECKPOINT).is_file()
+    if not (finished or (resume and started)):
+        return Reuse(config, False, False, overwrite)
+    try:
+        check_reusable(run_dir, config)
+    except ReprogramError:
+        if not overwrite:
+            raise
+        return Reuse(config, False, False, True)
+    return Reuse(config, finished, not finished, False)

@@ -24,7 +24,7 @@ from reprogram.data.images import (
     to_rgb,
     to_uint8_chw,
 )
-from reprogram.engine.runs import Prediction
+from reprogram.engine.runs import DIVERGED, NonFiniteScores, Prediction
 from reprogram.errors import ReprogramError
 from reprogram.export.bundle import MANIFEST, read_export
 from reprogram.model.attribution import prompt_name, shares
@@ -147,6 +147,12 @@ class ExportedModel(nn.Module):
             features = self.image_features(self.pixels(chunk))
             parts = prompt_logits(features, self.head)  # B×C×v
             logits = parts.sum(dim=-1)
+            finite = torch.isfinite(logits).all(dim=1)
+            if not bool(finite.all()):
+                raise NonFiniteScores(
+                    f"the exported prompts give non-finite class scores for "
+                    f"{int((~finite).sum())} of {len(chunk)} images: {DIVERGED}"
+                )
             probabilities = logits.softmax(dim=1)
             for i in range(len(logits)):
                 values, indices = probabilities[i].topk(min(top_k, probabilities.shape[1]))

@@ -16,12 +16,12 @@ from typing import Any
 
 from reprogram.data import load_dataset
 from reprogram.data.subsets import subsample_classes
-from reprogram.engine.checkpoint import CHECKPOINT, RESULTS, read_results
+from reprogram.engine.checkpoint import read_results
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import load_run, mean_std
 from reprogram.engine.setup import check_texts
-from reprogram.engine.train import check_seeds, fit
+from reprogram.engine.train import check_seeds, fit, reusable_run
 from reprogram.errors import ReprogramError
 from reprogram.protocols.transfer import evaluate_samples, transfer_model
 from reprogram.storage.files import atomic_write_json, atomic_write_text
@@ -34,14 +34,18 @@ def harmonic_mean(base: float, novel: float) -> float:
     return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
 
 
-def _train_base(config: TrainConfig, out: Path, resume: bool) -> dict[str, Any]:
-    if (out / RESULTS).is_file():
-        results = read_results(out)
-        if load_run_config(out).data.subsample_classes != "base":
-            raise ReprogramError(f"{out} holds a finished run that is not a base-class run")
-        return results
+def _base_config(config: TrainConfig) -> TrainConfig:
+    return config.updated(subsample_classes="base").validate()
+
+
+def _train_base(config: TrainConfig, out: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """The base run in ``out``: a finished one of these settings is reused (one of other
+    settings refused, or replaced with ``overwrite``), an unfinished one resumed."""
+    run = reusable_run(config, out, resume, overwrite)
+    if run.finished:
+        return read_results(out)
     _check_novel_texts(config)
-    return fit(config, out, resume=resume and (out / CHECKPOINT).is_file())
+    return fit(config, out, resume=run.resume, overwrite=run.overwrite)
 
 
 def _check_novel_texts(config: TrainConfig) -> None:
@@ -54,20 +58,14 @@ def _check_novel_texts(config: TrainConfig) -> None:
         raise ReprogramError(f"novel classes: {err} (checked before training)") from None
 
 
-def load_run_config(run_dir: Path) -> TrainConfig:
-    from reprogram.engine.config import read_config_file
 
-    config = read_config_file(run_dir / "config.yaml")  # the run's own (either form)
-    if config is None:
-        raise ReprogramError(f"{run_dir}: no config.yaml")
-    return config
-
-
-def run_base_to_novel(config: TrainConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+def run_base_to_novel(
+    config: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train on the base classes into ``out``, evaluate base and novel, write the table."""
     out = Path(out)
-    config = config.updated(subsample_classes="base").validate()
-    base_results = _train_base(config, out, resume)
+    config = _base_config(config)
+    base_results = _train_base(config, out, resume, overwrite)
     run = load_run(out, device=config.runtime.device)
     full = load_dataset(run.config.data.dataset, run.config.data.root, run.config.data.split_seed)
     novel = subsample_classes(full, "novel")
@@ -107,13 +105,21 @@ def run_base_to_novel(config: TrainConfig, out: str | Path, resume: bool = False
 
 
 def run_base_to_novel_seeds(
-    config: TrainConfig, seeds: list[int], out: str | Path, resume: bool = False
+    config: TrainConfig,
+    seeds: list[int],
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """One base-to-novel run per seed into ``out/seed-N``; mean ± std over seeds in ``out``."""
     check_seeds(seeds)
     out = Path(out)
+    for seed in seeds:  # every folder checked before any training
+        base = _base_config(config.updated(seed=seed))
+        reusable_run(base, out / f"seed-{seed}", resume, overwrite)
     results = [
-        run_base_to_novel(config.updated(seed=seed), out / f"seed-{seed}", resume) for seed in seeds
+        run_base_to_novel(config.updated(seed=seed), out / f"seed-{seed}", resume, overwrite)
+        for seed in seeds
     ]
     summary = {"protocol": "base-to-novel", "seeds": list(seeds), "runs": results}
     for key in ("base_accuracy", "novel_accuracy", "harmonic_mean"):

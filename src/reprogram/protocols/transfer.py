@@ -25,7 +25,7 @@ from reprogram.data.readers import Sample
 from reprogram.data.subsets import subset_mapping
 from reprogram.engine.evaluate import Evaluation, predict_logits, summarise
 from reprogram.engine.progress import Reporter
-from reprogram.engine.runs import LoadedRun, load_run
+from reprogram.engine.runs import LoadedRun, check_finite_scores, load_run
 from reprogram.engine.setup import build_model
 from reprogram.errors import ReprogramError
 from reprogram.model.methods import Reprogrammer
@@ -133,7 +133,9 @@ def evaluate_samples(
         logits = predict_logits(model, images, run.config.runtime.eval_batch_size, dtype, advance)
     if columns is not None:
         logits = logits[:, torch.tensor(columns, device=logits.device)]
-    return summarise(logits, images.labels, num_classes)
+    evaluation = summarise(logits, images.labels, num_classes)
+    check_finite_scores(evaluation)
+    return evaluation
 
 
 def evaluate_target(
@@ -203,7 +205,7 @@ def evaluate_transfer(
     ``weights`` points a moved run at its backbone weights (checked by fingerprint)."""
     run_dir = Path(run_dir)
     targets = [dataset] if isinstance(dataset, str) else list(dataset)
-    if not targets:
+    if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
         raise ReprogramError("no target dataset given (--dataset NAME or --targets a,b,c)")
     if len(targets) > 1 and descriptions:
         raise ReprogramError("--descriptions applies to one --dataset, not to several --targets")

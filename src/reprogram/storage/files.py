@@ -147,22 +147,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
-def _is_zip_write_failure(err: RuntimeError) -> bool:
-    text = str(err)
-    return "PytorchStreamWriter" in text or "file write failed" in text
+def _torch_write_failure(err: RuntimeError, path: Path) -> OSError:
+    """What a RuntimeError of torch's zip writer means, as the OSError it stands for.
+
+    torch reports a failed write as ``[enforce fail at inline_container.cc:…] . unexpected
+    pos …`` or ``… file write failed``; the cause is the ``OSError`` of the Python file it wrote
+    to (in the exception's chain), or, when torch opened the file itself, a full file system."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    if _free_bytes(path.parent) < _FULL_BELOW or "file write failed" in first:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(errno.EIO, f"torch could not write the file: {first}")
+
+
+_FULL_BELOW = 1 << 20  # a file system with less free space than this is taken to be full
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return stats.f_bavail * stats.f_frsize
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically; a full disk is a :class:`StorageError` like any other write's."""
     import torch
 
     def save(tmp: Path) -> None:
         try:
-            torch.save(obj, tmp)
+            with open(tmp, "wb") as handle:  # a Python file: its OSError tells why a write failed
+                torch.save(obj, handle)
         except RuntimeError as err:
-            # torch's zip writer reports a full disk as a RuntimeError ("file write failed")
-            if _is_zip_write_failure(err):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from err
-            raise
+            raise _torch_write_failure(err, tmp) from err
 
     return atomic_write(path, save)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import lzma
 import re
 import tarfile
@@ -60,12 +61,29 @@ def _members() -> dict[str, bytes]:
     except OSError as err:
         raise ReprogramError(f"packaged descriptions missing ({ARCHIVE}): reinstall") from err
     members = {}
-    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(packed)), mode="r") as tar:
-        for member in tar.getmembers():
-            handle = tar.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                members[member.name] = handle.read()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(lzma.decompress(packed)), mode="r") as tar:
+            for member in tar.getmembers():
+                handle = tar.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    members[member.name] = handle.read()
+    except (lzma.LZMAError, EOFError, tarfile.TarError) as err:
+        what = "tar archive" if isinstance(err, tarfile.TarError) else "xz file"
+        reason = (str(err).splitlines() or [type(err).__name__])[0].rstrip(":")
+        raise _damaged(f"{ARCHIVE} is not a whole {what}: {reason}") from err
     return members
+
+
+def _damaged(what: str) -> ReprogramError:
+    return ReprogramError(f"the packaged descriptions are damaged ({what}): reinstall")
+
+
+def packaged_json(name: str) -> dict:
+    """A packaged file's JSON content (``causes/dtd_cse_1.json`` or ``packaged:…``)."""
+    try:
+        return json.loads(packaged_bytes(name))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _damaged(f"{name.removeprefix(PREFIX)} is not valid JSON") from err
 
 
 def packaged_files() -> list[PackagedFile]:
@@ -94,9 +112,7 @@ def packaged_bytes(name: str) -> bytes:
 
 def packaged_descriptions(key: str, kind: str, source: str = "") -> dict[str, list[str]]:
     """A packaged set as a dict, e.g. ``("imagenet", "des")``."""
-    import json
-
-    return json.loads(packaged_bytes(_file_name(key, kind, None, source)))
+    return packaged_json(_file_name(key, kind, None, source))
 
 
 def _file_name(key: str, kind: str, number: int | None, source: str) -> str:
@@ -160,6 +176,8 @@ def materialize(spec: str | Path) -> Path:
     if not text.startswith(PREFIX):
         return Path(spec)
     data = packaged_bytes(text)
+    if text.endswith(".json"):
+        packaged_json(text)  # a damaged member is named here, not as the cache file
     digest = hashlib.sha256(data).hexdigest()
     base = Cache.default().folder("descriptions")
     if base is None:
@@ -211,8 +229,6 @@ def _numbers(items: list[PackagedFile], kind: str) -> str:
 
 def summary_lines(dataset: str | None = None) -> list[str]:
     """What ``reprogram descriptions list`` prints: per dataset, or one dataset's files."""
-    import json
-
     if dataset is None:
         lines = []
         for key, items in listing().items():
@@ -233,7 +249,7 @@ def summary_lines(dataset: str | None = None) -> list[str]:
     lines = []
     for item in listing(key).get(key, []):
         data = packaged_bytes(item.name)
-        content = json.loads(data)
+        content = packaged_json(item.name)
         sentences = sum(len(v) for v in content.values()) / max(1, len(content))
         sha = hashlib.sha256(data).hexdigest()[:12]
         cause = causes[item.number - 1] if item.number and item.number <= len(causes) else ""

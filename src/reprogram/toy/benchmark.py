@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from reprogram.engine.config import TrainConfig, flat_items, load_config
+from reprogram.engine.config import TrainConfig, load_config
 from reprogram.engine.progress import Reporter
+from reprogram.engine.runs import check_reusable as reusable
 from reprogram.engine.runs import comparison_table, format_cell, row_name
 from reprogram.engine.train import check_seeds, fit
-from reprogram.errors import ReprogramError
 from reprogram.storage.files import atomic_write_json, atomic_write_text
 
 ALL_METHODS = ("zero-shot", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls")
@@ -86,35 +85,9 @@ def run_config(task_dir: Path, method: str, seed: int, settings: BenchmarkSettin
     return load_config(None, values)
 
 
-# Filled in by the run when left empty (the task folder's description files).
-DERIVED_FIELDS = ("descriptions",)
-
-
-def config_differences(stored: dict[str, Any], wanted: TrainConfig) -> list[str]:
-    """The training settings in which a stored run's config differs from ``wanted``
-    (execution settings such as the device do not count)."""
-    differ = []
-    have = flat_items(TrainConfig.from_dict(stored))
-    given = set(have) if "version" in stored else set(stored)  # a flat one: the keys it holds
-    for key, value in flat_items(wanted).items():
-        if key in DERIVED_FIELDS and not value:
-            continue
-        if key not in given or have[key] != value:
-            differ.append(f"{key} {have[key] if key in given else '(missing)'!r} vs {value!r}")
-    return differ
-
-
 def check_reusable(run_dir: Path, wanted: TrainConfig) -> None:
     """Refuse to reuse (or resume) a run folder made with other settings than ``wanted``."""
-    path = run_dir / "config.yaml"
-    stored = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    differ = config_differences(stored, wanted) if stored else ["no config.yaml"]
-    if differ:
-        shown = "; ".join(differ[:3]) + (f" and {len(differ) - 3} more" if len(differ) > 3 else "")
-        raise ReprogramError(
-            f"{run_dir} holds a run made with other settings ({shown}): "
-            "choose another --out, or delete that folder to train it again"
-        )
+    reusable(run_dir, wanted, "choose another --out, or delete that folder to train it again")
 
 
 def run_benchmark(
