@@ -63,6 +63,7 @@ FLOW = [
     "report",
     "speed",
     "toy",
+    "sweep",
     "cli",
 ]
 

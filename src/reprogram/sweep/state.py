@@ -1,0 +1,176 @@
+"""Each run's state, read from its folder; the sweep's status table with an ETA.
+
+A run folder holds what the engine writes (``config.yaml``, ``metrics.jsonl``, ``checkpoint.pt``,
+``results.json``) and, from a sweep, ``sweep.json``: the last attempt's state (running, failed),
+where it ran (host, pid, Slurm job) and, for a failed run, its last error line. It is written
+atomically by the process that runs the run. The state:
+
+- ``done``: ``results.json`` is there;
+- ``failed``: the last attempt ended with an error (rerun with ``--retry-failed``);
+- ``running``: an attempt is running (on this host: its process is alive);
+- ``interrupted``: started but stopped (killed, cancelled, preempted): a rerun resumes it from
+  its checkpoint;
+- ``queued``: not started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprogram.engine.checkpoint import CHECKPOINT, METRICS, RESULTS
+from reprogram.storage.files import atomic_write_json, pid_alive
+
+STATUS = "sweep.json"
+STATES = ("queued", "running", "interrupted", "done", "failed")
+
+
+@dataclass
+class RunStatus:
+    name: str
+    state: str
+    error: str = ""  # a failed run's last error line
+    seconds: float | None = None  # a finished run's wall time
+    epoch: int = 0  # epochs recorded so far
+    where: str = ""  # host/pid or Slurm job of the attempt
+
+
+def write_status(run_dir: Path, state: str, **fields: Any) -> None:
+    """Record an attempt's state in ``run_dir/sweep.json`` (atomically)."""
+    previous = read_status(run_dir)
+    record = {
+        "state": state,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job": _slurm_job(),
+        "time": time.time(),
+        "attempts": previous.get("attempts", 0) + (state == "running"),
+        "started": previous.get("started") if state != "running" else time.time(),
+        **fields,
+    }
+    atomic_write_json(run_dir / STATUS, record)
+
+
+def _slurm_job() -> str | None:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:
+        return f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The run's ``sweep.json`` (empty when there is none, or it is damaged)."""
+    try:
+        data = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _epochs(run_dir: Path) -> int:
+    try:
+        return sum(1 for line in (run_dir / METRICS).read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
+
+
+def _attempt_alive(status: dict[str, Any]) -> bool:
+    """Whether the recorded attempt still runs (as far as this host can tell)."""
+    if status.get("host") == socket.gethostname():
+        pid = status.get("pid")
+        return isinstance(pid, int) and pid_alive(pid)
+    return True  # another node: trust the record until it changes
+
+
+def run_status(out: Path, name: str) -> RunStatus:
+    """The state of run ``name`` under the sweep output ``out`` (see the module)."""
+    run_dir = out / name
+    status = read_status(run_dir)
+    where = status.get("slurm_job") or f"{status.get('host', '?')}:{status.get('pid', '?')}"
+    if (run_dir / RESULTS).is_file():
+        try:
+            seconds = float(json.loads((run_dir / RESULTS).read_text())["wall_time_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            seconds = None
+        return RunStatus(name, "done", seconds=seconds, epoch=_epochs(run_dir))
+    if status.get("state") == "failed":
+        return RunStatus(name, "failed", error=status.get("error", ""), where=where)
+    if status.get("state") == "running" and _attempt_alive(status):
+        return RunStatus(name, "running", epoch=_epochs(run_dir), where=where)
+    if status or (run_dir / CHECKPOINT).is_file():
+        return RunStatus(name, "interrupted", epoch=_epochs(run_dir), where=where)
+    return RunStatus(name, "queued")
+
+
+@dataclass
+class SweepStatus:
+    out: Path
+    runs: list[RunStatus]
+    slots: int = 1  # runs that execute at once (for the ETA)
+
+    def count(self, state: str) -> int:
+        return sum(r.state == state for r in self.runs)
+
+    @property
+    def finished(self) -> bool:
+        return all(r.state in ("done", "failed") for r in self.runs)
+
+    def eta_s(self) -> float | None:
+        """Seconds left: the mean time of the finished runs × the runs left / slots."""
+        times = [r.seconds for r in self.runs if r.state == "done" and r.seconds is not None]
+        left = sum(r.state in ("queued", "interrupted") for r in self.runs)
+        left += 0.5 * self.count("running")
+        if not times:
+            return None
+        return sum(times) / len(times) * left / max(1, self.slots)
+
+
+def sweep_status_of(out: Path, names: list[str], slots: int = 1) -> SweepStatus:
+    return SweepStatus(out, [run_status(out, name) for name in names], slots)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown until a run finishes"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def status_text(status: SweepStatus, groups: int = 40) -> str:
+    """Runs by state per (dataset, method, …) group, running and failed runs, the ETA."""
+    by_group: dict[str, dict[str, int]] = {}
+    for run in status.runs:
+        group = run.name.rpartition("/")[0]
+        by_group.setdefault(group, dict.fromkeys(STATES, 0))[run.state] += 1
+    width = max([len(g) for g in by_group] + [5])
+    lines = [f"{'runs':<{width}}  " + "  ".join(f"{s:>11}" for s in STATES)]
+    shown = list(by_group.items())
+    for group, counts in shown[:groups]:
+        lines.append(f"{group:<{width}}  " + "  ".join(f"{counts[s]:>11}" for s in STATES))
+    if len(shown) > groups:
+        lines.append(f"… and {len(shown) - groups} more groups")
+    totals = [status.count(s) for s in STATES]
+    lines.append(f"{'total':<{width}}  " + "  ".join(f"{n:>11}" for n in totals))
+    for run in status.runs:
+        if run.state == "running":
+            lines.append(f"running  {run.name}  (epoch {run.epoch}, {run.where})")
+    for run in status.runs:
+        if run.state == "failed":
+            lines.append(f"failed   {run.name}: {run.error}")
+    done = status.count("done")
+    summary = f"{done}/{len(status.runs)} done"
+    if not status.finished:
+        summary += f", ETA {_duration(status.eta_s())}"
+    lines.append(summary)
+    return "\n".join(lines)
