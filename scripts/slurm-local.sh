@@ -65,6 +65,8 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=300
 KillWait=5
+# a requeued job may start again after cred_expire + 1 s (Slurm's default: 120 s)
+AuthInfo=cred_expire=10
 StateSaveLocation=$SPOOL/ctld
 SlurmdSpoolDir=$SPOOL/d
 SlurmctldPidFile=$RUN_DIR/slurmctld.pid

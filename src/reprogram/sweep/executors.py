@@ -28,7 +28,7 @@ if typing.TYPE_CHECKING:
 class LocalSettings:
     """This machine: ``workers`` processes, or one per GPU in ``gpus``."""
 
-    workers: int = 1
+    workers: int = 1  # 0: one after another in the calling process
     gpus: list[int] = field(default_factory=list)  # one worker per GPU (CUDA_VISIBLE_DEVICES)
     threads: int = 0  # torch threads per worker; 0 = this machine's cores / workers
 
@@ -85,7 +85,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
             raise ValueError(f"expected a mapping, got {value!r}")
         return dict(value)
     if hint is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        bad = isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+        if bad or not str(value).strip().lstrip("-").isdigit() and not isinstance(value, float):
             raise ValueError(f"expected a whole number, got {value!r}")
         return int(value)
     return str(value)

@@ -18,6 +18,14 @@ from reprogram.errors import ReprogramError
 from reprogram.sweep.spec import Axis, DatasetEntry, SweepSpec, _safe
 
 NO_OPTIONS = "default"
+PLURALS = {
+    "dataset": "datasets",
+    "method": "methods",
+    "backbone": "backbones",
+    "shots": "shot counts",
+    "options": "option sets",
+    "seed": "seeds",
+}
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,7 @@ def expansion_text(runs: list[SweepRun], out: Path) -> str:
         key: sorted({r.labels[key] for r in runs}, key=[r.labels[key] for r in runs].index)
         for key in ("dataset", "method", "backbone", "shots", "options", "seed")
     }
-    counts = " × ".join(f"{len(v)} {k}{'' if k.endswith('s') else 's'}" for k, v in parts.items())
+    counts = " × ".join(f"{len(v)} {PLURALS[k]}" for k, v in parts.items())
     lines = [f"sweep into {out}: {len(runs)} runs ({counts})"]
     lines += [f"  {run.name}" for run in runs]
     return "\n".join(lines)

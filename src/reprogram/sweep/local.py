@@ -4,7 +4,7 @@ With ``gpus`` there is one worker per GPU, which sees only its own (``CUDA_VISIB
 one run per GPU at a time. Without, ``workers`` processes share the CPU cores: each uses
 ``threads`` torch threads (default: the cores divided among the workers). Workers are separate
 processes (spawned, never forked), so a crash ends one run: a worker that dies is replaced and
-its run recorded as failed.
+its run recorded as failed. ``workers: 0`` runs them one after another in the calling process.
 """
 
 from __future__ import annotations
@@ -54,15 +54,20 @@ class LocalExecutor:
         self.settings = settings
 
     @property
+    def in_process(self) -> bool:
+        """``workers: 0``: the runs one after another in this process (no worker processes)."""
+        return self.settings.workers == 0 and not self.settings.gpus
+
+    @property
     def slots(self) -> int:
-        return len(self.settings.gpus) or self.settings.workers
+        return len(self.settings.gpus) or max(1, self.settings.workers)
 
     def threads(self) -> int:
         return self.settings.threads or max(1, (os.cpu_count() or 1) // self.slots)
 
     def check(self) -> None:
-        if self.settings.workers < 1:
-            raise ReprogramError(f"local.workers must be at least 1, got {self.settings.workers}")
+        if self.settings.workers < 0:
+            raise ReprogramError(f"local.workers must be 0 or more, got {self.settings.workers}")
         if len(set(self.settings.gpus)) < len(self.settings.gpus):
             raise ReprogramError(f"local.gpus: a GPU is given twice ({self.settings.gpus})")
         if self.settings.gpus:
@@ -91,6 +96,13 @@ class LocalExecutor:
         progress: Callable[[], None],
     ) -> None:
         if not runs:
+            return
+        if self.in_process:
+            from reprogram.sweep.worker import run_one
+
+            for run in runs:
+                run_one(run, out, retry_failed, runtime)
+                progress()
             return
         context = multiprocessing.get_context("spawn")
         tasks, events = context.Queue(), context.Queue()

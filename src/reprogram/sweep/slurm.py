@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -38,8 +39,25 @@ class SweepTask(submitit.helpers.Checkpointable):
 
         from reprogram.sweep.worker import run_many
 
+        _mark_preemption()
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         return [o.state for o in run_many(runs, Path(out), retry_failed, runtime)]
+
+
+def _mark_preemption() -> None:
+    """Before submitit's handler of its preemption/timeout signal (USR2) checkpoints and
+    requeues this task, flag the running run as interrupted rather than failed."""
+    from reprogram.sweep.worker import STOPPING
+
+    number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+    handler = signal.getsignal(number)
+
+    def flagged(signum, frame) -> None:
+        STOPPING.set()
+        if callable(handler):
+            handler(signum, frame)
+
+    signal.signal(number, flagged)
 
 
 def _command(args: list[str], timeout: float = 20.0) -> subprocess.CompletedProcess:

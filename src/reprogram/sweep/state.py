@@ -121,13 +121,16 @@ class SweepStatus:
         return all(r.state in ("done", "failed") for r in self.runs)
 
     def eta_s(self) -> float | None:
-        """Seconds left: the mean time of the finished runs × the runs left / slots."""
+        """Seconds left: the mean time of the finished runs × the runs left (a running one counts
+        half) / the runs that execute at once."""
         times = [r.seconds for r in self.runs if r.state == "done" and r.seconds is not None]
-        left = sum(r.state in ("queued", "interrupted") for r in self.runs)
-        left += 0.5 * self.count("running")
+        waiting = sum(r.state in ("queued", "interrupted") for r in self.runs)
+        running = self.count("running")
         if not times:
             return None
-        return sum(times) / len(times) * left / max(1, self.slots)
+        # at once: as many as run now (a scheduler may run fewer than it was allowed)
+        parallel = max(1, min(self.slots, running or self.slots, waiting + running))
+        return sum(times) / len(times) * (waiting + 0.5 * running) / parallel
 
 
 def sweep_status_of(out: Path, names: list[str], slots: int = 1) -> SweepStatus:

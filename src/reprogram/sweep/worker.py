@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from reprogram.sweep.expand import SweepRun
 from reprogram.sweep.state import read_status, write_status
 
 LOG = "sweep.log"
+# Set when the scheduler takes this process's task away (preemption, time limit): whatever the
+# running run then raises is an interruption (it resumes later), not the run's failure.
+STOPPING = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,11 @@ def run_one(
             fit(run.config(**(runtime or {})), run_dir, resume=resume)
     except RunInUse:  # taken between our check and the run's own lock
         return Outcome(run.name, "busy")
-    except (KeyboardInterrupt, SystemExit) as err:
-        write_status(run_dir, "interrupted", error=last_line(err) or type(err).__name__)
-        raise
-    except BaseException as err:  # this run's failure, never the others'
-        line = last_line(err)
+    except BaseException as err:
+        if STOPPING.is_set() or isinstance(err, (KeyboardInterrupt, SystemExit)):
+            write_status(run_dir, "interrupted", error=last_line(err) or type(err).__name__)
+            raise
+        line = last_line(err)  # this run's failure, never the others'
         with contextlib.suppress(OSError), open(run_dir / LOG, "a", encoding="utf-8") as log:
             traceback.print_exc(file=log)
         write_status(run_dir, "failed", error=line)
