@@ -142,3 +142,39 @@ def test_status_counts_states_and_estimates_the_time_left(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("d/m/b/4-shot/default"))
     assert row.split()[1:] == ["2", "1", "0", "2", "1"]  # queued running interrupted done failed
     assert text.splitlines()[-1] == "2/6 done, ETA 25 s"
+
+
+def test_workers_end_with_a_killed_sweep_and_leave_their_run_to_resume(tmp_path, reference):
+    data, _, names = reference
+    out = tmp_path / "out"
+    spec = parse_spec(
+        tiny_spec(data, out, datasets=[f"folder:{data / 'alpha'}"], seeds=[1],
+                  local={"workers": 1, "threads": 1}, epochs=40)
+    )  # fmt: skip
+
+    def sweep() -> int:
+        run_sweep(spec, SweepOptions(live=False), lambda line: None)
+        return 0
+
+    driver = fork(sweep)
+    metrics, deadline = out / names[0] / "metrics.jsonl", time.time() + 180
+    while time.time() < deadline and running(driver):
+        if metrics.is_file() and metrics.read_text():
+            os.kill(driver, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the run ended before its sweep could be killed")
+    assert exit_codes([driver]) == [-signal.SIGKILL]
+    worker = read_status(out / names[0])["pid"]
+    deadline = time.time() + 30
+    while time.time() < deadline and _alive(worker):
+        time.sleep(0.2)
+    assert not _alive(worker)
+    assert sweep_status(spec).runs[0].state == "interrupted"
+
+
+def _alive(pid: int) -> bool:
+    from reprogram.storage.files import pid_alive
+
+    return pid_alive(pid)

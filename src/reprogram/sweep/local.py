@@ -12,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ def _worker(
 ) -> None:
     """A worker process: its GPU and threads, then runs from ``tasks`` until ``None``."""
     os.environ.update(env)
+    _exit_with(os.getppid())
     import torch
 
     torch.set_num_threads(threads)
@@ -45,6 +48,18 @@ def _worker(
         events.put(("start", run.name, os.getpid()))
         outcome = run_one(run, out, retry_failed, runtime)
         events.put(("end", run.name, outcome.state))
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the sweep that started it is gone (killed, however): its run stays
+    interrupted and resumes at the next start, instead of a worker left training alone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 class LocalExecutor:
@@ -76,8 +91,9 @@ class LocalExecutor:
             count = torch.cuda.device_count()
             missing = [g for g in self.settings.gpus if not 0 <= g < count]
             if missing:
+                shown = ", ".join(map(str, missing))
                 raise ReprogramError(
-                    f"local.gpus: GPU {missing[0]} is not on this machine ({count} visible)"
+                    f"local.gpus: GPU {shown} not on this machine ({count} GPUs visible)"
                 )
 
     def _env(self, slot: int) -> dict[str, str]:
