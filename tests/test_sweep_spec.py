@@ -85,6 +85,7 @@ def test_a_fixed_option_is_not_in_the_name_and_no_axes_read_default(tmp_path):
         (3, "datasets: [dtd, dtdd]", "sweep.yaml:3: datasets[1]: unknown dataset 'dtdd'"),
         (3, "datasets: [toy:nope]", "sweep.yaml:3: datasets[0]: unknown toy task 'nope'"),
         (4, "lrr: [1, 2]", "sweep.yaml:4: lrr: unknown key 'lrr'"),
+        (4, "seeds: [1]\nlrr: 3", "sweep.yaml:5: lrr: unknown key 'lrr'"),
         (4, "set: {mm: 3}", "sweep.yaml:4: set.mm: unknown key 'mm'"),
         (4, "lr: [1, fast]", "sweep.yaml:4: lr[1]: config key 'lr': cannot read 'fast'"),
         (4, "local: {worker: 2}", "sweep.yaml:4: local.worker: unknown local executor setting"),
@@ -156,3 +157,9 @@ def test_shipped_example_specs_expand(tmp_path):
     assert {r.labels["seed"] for r in paper} == {"seed-1", "seed-2", "seed-3"}
     toy = expand(load_spec(examples / "toy-sweep.yaml"), tmp_path)
     assert {r.config().backbone.name for r in toy} == {"toy"}
+
+
+def test_an_unknown_key_suggests_the_close_ones(tmp_path):
+    path = _write(tmp_path, "methods: [vp]\ndatasets: [folder:/x]\nlrr: 3\nseed: [1, 2]\n")
+    with pytest.raises(ReprogramError, match=r"sweep.yaml:3: lrr: .* \(did you mean lr\?\)$"):
+        load_spec(path)

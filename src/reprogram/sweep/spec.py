@@ -22,6 +22,7 @@ into its root (default ``OUT/data``) as a ``folder:`` dataset.
 
 from __future__ import annotations
 
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,7 @@ def _option(key: str, value: Any, path: Path_, where: Where) -> Any:
     for a list-valued key such as ``causes``, a list of lists is)."""
     found = resolve_key(key)
     if found is None:
-        close = [n for n in FLAT_KEYS if n.startswith(key.replace("-", "_")[:3])]
+        close = difflib.get_close_matches(key, [*SPEC_KEYS, *EXECUTORS, *FLAT_KEYS], n=3)
         hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
         known = ", ".join(SPEC_KEYS)
         raise where.error(
