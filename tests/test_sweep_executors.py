@@ -63,3 +63,20 @@ def test_slurm_settings_become_the_job_arrays_sbatch_options(tmp_path):
         assert line in text.splitlines(), line
     bare = SlurmExecutor(make_settings("slurm", {}), tmp_path).parameters()
     assert set(bare) == {"job_name", "time", "cpus_per_task", "array_parallelism"}
+
+
+def test_a_run_recorded_on_another_node_runs_while_its_slurm_job_does(tmp_path):
+    import json
+
+    from reprogram.sweep.state import run_status
+
+    run = tmp_path / "d/m/b/4-shot/default/seed-1"
+    run.mkdir(parents=True)
+    record = {"state": "running", "host": "node-17", "pid": 1, "slurm_job": "99_1"}
+    (run / "sweep.json").write_text(json.dumps(record))
+    name = "d/m/b/4-shot/default/seed-1"
+    assert run_status(tmp_path, name, lambda: {"99_0", "99_1"}).state == "running"
+    assert run_status(tmp_path, name, lambda: {"99_0"}).state == "interrupted"  # node died
+    assert run_status(tmp_path, name, lambda: None).state == "running"  # no squeue: trusted
+    (run / "sweep.json").write_text(json.dumps({**record, "slurm_job": None}))
+    assert run_status(tmp_path, name, lambda: set()).state == "running"  # not a Slurm run

@@ -122,7 +122,8 @@ class Progress:
         if self.live is not None:
             from rich.text import Text
 
-            self.live.update(Text(status_text(status)), refresh=True)
+            text = Text(status_text(status), no_wrap=True, overflow="ellipsis")
+            self.live.update(text, refresh=True)
             return
         counts = tuple(status.count(s) for s in ("queued", "running", "done", "failed"))
         if counts != self.counts:

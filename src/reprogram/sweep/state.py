@@ -7,7 +7,8 @@ atomically by the process that runs the run. The state:
 
 - ``done``: ``results.json`` is there;
 - ``failed``: the last attempt ended with an error (rerun with ``--retry-failed``);
-- ``running``: an attempt is running (on this host: its process is alive);
+- ``running``: an attempt is running (on this host: its process is alive; in a Slurm job: the
+  job is still in ``squeue``);
 - ``interrupted``: started but stopped (killed, cancelled, preempted): a rerun resumes it from
   its checkpoint;
 - ``queued``: not started.
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,16 +83,33 @@ def _epochs(run_dir: Path) -> int:
         return 0
 
 
-def _attempt_alive(status: dict[str, Any]) -> bool:
-    """Whether the recorded attempt still runs (as far as this host can tell)."""
+def slurm_jobs() -> set[str] | None:
+    """The Slurm jobs pending or running (array tasks as ``JOB_TASK``), or ``None`` where
+    ``squeue`` does not answer."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        found = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(found.stdout.split()) if found.returncode == 0 else None
+
+
+def _attempt_alive(status: dict[str, Any], jobs: Callable[[], set[str] | None]) -> bool:
+    """Whether the recorded attempt still runs: on this host, its process is alive; in a Slurm
+    job, the job is still queued or running; elsewhere, the record is trusted."""
     if status.get("host") == socket.gethostname():
         pid = status.get("pid")
         return isinstance(pid, int) and pid_alive(pid)
-    return True  # another node: trust the record until it changes
+    queued = jobs() if status.get("slurm_job") else None
+    return queued is None or status["slurm_job"] in queued
 
 
-def run_status(out: Path, name: str) -> RunStatus:
-    """The state of run ``name`` under the sweep output ``out`` (see the module)."""
+def run_status(out: Path, name: str, jobs: Callable[[], set[str] | None] = slurm_jobs) -> RunStatus:
+    """The state of run ``name`` under the sweep output ``out`` (see the module); ``jobs``
+    gives the Slurm jobs alive, asked only for a run recorded on another host."""
     run_dir = out / name
     status = read_status(run_dir)
     where = status.get("slurm_job") or f"{status.get('host', '?')}:{status.get('pid', '?')}"
@@ -100,7 +121,7 @@ def run_status(out: Path, name: str) -> RunStatus:
         return RunStatus(name, "done", seconds=seconds, epoch=_epochs(run_dir))
     if status.get("state") == "failed":
         return RunStatus(name, "failed", error=status.get("error", ""), where=where)
-    if status.get("state") == "running" and _attempt_alive(status):
+    if status.get("state") == "running" and _attempt_alive(status, jobs):
         return RunStatus(name, "running", epoch=_epochs(run_dir), where=where)
     if status or (run_dir / CHECKPOINT).is_file():
         return RunStatus(name, "interrupted", epoch=_epochs(run_dir), where=where)
@@ -134,7 +155,14 @@ class SweepStatus:
 
 
 def sweep_status_of(out: Path, names: list[str], slots: int = 1) -> SweepStatus:
-    return SweepStatus(out, [run_status(out, name) for name in names], slots)
+    asked: list[set[str] | None] = []
+
+    def jobs() -> set[str] | None:  # squeue once, and only if a run needs it
+        if not asked:
+            asked.append(slurm_jobs())
+        return asked[0]
+
+    return SweepStatus(out, [run_status(out, name, jobs) for name in names], slots)
 
 
 def _duration(seconds: float | None) -> str:
@@ -157,14 +185,18 @@ def status_text(status: SweepStatus, groups: int = 40) -> str:
         group = run.name.rpartition("/")[0]
         by_group.setdefault(group, dict.fromkeys(STATES, 0))[run.state] += 1
     width = max([len(g) for g in by_group] + [5])
-    lines = [f"{'runs':<{width}}  " + "  ".join(f"{s:>11}" for s in STATES)]
+
+    def row(label: str, values: list[Any]) -> str:
+        cells = (f"{v:>{len(s)}}" for v, s in zip(values, STATES, strict=True))
+        return f"{label:<{width}} " + " ".join(cells)
+
+    lines = [row("runs", list(STATES))]
     shown = list(by_group.items())
     for group, counts in shown[:groups]:
-        lines.append(f"{group:<{width}}  " + "  ".join(f"{counts[s]:>11}" for s in STATES))
+        lines.append(row(group, [counts[s] for s in STATES]))
     if len(shown) > groups:
         lines.append(f"… and {len(shown) - groups} more groups")
-    totals = [status.count(s) for s in STATES]
-    lines.append(f"{'total':<{width}}  " + "  ".join(f"{n:>11}" for n in totals))
+    lines.append(row("total", [status.count(s) for s in STATES]))
     for run in status.runs:
         if run.state == "running":
             lines.append(f"running  {run.name}  (epoch {run.epoch}, {run.where})")
