@@ -163,3 +163,13 @@ def test_an_unknown_key_suggests_the_close_ones(tmp_path):
     path = _write(tmp_path, "methods: [vp]\ndatasets: [folder:/x]\nlrr: 3\nseed: [1, 2]\n")
     with pytest.raises(ReprogramError, match=r"sweep.yaml:3: lrr: .* \(did you mean lr\?\)$"):
         load_spec(path)
+
+
+def test_a_callers_own_keys_are_kept_for_it(tmp_path):
+    text = "methods: [vp]\ndatasets: [folder:/x]\nsearch:\n  lr: {low: 1, high: 100}\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(ReprogramError, match="sweep.yaml:3: search: unknown key 'search'"):
+        load_spec(path)
+    spec = load_spec(path, extra_keys=("search", "trials"))
+    assert spec.extra == {"search": {"lr": {"low": 1, "high": 100}}}
+    assert spec.where(("search", "lr")).endswith("sweep.yaml:4: search.lr")

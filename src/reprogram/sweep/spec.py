@@ -112,6 +112,7 @@ class SweepSpec:
     executor: str = "local"
     executors: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> settings
     where: Where = field(default_factory=lambda: Where("spec"))
+    extra: dict[str, Any] = field(default_factory=dict)  # the caller's own keys, unchecked
 
 
 @dataclass(frozen=True)
@@ -150,18 +151,25 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], Where]:
     return data, Where(str(path), _positions(node) if node is not None else {})
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and check a sweep spec file (see the module)."""
+def load_spec(path: str | Path, extra_keys: tuple[str, ...] = ()) -> SweepSpec:
+    """Read and check a sweep spec file (see the module). ``extra_keys``: top-level keys a
+    caller reads itself (a tuning spec's search space, say), kept unchecked in ``spec.extra``
+    (``spec.where`` names their lines)."""
     data, where = read_yaml(path)
-    return parse_spec(data, where)
+    return parse_spec(data, where, extra_keys)
 
 
-def parse_spec(data: dict[str, Any], where: Where | None = None) -> SweepSpec:
+def parse_spec(
+    data: dict[str, Any], where: Where | None = None, extra_keys: tuple[str, ...] = ()
+) -> SweepSpec:
     """Check a spec given as a mapping (what :func:`load_spec` reads from YAML)."""
     where = where or Where("spec")
     options: dict[str, Any] = {}
     executors: dict[str, dict[str, Any]] = {}
+    extra = {key: data[key] for key in extra_keys if key in data}
     for key, value in data.items():
+        if key in extra_keys:
+            continue
         if key in EXECUTORS:
             executors[key] = _mapping(value, (key,), where)
         elif key == "set":
@@ -189,6 +197,7 @@ def parse_spec(data: dict[str, Any], where: Where | None = None) -> SweepSpec:
         executor=executor,
         executors=executors,
         where=where,
+        extra=extra,
     )
     from reprogram.sweep.executors import check_settings
 
