@@ -173,3 +173,9 @@ def test_a_callers_own_keys_are_kept_for_it(tmp_path):
     spec = load_spec(path, extra_keys=("search", "trials"))
     assert spec.extra == {"search": {"lr": {"low": 1, "high": 100}}}
     assert spec.where(("search", "lr")).endswith("sweep.yaml:4: search.lr")
+
+
+def test_a_dotted_key_of_the_specs_own_is_refused_too(tmp_path):
+    path = _write(tmp_path, "methods: [vp]\ndatasets: [folder:/x]\nset: {data.shots: [1, 2]}\n")
+    with pytest.raises(ReprogramError, match="sweep.yaml:3: set.data.shots: .* use shots"):
+        load_spec(path)

@@ -135,6 +135,7 @@ class LocalExecutor:
             return process
 
         workers = {slot: start(slot) for slot in range(slots)}
+        replacements = len(runs)  # a worker that cannot even start is not replaced forever
         current: dict[int, str] = {}  # pid -> the run it works on
         try:
             while workers:
@@ -157,7 +158,8 @@ class LocalExecutor:
                     if lost is not None:  # it died in a run: record it
                         error = f"the worker process died (exit code {process.exitcode})"
                         write_status(out / lost, "failed", error=error)
-                    if process.exitcode != 0:  # replaced: the queue still holds its end mark
+                    if process.exitcode != 0 and replacements > 0:  # its end mark is queued
+                        replacements -= 1
                         workers[slot] = start(slot)
                 progress()
         finally:

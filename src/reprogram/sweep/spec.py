@@ -54,7 +54,7 @@ SPEC_KEYS = (
 )  # fmt: skip
 EXECUTORS = ("local", "slurm")
 TOY_PREFIX = "toy:"
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]  # a key's place: ("methods", 1, "m")
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,15 @@ class Where:
     """Positions of a spec's keys: ``where(("methods", 1))`` -> ``sweep.yaml:3: methods[1]``."""
 
     file: str
-    lines: dict[Path_, int] = field(default_factory=dict)
+    lines: dict[KeyPath, int] = field(default_factory=dict)
 
-    def __call__(self, path: Path_) -> str:
+    def __call__(self, path: KeyPath) -> str:
         known = [path[:n] for n in range(len(path), 0, -1) if path[:n] in self.lines]
         line = self.lines[known[0]] if known else None
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
         return f"{self.file}:{line}: {key}" if line else f"{self.file}: {key}"
 
-    def error(self, path: Path_, message: str) -> ReprogramError:
+    def error(self, path: KeyPath, message: str) -> ReprogramError:
         return ReprogramError(f"{self(path)}: {message}")
 
 
@@ -122,7 +122,7 @@ class Axis:
     values: tuple[Any, ...]
 
 
-def _positions(node: yaml.Node, path: Path_ = ()) -> dict[Path_, int]:
+def _positions(node: yaml.Node, path: KeyPath = ()) -> dict[KeyPath, int]:
     lines = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -206,7 +206,7 @@ def parse_spec(
     return spec
 
 
-def _mapping(value: Any, path: Path_, where: Where) -> dict[str, Any]:
+def _mapping(value: Any, path: KeyPath, where: Where) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -218,7 +218,7 @@ def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _ints(value: Any, path: Path_, where: Where, least: int) -> list[int]:
+def _ints(value: Any, path: KeyPath, where: Where, least: int) -> list[int]:
     items = _list(value)
     if not items:
         raise where.error(path, "empty: give at least one value")
@@ -239,7 +239,7 @@ def _list_valued(key: str) -> bool:
     return typing.get_origin(typing.get_type_hints(owner)[name]) is list
 
 
-def _option(key: str, value: Any, path: Path_, where: Where) -> Any:
+def _option(key: str, value: Any, path: KeyPath, where: Where) -> Any:
     """A config key's fixed value or :class:`Axis`, checked (``lr: [10, 40]`` is an axis;
     for a list-valued key such as ``causes``, a list of lists is)."""
     found = resolve_key(key)
@@ -250,8 +250,9 @@ def _option(key: str, value: Any, path: Path_, where: Where) -> Any:
         raise where.error(
             path, f"unknown key '{key}': not a sweep key ({known}) or a config key{hint}"
         )
-    if key in AXIS_KEYS or (found[1] == "name" and found[0] in ("method", "backbone")):
-        raise where.error(path, f"'{key}' is a sweep key of its own: use {AXIS_KEYS.get(key, key)}")
+    own = next((flat for flat in AXIS_KEYS if FLAT_KEYS[flat] == found), None)
+    if own is not None:
+        raise where.error(path, f"'{key}' is a sweep key of its own: use {AXIS_KEYS[own]}")
     is_axis = isinstance(value, list) and (
         not _list_valued(key) or any(isinstance(v, list) for v in value)
     )
@@ -268,7 +269,9 @@ def _option(key: str, value: Any, path: Path_, where: Where) -> Any:
     return Axis(tuple(values)) if is_axis else value
 
 
-def _entry(item: Any, path: Path_, where: Where, allowed: tuple[str, ...] | None) -> dict[str, Any]:
+def _entry(
+    item: Any, path: KeyPath, where: Where, allowed: tuple[str, ...] | None
+) -> dict[str, Any]:
     """A list item given as a name or as a mapping with ``name`` (and only ``allowed`` keys
     beside it; ``None``: any)."""
     if isinstance(item, str):
