@@ -32,6 +32,7 @@ def reference(tmp_path_factory):
     return data, base / "reference", [r.name for r in runs]
 
 
+@pytest.mark.slow
 def test_two_local_workers_give_the_sequential_results(tmp_path, reference):
     data, straight, names = reference
     out = tmp_path / "out"

@@ -95,6 +95,7 @@ def test_a_fixed_option_is_not_in_the_name_and_no_axes_read_default(tmp_path):
         (4, "seed: [1, 2]", "sweep.yaml:4: seed: 'seed' is a sweep key of its own: use seeds"),
         (4, "device: [cpu, cuda]", "sweep.yaml:4: device: 'device' is an execution setting"),
         (4, "seeds: [1, 1]", "sweep.yaml:4: seeds: a value is given twice"),
+        (4, "lr: 1\nset: {optim.lr: 2}", "sweep.yaml:5: set.optim.lr: 'lr' is given twice"),
         (2, "methods: [{name: vp, lrr: 3}]", "sweep.yaml:2: methods[0].lrr: unknown key 'lrr'"),
     ],
 )

@@ -174,9 +174,9 @@ def parse_spec(
             executors[key] = _mapping(value, (key,), where)
         elif key == "set":
             for name, item in _mapping(value, (key,), where).items():
-                options[name] = _option(name, item, ("set", name), where)
+                _add_option(options, name, item, ("set", name), where)
         elif key not in SPEC_KEYS:
-            options[key] = _option(key, value, (key,), where)
+            _add_option(options, key, value, (key,), where)
     if "methods" not in data:
         raise where.error(("methods",), "missing: the methods to run (e.g. methods: [vp, dvp-cse])")
     if "datasets" not in data:
@@ -231,6 +231,18 @@ def _ints(value: Any, path: KeyPath, where: Where, least: int) -> list[int]:
     if len(set(result)) < len(result):
         raise where.error(path, f"a value is given twice ({result})")
     return result
+
+
+FLAT_NAMES = {found: flat for flat, found in FLAT_KEYS.items()}
+
+
+def _add_option(options: dict[str, Any], key: str, value: Any, path: KeyPath, where: Where) -> None:
+    """Check an option and add it to ``options`` by its flat key (``optim.lr`` as ``lr``)."""
+    checked = _option(key, value, path, where)
+    flat = FLAT_NAMES[resolve_key(key)]  # type: ignore[index]
+    if flat in options:
+        raise where.error(path, f"'{flat}' is given twice")
+    options[flat] = checked
 
 
 def _list_valued(key: str) -> bool:
@@ -298,12 +310,12 @@ def _methods(value: Any, where: Where) -> list[MethodEntry]:
             get_recipe(name)
         except ReprogramError as err:
             raise where.error(path, str(err)) from None
-        options = {}
+        options: dict[str, Any] = {}
         grid = _mapping(entry.pop("set", None), (*path, "set"), where)
         for key, option in entry.items():
-            options[key] = _option(key, option, (*path, key), where)
+            _add_option(options, key, option, (*path, key), where)
         for key, option in grid.items():
-            options[key] = _option(key, option, (*path, "set", key), where)
+            _add_option(options, key, option, (*path, "set", key), where)
         entries.append(MethodEntry(name, options))
     _unique([f"{e.name} {e.options}" for e in entries], "methods", where)
     return entries
