@@ -64,6 +64,7 @@ FLOW = [
     "report",
     "speed",
     "toy",
+    "sweep",
     "cli",
 ]
 

@@ -24,9 +24,13 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 
-def _in_use(run_dir: Path, pid: str) -> ReprogramError:
+class RunInUse(ReprogramError):
+    """The run folder is locked by another live process."""
+
+
+def _in_use(run_dir: Path, pid: str) -> RunInUse:
     owner = f"pid {pid}" if pid else "another process"
-    return ReprogramError(
+    return RunInUse(
         f"{run_dir} is in use by {owner} (another reprogram run writes there): "
         "wait for it to finish, or choose another --out"
     )
