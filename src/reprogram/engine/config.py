@@ -349,7 +349,7 @@ def _owner(config: TrainConfig, key: str, source: str) -> tuple[Any, str]:
         name = key.replace("-", "_").rpartition(".")[2]
         close = [n for n in FLAT_KEYS if n.startswith(name[:3])]
         hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
-        raise ReprogramError(f"{source}: unknown config key '{key}'{hint}")
+        raise ReprogramError(f"{source + ': ' if source else ''}unknown config key '{key}'{hint}")
     part, name = found
     return (config if part is None else getattr(config, part)), name
 
@@ -421,18 +421,19 @@ def apply_overrides(config: TrainConfig, overrides: Overrides, source: str) -> T
     given two different values in ``overrides`` (``shots`` and ``data: {shots: …}``,
     ``--epochs`` and ``--set epochs=…``) is refused, naming both."""
     seen: dict[tuple[str | None, str], tuple[str, Any]] = {}
+    prefix = f"{source}: " if source else ""
     for key, value in _dotted(overrides):
         owner, name = _owner(config, key, source)
         try:
             typed = _coerce(name, value, _hint(key))
         except ReprogramError as err:
-            raise ReprogramError(f"{source}: {err}") from None
+            raise ReprogramError(f"{prefix}{err}") from None
         found = resolve_key(key)
         if found in seen and seen[found][1] != typed:
             first, before = seen[found]
             spelled = f"'{first}'" + (f" (and '{key}')" if key != first else "")
             raise ReprogramError(
-                f"{source}: config key {spelled} is given two values, {before!r} and {typed!r}: "
+                f"{prefix}config key {spelled} is given two values, {before!r} and {typed!r}: "
                 "give it once"
             )
         seen[found] = (key, typed)  # type: ignore[index]
@@ -440,9 +441,14 @@ def apply_overrides(config: TrainConfig, overrides: Overrides, source: str) -> T
     return config
 
 
-def load_config(path: str | Path | None = None, overrides: Overrides | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None,
+    overrides: Overrides | None = None,
+    source: str = "command line",
+) -> TrainConfig:
     """Defaults, then a YAML file (a user's flat keys, or a run's config.yaml), then explicit
-    overrides (command line); a method named in either brings its defaults (see the module)."""
+    overrides (``source`` names them in errors; empty: the caller names them); a method named
+    in either brings its defaults (see the module)."""
     config = TrainConfig()
     given: set[tuple[str | None, str]] = set()
     if path is not None:
@@ -463,7 +469,7 @@ def load_config(path: str | Path | None = None, overrides: Overrides | None = No
             given = _given(data)
     if overrides:
         overrides = [(k, v) for k, v in _dotted(overrides) if v is not None]
-        apply_overrides(config, overrides, "command line")
+        apply_overrides(config, overrides, source)
         given |= _given(overrides)
     return absolute_paths(_take_method_defaults(config, given))
 

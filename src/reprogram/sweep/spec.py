@@ -275,7 +275,7 @@ def _option(key: str, value: Any, path: KeyPath, where: Where) -> Any:
         raise where.error(path, f"'{key}' is an execution setting: give one value, not a list")
     for index, item in enumerate(values):
         try:
-            load_config(None, {key: item})
+            load_config(None, {key: item}, source="")
         except ReprogramError as err:
             raise where.error((*path, index) if is_axis else path, str(err)) from None
     return Axis(tuple(values)) if is_axis else value
