@@ -84,6 +84,30 @@ def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
     torch.testing.assert_close(out[0, 0, :, :f, :], torch.sigmoid(bank.theta[0, :, :f, :]))
 
 
+def test_evaluation_sees_every_write_to_the_prompts():
+    """An edit through ``theta.data`` (which bumps no version counter) reaches the next
+    evaluation forward pass, as an in-place edit and a new parameter do."""
+    from reprogram.model.prompts import PromptBank
+
+    bank = PromptBank("padding", 2, 56, (0.5,) * 3, (0.25,) * 3)
+    images = torch.rand(3, 3, bank.image_size, bank.image_size)
+    f = bank.frame
+
+    def frame_of_evaluation() -> torch.Tensor:
+        with torch.no_grad():
+            return bank(images)[:, :, :, :f, :]
+
+    frame_of_evaluation()
+    for value, write in (
+        (2.0, lambda: bank.theta.data.fill_(2.0)),
+        (-1.0, lambda: bank.theta.detach().fill_(-1.0)),
+        (0.5, lambda: setattr(bank, "theta", torch.nn.Parameter(torch.full_like(bank.theta, 0.5)))),
+    ):
+        write()
+        expected = (torch.sigmoid(torch.tensor(value)) - 0.5) / 0.25
+        torch.testing.assert_close(frame_of_evaluation(), torch.full((2, 3, 3, f, 56), expected))
+
+
 def test_selection_uses_validation_unless_official_protocol_is_asked(tmp_path, dataset):
     ours = fit(quick_config(dataset, "ar", epochs=4, eval_every=1), tmp_path / "val")
     rows = [json.loads(x) for x in (tmp_path / "val" / "metrics.jsonl").read_text().splitlines()]

@@ -103,7 +103,7 @@ class TextSource(Part):
     exact: bool = False
     as_sets: bool = False
     files_label: str = ""  # what ``exact`` asks for, in an error message
-    options: tuple[str, ...] = ("m", "description_sampling")
+    options: tuple[str, ...] = ("m", "description_sampling", "description_length")
 
     @property
     def needs_descriptions(self) -> bool:
@@ -152,6 +152,7 @@ class TextSource(Part):
                     seed,
                     source=str(path),
                     mode=options.description_sampling,
+                    length=options.description_length,
                 ),
             )
             for path, data in descriptions

@@ -42,6 +42,7 @@ from reprogram.model.parts import (
 
 PLUGIN_GROUP = "reprogram.methods"  # entry points: a Recipe, a list of Recipes, or a callable
 OPTION_NAMES = tuple(f.name for f in fields(MethodOptions))
+SHARED_OPTIONS = ("logit_scale_cap",)  # read by every method's Reprogrammer, whatever its parts
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Recipe:
     @property
     def read_options(self) -> set[str]:
         """The MethodOptions fields its parts read."""
-        return {name for part in self.parts for name in part.options}
+        return {name for part in self.parts for name in part.options} | set(SHARED_OPTIONS)
 
     def options(self) -> MethodOptions:
         """Every method option at this method's default: MethodOptions', then its overrides."""
