@@ -218,6 +218,7 @@ def test_set_options_accept_dotted_names():
     assert (config.optim.lr, config.method.m, config.runtime.quiet) == (10.0, 7, True)
 
 
+@pytest.mark.numeric
 def test_a_run_folder_of_the_old_flat_form_loads_and_groups_like_a_new_one(tmp_path):
     import torch
     from helpers import make_folder_dataset, quick_config

@@ -70,6 +70,7 @@ def test_prompt_parameter_counts_match_the_paper_at_224():
     assert PromptBank("padding", 1, 336, mean, std).image_size == 288
 
 
+@pytest.mark.numeric
 def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
     from reprogram.model.prompts import PromptBank
 
@@ -84,6 +85,7 @@ def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
     torch.testing.assert_close(out[0, 0, :, :f, :], torch.sigmoid(bank.theta[0, :, :f, :]))
 
 
+@pytest.mark.numeric
 def test_evaluation_sees_every_write_to_the_prompts():
     """An edit through ``theta.data`` (which bumps no version counter) reaches the next
     evaluation forward pass, as an in-place edit and a new parameter do."""
@@ -293,6 +295,7 @@ def test_non_finite_training_stops_and_keeps_the_last_finite_checkpoint(
         assert [r["epoch"] for r in _rows(run)] == [1]
 
 
+@pytest.mark.numeric
 def test_resume_takes_the_identity_from_the_checkpoint_and_execution_from_the_caller(
     tmp_path, dataset, monkeypatch
 ):

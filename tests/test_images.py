@@ -22,6 +22,8 @@ from reprogram.data.readers import Sample
 from reprogram.data.resize import resize_taps
 from reprogram.errors import ReprogramError
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 
 def random_uint8(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(

@@ -38,6 +38,8 @@ from reprogram.data.images import random_resized_crop_params  # the engine's box
 from reprogram.engine.runs import load_run
 from reprogram.engine.train import epoch_generator, fit
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 EPOCHS, BATCH, M = 3, 5, 5
 LR, MOMENTUM, WEIGHT_DECAY = 40.0, 0.9, 5e-3  # the published optimiser, plus weight decay
 TOP_K, ALPHA, CLUSTERS = 3, 0.5, 3  # published PRM / AttrVR top-k, AttrVR alpha; DVP-cls v

@@ -21,6 +21,8 @@ from reprogram.model.recipes import (
     unregister_method,
 )
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 BUILT_IN = ["zero-shot", "zero-shot-desc", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls"]
 CLASSES = ["red disc", "green square", "blue stripes"]
 

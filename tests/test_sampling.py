@@ -19,6 +19,8 @@ from reprogram.text.descriptions import (
     sample_descriptions,
 )
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 CLASSES = [f"class_{i}" for i in range(12)]
 
 
