@@ -117,7 +117,7 @@ class Recipe:
 
     @property
     def read_options(self) -> set[str]:
-        """The MethodOptions fields its parts read."""
+        """The MethodOptions fields its parts read, and those every method reads."""
         return {name for part in self.parts for name in part.options} | set(SHARED_OPTIONS)
 
     def options(self) -> MethodOptions:
