@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # make install TORCH="torch==2.11.0 torchvision==0.26.0" gives the GPU machines' versions.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint install clean gpu-check wheels
+.PHONY: demo test test-kernels lint install clean gpu-check wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q -n auto --dist worksteal  # one worker per core (pytest-xdist); each test process uses one thread
+
+# The tests marked `numeric` again on other kernel paths, so that a test passing on one only fails
+# here before it fails on another machine: two threads per process, then MKL's and ATen's AVX2
+# kernels (environment set before torch is imported; the default path on AVX2-only processors).
+test-kernels: $(STAMP)
+	REPROGRAM_TEST_THREADS=2 $(BIN)/python -m pytest -q -p no:xdist -m numeric
+	MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+	  $(BIN)/python -m pytest -q -n auto --dist worksteal -m numeric
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -7,15 +7,17 @@ import os
 import pytest
 
 # Tiny models on 2 cores: one thread per process is faster than two competing ones, and the
-# subprocesses that tests start (CLI, torchrun) inherit the setting.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# subprocesses that tests start (CLI, torchrun) inherit the setting. `make test-kernels` sets
+# REPROGRAM_TEST_THREADS=2 to run the numeric tests on another split of the work.
+THREADS = int(os.environ.get("REPROGRAM_TEST_THREADS", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _one_thread():
+def _threads():
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     yield
 
 

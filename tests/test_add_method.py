@@ -115,7 +115,13 @@ def test_a_recipe_refuses_defaults_it_cannot_use(overrides, message):
 
 def test_a_recipe_s_defaults_are_merged_over_method_options():
     recipe = _recipe(m=7)
-    assert recipe.defaults() == {"m": 7, "description_sampling": "published", "frame": None}
+    assert recipe.defaults() == {
+        "m": 7,
+        "description_sampling": "published",
+        "description_length": "raw",
+        "frame": None,
+        "logit_scale_cap": None,
+    }
     assert recipe.options().m == 7 and recipe.options().prm_top_k == 3
     assert get_recipe("dvp-cse").overrides == {} and get_recipe("dvp-cse").defaults()["m"] == 20
 

@@ -167,6 +167,7 @@ OPEN_CLIP_FORMATS = ["open_clip .pt", "open_clip .bin", ".safetensors", "trainin
 OPENAI_FORMATS = ["OpenAI state dict", "OpenAI TorchScript"]
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("form", OPEN_CLIP_FORMATS + OPENAI_FORMATS)
 def test_weight_file_round_trip(tiny, form, tmp_path):
     backbone = load_backbone("tiny", tiny["files"][form])
@@ -372,6 +373,7 @@ def test_paper_architectures(arch):
     assert out.shape == (2, dim)
 
 
+@pytest.mark.numeric
 def test_random_backbones_are_deterministic():
     first, second = load_backbone("random:tiny"), load_backbone("random:tiny")
     assert first.fingerprint == second.fingerprint

@@ -109,6 +109,21 @@ def test_old_flat_run_configs_are_read_into_their_parts(tmp_path):
     assert read_config_file(tmp_path / "config.yaml").method.m == 6
 
 
+def test_runs_stored_before_the_published_scale_and_filter_read_back_with_theirs():
+    """Runs made when the scores' scale was capped at 100 and the length filter stripped first
+    keep both on reload and resume; new runs store the published defaults."""
+    saved = load_config(None, {"dataset": "dtd"}).to_dict()
+    assert (saved["method"]["logit_scale_cap"], saved["method"]["description_length"]) == (
+        None,
+        "raw",
+    )
+    assert TrainConfig.from_dict(saved).method.logit_scale_cap is None
+    for key in ("logit_scale_cap", "description_length"):
+        del saved["method"][key]
+    for old in (TrainConfig.from_dict(saved).method, TrainConfig.from_dict(OLD_FLAT).method):
+        assert (old.logit_scale_cap, old.description_length) == (100.0, "stripped")
+
+
 def test_unknown_versions_and_nested_keys_are_refused():
     with pytest.raises(ReprogramError, match="version 99"):
         TrainConfig.from_dict({"version": 99})
@@ -203,6 +218,7 @@ def test_set_options_accept_dotted_names():
     assert (config.optim.lr, config.method.m, config.runtime.quiet) == (10.0, 7, True)
 
 
+@pytest.mark.numeric
 def test_a_run_folder_of_the_old_flat_form_loads_and_groups_like_a_new_one(tmp_path):
     import torch
     from helpers import make_folder_dataset, quick_config

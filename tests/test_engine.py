@@ -70,6 +70,7 @@ def test_prompt_parameter_counts_match_the_paper_at_224():
     assert PromptBank("padding", 1, 336, mean, std).image_size == 288
 
 
+@pytest.mark.numeric
 def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
     from reprogram.model.prompts import PromptBank
 
@@ -82,6 +83,31 @@ def test_padding_prompt_leaves_the_image_untouched_and_frames_it():
     f = bank.frame
     torch.testing.assert_close(out[:, :, :, f:-f, f:-f], images.expand(2, -1, -1, -1, -1))
     torch.testing.assert_close(out[0, 0, :, :f, :], torch.sigmoid(bank.theta[0, :, :f, :]))
+
+
+@pytest.mark.numeric
+def test_evaluation_sees_every_write_to_the_prompts():
+    """An edit through ``theta.data`` (which bumps no version counter) reaches the next
+    evaluation forward pass, as an in-place edit and a new parameter do."""
+    from reprogram.model.prompts import PromptBank
+
+    bank = PromptBank("padding", 2, 56, (0.5,) * 3, (0.25,) * 3)
+    images = torch.rand(3, 3, bank.image_size, bank.image_size)
+    f = bank.frame
+
+    def frame_of_evaluation() -> torch.Tensor:
+        with torch.no_grad():
+            return bank(images)[:, :, :, :f, :]
+
+    frame_of_evaluation()
+    for value, write in (
+        (2.0, lambda: bank.theta.data.fill_(2.0)),
+        (-1.0, lambda: bank.theta.detach().fill_(-1.0)),
+        (0.5, lambda: setattr(bank, "theta", torch.nn.Parameter(torch.full_like(bank.theta, 0.5)))),
+    ):
+        write()
+        expected = (torch.sigmoid(torch.tensor(value)) - 0.5) / 0.25
+        torch.testing.assert_close(frame_of_evaluation(), torch.full((2, 3, 3, f, 56), expected))
 
 
 def test_selection_uses_validation_unless_official_protocol_is_asked(tmp_path, dataset):
@@ -271,6 +297,7 @@ def test_non_finite_training_stops_and_keeps_the_last_finite_checkpoint(
         assert [r["epoch"] for r in _rows(run)] == [1]
 
 
+@pytest.mark.numeric
 def test_resume_takes_the_identity_from_the_checkpoint_and_execution_from_the_caller(
     tmp_path, dataset, monkeypatch
 ):

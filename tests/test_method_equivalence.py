@@ -23,6 +23,8 @@ from reprogram.engine.runs import load_run
 from reprogram.engine.setup import load_data
 from reprogram.engine.train import epoch_generator, fit
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 EPOCHS = 3
 LR = 40.0
 MOMENTUM = 0.9

@@ -105,6 +105,7 @@ def test_nearest_centroid_assignment():
     assert nearest_centroid_groups(trained, groups, new).tolist() == [[1], [0], [1]]
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("method", ["dvp-cse", "dvp-cls"])
 def test_base_to_novel_end_to_end(tmp_path, five, method):
     out = tmp_path / "b2n"
@@ -148,6 +149,7 @@ def test_base_to_novel_end_to_end(tmp_path, five, method):
     assert json.loads((out / "base2novel.json").read_text()) == on_disk
 
 
+@pytest.mark.numeric
 def test_cross_dataset_transfer_equals_a_direct_computation(tmp_path, five, other):
     run_dir = tmp_path / "run"
     fit(config(five, "dvp-cse"), run_dir)

@@ -24,6 +24,8 @@ from reprogram.data import decode_center
 from reprogram.engine.setup import load_data
 from reprogram.engine.train import epoch_generator, fit
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 EPOCHS = 4
 BATCH = 4  # 12 training images: 3 steps per epoch, 12 in the schedule, 9 taken
 TOP_K = 3

@@ -21,6 +21,8 @@ from reprogram.model.recipes import (
     unregister_method,
 )
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 BUILT_IN = ["zero-shot", "zero-shot-desc", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls"]
 CLASSES = ["red disc", "green square", "blue stripes"]
 
@@ -58,11 +60,39 @@ def test_parts_answer_what_the_engine_asks():
 
 
 def test_defaults_list_only_the_options_a_method_reads():
-    assert get_recipe("zero-shot").defaults() == {"template": "This is a photo of {}."}
+    zero_shot = {"template": "This is a photo of {}.", "logit_scale_cap": None}  # every method
+    assert get_recipe("zero-shot").defaults() == zero_shot  # reads the scores' scale
     attrvr, cse = get_recipe("attrvr").defaults(), get_recipe("dvp-cse").defaults()
     assert attrvr["alpha"] == 0.5 and attrvr["attr_top_k"] == 3 and "prm_top_k" not in attrvr
     assert cse["prm_top_k"] == 3 and cse["m"] == 20 and "alpha" not in cse
     assert "clusters" in get_recipe("dvp-cls").defaults() and "clusters" not in cse
+
+
+def test_the_scores_scale_is_the_models_own_unless_capped():
+    """As published, s = exp(logit_scale) as stored (OpenAI's fp16 value: 100.03), not capped at
+    100; ``logit_scale_cap`` caps it."""
+    from reprogram.engine.config import load_config
+    from reprogram.model.options import MethodOptions
+
+    backbone = load_backbone("random:tiny")
+    stored = torch.tensor(4.60546875)  # ln(100) in fp16, as OpenAI's checkpoints hold it
+    with torch.no_grad():
+        backbone.model.logit_scale.fill_(stored)
+    own = float(stored.exp())
+    assert 100.02 < own < 100.04 and backbone.logit_scale == own
+    model = build_reprogrammer("ar", backbone, CLASSES)
+    capped = build_reprogrammer("ar", backbone, CLASSES, options=MethodOptions(logit_scale_cap=100))
+    assert (model.logit_scale, capped.logit_scale) == (own, 100.0)
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    with torch.no_grad():
+        scores, capped_scores = model(images).scores, capped(images).scores
+    torch.testing.assert_close(scores, capped_scores * (own / 100.0))
+    assert load_config(None, {"dataset": "toy"}).method.logit_scale_cap is None
+    assert load_config(None, {"dataset": "toy", "logit_scale_cap": "100"}).method.options() == (
+        MethodOptions(logit_scale_cap=100.0)
+    )
+    with pytest.raises(ReprogramError, match="logit_scale_cap must be a finite number > 0"):
+        load_config(None, {"dataset": "toy", "logit_scale_cap": "0"}).validate()
 
 
 def test_a_part_compared_with_a_string_raises():

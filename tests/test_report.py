@@ -121,6 +121,7 @@ class Page(HTMLParser):
 # ------------------------------------------------------------------------ the attribution maths
 
 
+@pytest.mark.numeric
 def test_contributions_add_up_to_the_logits_for_every_method(runs):
     for method, run_dir in runs.items():
         model = load_run(run_dir).model

@@ -19,6 +19,8 @@ from reprogram.text.descriptions import (
     sample_descriptions,
 )
 
+pytestmark = pytest.mark.numeric  # also run on other kernel paths: make test-kernels
+
 CLASSES = [f"class_{i}" for i in range(12)]
 
 
@@ -127,6 +129,34 @@ def test_sampling_depends_on_content_and_is_per_class():
     edited = {**data, CLASSES[0]: data[CLASSES[0]] + ["one more sentence that is long enough"]}
     changed = sample_descriptions(edited, CLASSES, 10, seed=1)
     assert changed != base
+
+
+# -- which sentences count: the 20-character filter ---------------------------------------------
+EDGE = " of the other scene."  # packaged sun397_dist: 20 characters as written, 19 stripped
+
+
+def test_the_length_filter_counts_sentences_as_written_by_default():
+    """The published code keeps a sentence when ``len(sentence) >= 20``; stripping first
+    (reprogram before) is the ``description_length: stripped`` option."""
+    from reprogram.engine.config import load_config
+    from reprogram.text.descriptions import valid_sentences
+
+    assert (len(EDGE), len(EDGE.strip())) == (20, 19)
+    sentences = ["x" * 19, EDGE, "  " + "y" * 18 + "  ", "z" * 20]
+    assert valid_sentences(sentences) == ["of the other scene.", "y" * 18, "z" * 20]
+    assert valid_sentences(sentences, "stripped") == ["z" * 20]
+    data = {name: [EDGE] for name in CLASSES}
+    options = MethodOptions(m=3)
+    assert options.description_length == "raw"
+    bank = build_text_bank(get_recipe("dvp-cls"), CLASSES, [("des.json", data)], options, 1)
+    assert bank.texts[0] == ["of the other scene."] * 3
+    stripped = MethodOptions(m=3, description_length="stripped")
+    with pytest.raises(ReprogramError, match="class_0.*20 characters once stripped"):
+        build_text_bank(get_recipe("dvp-cls"), CLASSES, [("des.json", data)], stripped, 1)
+    config = load_config(None, {"dataset": "toy", "description_length": "stripped"})
+    assert config.method.options().description_length == "stripped"
+    with pytest.raises(ReprogramError, match="description_length must be one of raw, stripped"):
+        load_config(None, {"dataset": "toy", "description_length": "trimmed"}).validate()
 
 
 # -- the run says which sampling it used -----------------------------------------------------------

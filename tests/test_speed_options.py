@@ -69,6 +69,7 @@ def _logits_grad_and_saved(model, images, labels):
     return logits.detach(), model.prompts.theta.grad.detach().clone(), sum(saved)
 
 
+@pytest.mark.numeric
 def test_grad_checkpointing_gives_the_same_gradients(dataset):
     model = _model(dataset)
     images, labels = _batch(model)

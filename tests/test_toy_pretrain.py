@@ -53,6 +53,7 @@ def test_tiny_pretraining_run_is_loadable(tiny_run):
     assert torch.allclose(text.norm(dim=-1), torch.ones(1), atol=1e-4)
 
 
+@pytest.mark.numeric
 def test_same_seed_same_weights(tiny_run, tmp_path):
     from dataclasses import replace
 

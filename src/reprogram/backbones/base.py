@@ -178,7 +178,9 @@ class Backbone(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        return float(self._logit_scale().detach().float().exp().clamp(max=100.0))
+        """``exp(logit_scale)`` of the weights as stored, in fp32 (no cap: the published code
+        multiplies by it as is; the ``logit_scale_cap`` method option caps it)."""
+        return float(self._logit_scale().detach().float().exp())
 
     @property
     def device(self) -> torch.device:

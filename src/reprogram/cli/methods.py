@@ -11,6 +11,7 @@ _RESOLVED_LATER = {
     "clusters": "(the dataset's published v, else 3)",
     "kmeans_n_init": "(scikit-learn's default)",
     "frame": "(scaled from the paper's width)",
+    "logit_scale_cap": "(none: the model's own scale)",
 }
 
 

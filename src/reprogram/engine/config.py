@@ -47,8 +47,11 @@ import yaml
 from reprogram.engine.paths import absolute_paths
 from reprogram.errors import ReprogramError
 from reprogram.model.options import MethodOptions
+from reprogram.text.descriptions import LENGTH_MODES
 
 VERSION = 2  # of the persisted form; 1 = the flat form of earlier run folders
+# What runs stored before these keys existed used (they are read back with it, not the default).
+LEGACY = {"method": {"description_length": "stripped", "logit_scale_cap": 100.0}}
 LR_SCHEDULE_SPANS = ("all-epochs", "training-steps")
 
 
@@ -130,6 +133,17 @@ class MethodConfig(MethodOptions):
                 f"frame must be at least 1 px (omit it for the default), got {self.frame}"
             )
         _check_template(self.template)
+        if self.description_length not in LENGTH_MODES:
+            raise ReprogramError(
+                f"description_length must be one of {', '.join(LENGTH_MODES)}, "
+                f"got '{self.description_length}'"
+            )
+        cap = self.logit_scale_cap
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise ReprogramError(
+                f"logit_scale_cap must be a finite number > 0 (omit it for the model's own "
+                f"scale), got {cap}"
+            )
 
 
 def _check_template(template: str) -> None:
@@ -266,6 +280,9 @@ class TrainConfig:
         if "version" not in data:
             values = {k: v for k, v in data.items() if k in FLAT_KEYS}
             values.setdefault("lr_schedule_span", "training-steps")  # what those runs used
+            for legacy in LEGACY.values():
+                for key, value in legacy.items():
+                    values.setdefault(key, value)
             return _set(cls(), values, "from_dict()")
         if data["version"] != VERSION:
             raise ReprogramError(
@@ -273,7 +290,7 @@ class TrainConfig:
             )
         config = cls(seed=data.get("seed", cls.seed))
         for part, kind in PARTS.items():
-            given = data.get(part) or {}
+            given = {**LEGACY.get(part, {}), **(data.get(part) or {})}
             unknown = sorted(set(given) - {f.name for f in fields(kind)})
             if unknown:
                 raise ReprogramError(f"config part '{part}': unknown keys {', '.join(unknown)}")

@@ -203,7 +203,12 @@ def warn_small_classes(
 
 
 def warn_descriptions(
-    warnings: RunWarnings, recipe: Recipe, files: Sequence[str], classnames: Sequence[str], m: int
+    warnings: RunWarnings,
+    recipe: Recipe,
+    files: Sequence[str],
+    classnames: Sequence[str],
+    m: int,
+    length: str = "raw",
 ) -> None:
     """What ``reprogram descriptions check`` finds that changes what a run trains on."""
     from reprogram.text.describe.check import check_file
@@ -214,7 +219,7 @@ def warn_descriptions(
             "(the paper uses one file per cause, e.g. 3)"
         )
     for path in files:
-        report = check_file(path, classnames, min_valid=1, target=m)
+        report = check_file(path, classnames, min_valid=1, target=m, length=length)
         if report.duplicate_keys:
             warnings.add(
                 f"{path}: class keys repeated in the JSON (only the last is used): "
@@ -315,7 +320,8 @@ def build_model(
     if bank is None and recipe.needs_descriptions:
         descriptions, paths = read_descriptions(config, recipe)
         if warnings is not None:
-            warn_descriptions(warnings, recipe, paths, texts, config.method.m)
+            method = config.method
+            warn_descriptions(warnings, recipe, paths, texts, method.m, method.description_length)
     options = config.method.options()
     options.clusters = default_clusters(config)
     model = build_reprogrammer(

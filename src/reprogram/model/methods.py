@@ -55,6 +55,7 @@ class Reprogrammer(nn.Module):
         bank: TextBank,
         aggregator: Aggregator,
         text_features: torch.Tensor,
+        logit_scale_cap: float | None = None,
     ) -> None:
         super().__init__()
         self.recipe = recipe
@@ -68,7 +69,8 @@ class Reprogrammer(nn.Module):
         # Texts sorted by group (each prompt's texts contiguous) and the way back to class order.
         self.register_buffer("_grouped_texts", self.text_features.flatten(0, 1)[order], False)
         self.register_buffer("_ungroup", torch.argsort(order), persistent=False)
-        self.logit_scale = backbone.logit_scale
+        scale = backbone.logit_scale  # the model's own, as published; capped on request
+        self.logit_scale = scale if logit_scale_cap is None else min(scale, logit_scale_cap)
 
     @property
     def image_size(self) -> int:
@@ -192,4 +194,6 @@ def build_reprogrammer(
     prompts = recipe.prompt.build(len(bank.group_names), backbone, options.frame)
     prompts = prompts.to(features.device)
     aggregator = build_aggregator(recipe, bank, options).to(features.device)
-    return Reprogrammer(recipe, backbone, prompts, bank, aggregator, features)
+    return Reprogrammer(
+        recipe, backbone, prompts, bank, aggregator, features, options.logit_scale_cap
+    )

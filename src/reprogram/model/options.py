@@ -19,5 +19,9 @@ class MethodOptions:
     kmeans_seed: int = 0
     kmeans_n_init: int | None = None  # None: scikit-learn's default (the published call)
     description_sampling: str = "published"  # or "distinct" (see descriptions.sample_sentences)
+    description_length: str = "raw"  # the 20-char filter counts raw (published) or "stripped"
     template: str = TEMPLATE
+    # the scores' scale s: None = the model's own exp(logit_scale) (published; OpenAI's
+    # fp16-stored value gives 100.03); a number caps s at it (earlier reprogram: 100.0)
+    logit_scale_cap: float | None = None
     frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)

@@ -107,7 +107,7 @@ class TextSource(Part):
     exact: bool = False
     as_sets: bool = False
     files_label: str = ""  # what ``exact`` asks for, in an error message
-    options: tuple[str, ...] = ("m", "description_sampling")
+    options: tuple[str, ...] = ("m", "description_sampling", "description_length")
 
     def __post_init__(self) -> None:
         files = ("descriptions", "description_source") if self.needs_descriptions else ()
@@ -161,6 +161,7 @@ class TextSource(Part):
                     seed,
                     source=str(path),
                     mode=options.description_sampling,
+                    length=options.description_length,
                 ),
             )
             for path, data in descriptions

@@ -99,14 +99,11 @@ class PromptBank(nn.Module):
         return torch.zeros(1, 3, self.input_size, self.input_size, device=self.mean.device)
 
     def _normalised_patterns(self) -> torch.Tensor:
-        """``(patterns - mean) / std`` (v×3×S×S), cached while ``theta`` is unchanged (only
-        used without gradients, e.g. in evaluation)."""
-        key = (self.theta._version, self.theta.data_ptr(), self.theta.device)
-        cached = getattr(self, "_pattern_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, (self.patterns() - self.mean).div_(self.std))
-            self._pattern_cache = cached
-        return cached[1]
+        """``(patterns - mean) / std`` (v×3×S×S), computed on every call: no cache, as nothing
+        tells every write to ``theta`` (an edit through ``theta.data`` keeps its version), and
+        it costs under 1 ms (v = 3, 224 px, one CPU thread), against 5-265 ms to prompt a
+        batch of 8-64 images and seconds to encode them."""
+        return (self.patterns() - self.mean).div_(self.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images B×3×s×s in [0, 1] (s = ``image_size``) -> prompted, normalised v×B×3×S×S.

@@ -42,6 +42,7 @@ from reprogram.model.parts import (
 
 PLUGIN_GROUP = "reprogram.methods"  # entry points: a Recipe, a list of Recipes, or a callable
 OPTION_NAMES = tuple(f.name for f in fields(MethodOptions))
+SHARED_OPTIONS = ("logit_scale_cap",)  # read by every method's Reprogrammer, whatever its parts
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,9 @@ class Recipe:
 
     @property
     def read_options(self) -> set[str]:
-        """The config keys its parts read (MethodOptions fields and those the parts imply)."""
-        return {name for part in self.parts for name in part.options}
+        """The config keys its parts read (MethodOptions fields and those the parts imply), and
+        those every method reads."""
+        return {name for part in self.parts for name in part.options} | set(SHARED_OPTIONS)
 
     def options(self) -> MethodOptions:
         """Every method option at this method's default: MethodOptions', then its overrides."""

@@ -16,6 +16,9 @@ from reprogram.errors import ReprogramError
 from reprogram.storage.files import read_json
 
 MIN_DESCRIPTION_CHARS = 20  # the paper keeps sentences of at least this many characters
+# How a sentence's length is counted for that filter: on the sentence as written ("raw", the
+# published code's len(sentence)), or once surrounding whitespace is stripped ("stripped").
+LENGTH_MODES = ("raw", "stripped")
 
 
 def read_description_file(path: str | Path) -> dict[str, list[str]]:
@@ -35,9 +38,19 @@ def read_description_file(path: str | Path) -> dict[str, list[str]]:
     return data
 
 
-def valid_sentences(sentences: Sequence[str]) -> list[str]:
-    """The sentences the paper keeps: stripped, at least ``MIN_DESCRIPTION_CHARS`` long."""
-    return [s.strip() for s in sentences if len(s.strip()) >= MIN_DESCRIPTION_CHARS]
+def valid_sentences(sentences: Sequence[str], length: str = "raw") -> list[str]:
+    """The sentences the paper keeps, stripped: those of at least ``MIN_DESCRIPTION_CHARS``
+    characters, counted as written (``length="raw"``, the published ``len(sentence)``) or once
+    stripped (``"stripped"``). The text encoders' tokenizers ignore surrounding whitespace, so
+    stripping what is kept changes no feature."""
+    if length not in LENGTH_MODES:
+        raise ReprogramError(
+            f"config key 'description_length': expected one of {', '.join(LENGTH_MODES)}, "
+            f"got '{length}'"
+        )
+    if length == "stripped":
+        return [s.strip() for s in sentences if len(s.strip()) >= MIN_DESCRIPTION_CHARS]
+    return [s.strip() for s in sentences if len(s) >= MIN_DESCRIPTION_CHARS]
 
 
 TEMPLATE = "This is a photo of {}."
@@ -85,9 +98,11 @@ def sample_descriptions(
     seed: int,
     source: str = "descriptions",
     mode: str = "published",
+    length: str = "raw",
 ) -> list[list[str]]:
-    """The paper's per-class sampling: keep sentences of >= 20 characters, then draw ``m`` per
-    class (see :func:`sample_sentences`). Each class's draw is seeded by ``seed``, the class name
+    """The paper's per-class sampling: keep sentences of >= 20 characters (counted as
+    :func:`valid_sentences`' ``length`` says), then draw ``m`` per class (see
+    :func:`sample_sentences`). Each class's draw is seeded by ``seed``, the class name
     and the file's content, so the same file at any path gives the same texts."""
     if mode not in SAMPLING_MODES:
         raise ReprogramError(
@@ -102,11 +117,12 @@ def sample_descriptions(
     digest = content_digest(descriptions)
     sampled = []
     for name in classnames:
-        kept = valid_sentences(descriptions[name])
+        kept = valid_sentences(descriptions[name], length)
         if not kept:
             raise ReprogramError(
                 f"{source}: class '{name}' has no sentence of at least "
                 f"{MIN_DESCRIPTION_CHARS} characters"
+                + (" once stripped" if length == "stripped" else "")
             )
         rng = random.Random(f"descriptions:{seed}:{digest}:{name}")
         sampled.append(sample_sentences(kept, m, rng, mode))

@@ -119,8 +119,10 @@ def check_file(
     *,
     min_valid: int = DEFAULT_MIN_VALID,
     target: int = DEFAULT_TARGET,
+    length: str = "raw",
 ) -> FileReport:
-    """Check one ``{class: [sentences]}`` file against ``classnames``."""
+    """Check one ``{class: [sentences]}`` file against ``classnames`` (sentences counted as
+    :func:`~reprogram.text.descriptions.valid_sentences`' ``length`` says)."""
     path = Path(path)
     report = FileReport(str(path), template=is_template(path))
     try:
@@ -142,7 +144,7 @@ def check_file(
     for name in classnames:
         if name not in data:
             continue
-        valid = valid_sentences(data[name])
+        valid = valid_sentences(data[name], length)
         if len(valid) < min_valid:
             report.too_few[name] = len(valid)
         elif len(valid) < target:
