@@ -14,6 +14,15 @@ from reprogram.model.prm import PRM
 
 
 class Aggregator(nn.Module):
+    reads_features = False  # a head on the image features (the linear probe), not on z
+
+    def attach(self, text_features: torch.Tensor, logit_scale: float) -> None:
+        """Called once the C×M×D text features are known (no-op by default)."""
+
+    def logits(self, scores: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits B×C from the scores z and the v×B×D image features (by default from z)."""
+        return self(scores)
+
     def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         """Called with each training batch's scores (no-op by default)."""
 

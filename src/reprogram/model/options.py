@@ -21,3 +21,4 @@ class MethodOptions:
     description_sampling: str = "published"  # or "distinct" (see descriptions.sample_sentences)
     template: str = TEMPLATE
     frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)
+    probe_init: str = "zero"  # linear probe's D×C weight: "zero" or "text" (the texts' head)
