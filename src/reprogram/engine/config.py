@@ -194,7 +194,8 @@ class OptimConfig:
             raise ReprogramError(f"head_lr must be a finite number >= 0, got {self.head_lr}")
         if self.head_optimizer not in HEAD_OPTIMIZERS:
             raise ReprogramError(
-                f"head_optimizer must be {' or '.join(HEAD_OPTIMIZERS)}, got '{self.head_optimizer}'"
+                f"head_optimizer must be {' or '.join(HEAD_OPTIMIZERS)}, "
+                f"got '{self.head_optimizer}'"
             )
         if self.head_schedule not in HEAD_SCHEDULES:
             raise ReprogramError(

@@ -208,8 +208,8 @@ class Aggregation(Part):
 
     ``estimates``: the aggregator is estimated from training passes (the PRM), so a run spends its
     first ``prm_warmup_epochs`` estimating it. ``trains``: the aggregator holds parameters the
-    engine trains (a head: see :mod:`reprogram.model.heads`). ``logit_rule`` says in words what a logit is (the
-    report's text for methods without a PRM).
+    engine trains (a head: see :mod:`reprogram.model.heads`). ``logit_rule`` says in words what a
+    logit is (the report's text for methods without a PRM).
     """
 
     name: str
