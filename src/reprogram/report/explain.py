@@ -45,6 +45,8 @@ from reprogram.report.sections.contributions import (
 )
 from reprogram.report.sections.curves import compute_curves, render_curves
 from reprogram.report.sections.files import compute_files, render_files
+from reprogram.report.sections.inter import compute_inter, render_inter
+from reprogram.report.sections.intra import compute_intra, render_intra
 from reprogram.report.sections.overview import compute_overview, render_overview
 from reprogram.report.sections.prm import compute_prm, render_prm
 from reprogram.report.sections.prompts import compute_prompts, render_prompts
@@ -104,11 +106,14 @@ def explain(
 
 
 def run_section(data: RunData, out: Output) -> h.Raw:
-    """One run's section: every part, in reading order."""
+    """One run's section: every part, in reading order. A head with a trained P shows P̃ where
+    the PRM would be; a head with an E adds its section after it."""
+    intra, inter = compute_intra(data), compute_inter(data)
     parts = [
         render_overview(compute_overview(data)),
         render_prompts(compute_prompts(data), out),
-        render_prm(compute_prm(data), out),
+        render_prm(compute_prm(data), out) if intra is None else render_intra(intra, out),
+        *([render_inter(inter, out)] if inter is not None else []),
         render_contributions(compute_contributions(data), out, data.options.max_classes),
         render_accuracy(compute_accuracy(data), out),
         render_confusion(compute_confusion(data), out),
