@@ -2,7 +2,9 @@
 
 For each run: the learned prompts as images, the PRM (heatmap, top descriptions per class), each
 prompt's share of the class logits, per-class accuracy, the worst classes' confusions and the
-training curves. For several runs: a comparison table and per-class differences between methods.
+training curves; for trained heads, P̃ in place of the PRM and E's section
+(:mod:`reprogram.report.sections.intra`, :mod:`reprogram.report.sections.inter`). For several
+runs: a comparison table and per-class differences between methods.
 Sections that do not apply to a method (no prompt, one prompt, no PRM, no training) say why.
 See docs/report.md for how to read each section.
 
