@@ -25,7 +25,7 @@ from reprogram.model.heads import DenseHead, LinearProbe, StructuredHead
 from reprogram.report import head_maths as hm
 from reprogram.report.explain import explain
 from reprogram.report.load import BackboneCache, Options, load_run_data, summarise
-from reprogram.report.sections.inter import PAIRS, compute_inter
+from reprogram.report.sections.inter import PAIRS, compute_inter, heatmap_classes
 from reprogram.report.sections.intra import compute_intra
 
 # ------------------------------------------------------------------------------- the maths
@@ -80,7 +80,8 @@ def test_strongest_pairs_are_off_diagonal_by_magnitude_with_sign():
     matrix = torch.tensor([[9.0, -3.0, 1.0], [2.0, 0.0, 3.0], [0.0, -0.5, 7.0]])
     pairs = hm.strongest_pairs(matrix, 3)
     assert [(p.row, p.column, p.value) for p in pairs] == [(0, 1, -3.0), (1, 2, 3.0), (1, 0, 2.0)]
-    assert len(hm.strongest_pairs(matrix, 50)) == 6  # every off-diagonal entry, no more
+    assert len(hm.strongest_pairs(matrix, 50)) == 5  # every non-zero off-diagonal entry
+    assert hm.strongest_pairs(torch.eye(3), 5) == []
 
 
 def test_r90_of_hand_checkable_prototypes():
@@ -120,6 +121,43 @@ def test_sections_ask_the_aggregator_not_the_method():
     assert hm.intra_weights(no_e) is not None and hm.inter_matrix(no_e) is None
     for other in (Mean(), DenseHead(3, 4), LinearProbe(3)):
         assert hm.intra_weights(other) is None and hm.inter_matrix(other) is None
+
+
+def test_long_class_lists_show_the_classes_of_the_strongest_pairs():
+    matrix = torch.zeros(50, 50)
+    matrix[7, 3], matrix[3, 40], matrix[12, 7], matrix[45, 46] = -4.0, 3.0, 2.0, 1.0
+    pairs = hm.strongest_pairs(matrix, 10)
+    assert heatmap_classes(pairs, 50, 4) == (
+        [3, 7, 12, 40],
+        "the 4 classes of the strongest pairs, of 50",
+    )
+    assert len(pairs) == 4  # zero entries are no pair
+    assert heatmap_classes(pairs, 50, 40)[0] == [3, 7, 12, 40, 45, 46]
+    assert heatmap_classes(pairs, 30, 40) == (list(range(30)), None)
+    assert heatmap_classes([], 50, 4) == ([0, 1, 2, 3], "the first 4 classes of 50")
+    assert hm.null_draws(200) == 10 and hm.null_draws(1000) == 3
+
+
+def test_an_all_zero_e_renders_without_pairs_and_null_ranks(tmp_path):
+    from reprogram.report.common import Output
+    from reprogram.report.sections.inter import InterView, compute_statistics, render_inter
+
+    classes = 50
+    inter = torch.zeros(classes, classes)
+    features = torch.eye(classes).unsqueeze(1).expand(classes, 2, classes)
+    stats = compute_statistics(inter, features)
+    assert math.isnan(stats.stable_rank) and math.isnan(stats.diagonal_fraction)
+    assert stats.r90 == 45 and stats.r90_over_c == pytest.approx(0.9)
+    names = [f"class {c}" for c in range(classes)]
+    shown, selection = heatmap_classes([], classes, 40)
+    view = InterView(
+        "run1-inter", inter.numpy(), names, stats, [], None, "no images", shown, selection
+    )
+    html = render_inter(view, Output(tmp_path, "."))
+    assert "no non-zero off-diagonal entry" in html and "no images" in html
+    saved = json.loads((tmp_path / "inter-class.json").read_text())
+    assert saved["statistics"]["stable_rank"] is None and saved["pairs"] == []
+    assert (tmp_path / "inter-class.png").stat().st_size > 1000
 
 
 def test_the_pass_collects_what_the_pure_functions_give():

@@ -95,11 +95,16 @@ def relative_corrections(base: torch.Tensor, inter: torch.Tensor) -> torch.Tenso
 
 def stable_rank(matrix: torch.Tensor) -> float:
     """``‖A‖_F² / ‖A‖_2²`` (NaN for the zero matrix)."""
-    matrix = matrix.double()
-    spectral = float(torch.linalg.matrix_norm(matrix, ord=2))
-    if spectral <= EPS:
+    singular = torch.linalg.svdvals(matrix.double())
+    if singular.numel() == 0 or float(singular[0]) <= EPS:
         return float("nan")
-    return float(torch.linalg.matrix_norm(matrix, ord="fro")) ** 2 / spectral**2
+    return float((singular**2).sum() / singular[0] ** 2)
+
+
+def null_draws(classes: int) -> int:
+    """Permutations for the stable-rank null: 10 up to 200 classes, 3 beyond (each costs an SVD
+    of C×C, and the null's spread shrinks as C grows)."""
+    return 10 if classes <= 200 else 3
 
 
 def permuted_stable_rank(matrix: torch.Tensor, draws: int = 10, seed: int = 0) -> float:
@@ -133,11 +138,12 @@ class Pair:
 
 
 def strongest_pairs(matrix: torch.Tensor, count: int) -> list[Pair]:
-    """The ``count`` off-diagonal entries of largest magnitude (ties: row, then column)."""
+    """The ``count`` non-zero off-diagonal entries of largest magnitude (ties: row, then
+    column)."""
     values = matrix.detach().double().cpu()
     size = values.shape[0]
-    magnitude = values.abs().masked_fill(torch.eye(size, dtype=torch.bool), -1.0).flatten()
-    order = torch.argsort(-magnitude, stable=True)[: max(0, min(count, size * size - size))]
+    magnitude = values.abs().masked_fill(torch.eye(size, dtype=torch.bool), 0.0).flatten()
+    order = torch.argsort(-magnitude, stable=True)[: min(count, int((magnitude > 0).sum()))]
     flat = values.flatten()
     return [Pair(k // size, k % size, float(flat[k])) for k in order.tolist()]
 
@@ -278,6 +284,7 @@ __all__ = [
     "intra_weights",
     "mass_rank",
     "mixed_logits",
+    "null_draws",
     "pair_confusions",
     "permuted_stable_rank",
     "r90_over_classes",

@@ -27,6 +27,7 @@ from reprogram.report.head_maths import (
     diagonal_fraction,
     inter_matrix,
     mass_rank,
+    null_draws,
     pair_confusions,
     permuted_stable_rank,
     stable_rank,
@@ -37,7 +38,6 @@ from reprogram.storage.files import atomic_write_text
 
 TITLE = "Inter-class matrix E (trained head)"
 PAIRS = 10  # strongest off-diagonal entries listed
-NULL_DRAWS = 10  # permutations for the stable-rank null
 CSV = "inter-class.csv"
 JSON = "inter-class.json"
 # RVP's analysis of E on Stanford Cars, ViT-B/16 (the paper's numbers, for scale).
@@ -67,7 +67,7 @@ class InterStatistics:
     classes: int
     frobenius_norm: float
     stable_rank: float  # NaN when E = 0
-    permuted_stable_rank: float  # mean over NULL_DRAWS entry permutations
+    permuted_stable_rank: float  # mean over null_draws(C) entry permutations
     diagonal_fraction: float  # NaN when E = 0
     r90: int
     r90_over_c: float
@@ -102,15 +102,16 @@ def compute_statistics(inter: torch.Tensor, text_features: torch.Tensor) -> Inte
         classes=classes,
         frobenius_norm=float(inter.double().norm()),
         stable_rank=stable_rank(inter),
-        permuted_stable_rank=permuted_stable_rank(inter, NULL_DRAWS),
+        permuted_stable_rank=permuted_stable_rank(inter, null_draws(classes)),
         diagonal_fraction=diagonal_fraction(inter),
         r90=rank,
         r90_over_c=rank / classes,
     )
 
 
-def _shown(pairs: list[Pair], classes: int, limit: int) -> tuple[list[int], str | None]:
-    """Every class, or those of the strongest pairs (at most ``limit``)."""
+def heatmap_classes(pairs: list[Pair], classes: int, limit: int) -> tuple[list[int], str | None]:
+    """Every class, or those of the strongest pairs (at most ``limit``; the first ``limit``
+    classes when E has no off-diagonal entry)."""
     if classes <= limit:
         return list(range(classes)), None
     shown: list[int] = []
@@ -118,6 +119,8 @@ def _shown(pairs: list[Pair], classes: int, limit: int) -> tuple[list[int], str 
         for c in (pair.row, pair.column):
             if c not in shown and len(shown) < limit:
                 shown.append(c)
+    if not shown:
+        return list(range(limit)), f"the first {limit} classes of {classes}"
     return sorted(shown), f"the {len(shown)} classes of the strongest pairs, of {classes}"
 
 
@@ -140,7 +143,7 @@ def compute_inter(data: RunData) -> InterView | None:
                 for predicted in (passed.base_predictions, passed.predictions)
             )
         rows.append(PairRow(pair, names[pair.row], names[pair.column], *counts))
-    shown, selection = _shown(pairs, len(names), data.options.max_classes)
+    shown, selection = heatmap_classes(pairs, len(names), data.options.max_classes)
     return InterView(
         anchor=f"{data.summary.anchor}-inter",
         matrix=inter.numpy(),
@@ -279,14 +282,17 @@ def render_inter(view: InterView, out: Output) -> h.Raw:
             "−0.53 over 11 datasets). Paper column: RVP's published analysis, for scale."
         )
     )
-    body.append(
-        h.paragraph(
-            f"The {len(view.pairs)} strongest off-diagonal entries (largest |E[i, j]|), with the "
-            "test confusions between the two classes (images of either predicted as the other) "
-            "without and with E:"
+    if view.pairs:
+        body.append(
+            h.paragraph(
+                f"The {len(view.pairs)} strongest off-diagonal entries (largest |E[i, j]|), with "
+                "the test confusions between the two classes (images of either predicted as the "
+                "other) without and with E:"
+            )
         )
-    )
-    body.append(_pairs_table(view))
+        body.append(_pairs_table(view))
+    else:
+        body.append(h.paragraph("E has no non-zero off-diagonal entry: no class moves another."))
     shown = view.shown
     sub = view.matrix[np.ix_(shown, shown)]
     scale = max(float(np.abs(sub).max()) if sub.size else 0.0, 1e-9)
@@ -332,5 +338,6 @@ __all__ = [
     "as_json",
     "compute_inter",
     "compute_statistics",
+    "heatmap_classes",
     "render_inter",
 ]
