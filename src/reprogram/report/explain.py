@@ -109,7 +109,7 @@ def explain(
 
 def run_section(data: RunData, out: Output) -> h.Raw:
     """One run's section: every part, in reading order. A head with a trained P shows P̃ where
-    the PRM would be; a head with an E adds its section after it."""
+    the PRM would be; a head with an E adds its section after it (asked of the aggregator)."""
     intra, inter = compute_intra(data), compute_inter(data)
     parts = [
         render_overview(compute_overview(data)),
@@ -138,7 +138,10 @@ def _definitions() -> h.Raw:
             "DVP, the mean for template and description-ensemble methods, "
             "α·mean-top-k(descriptive) + (1 − α)·mean-top-k(distinctive) for AttrVR. The "
             "contribution of description j is its term in that sum (for AttrVR: weight/k if it "
-            "is among its set's top-k, else 0), so contributions add up to the logit exactly."
+            "is among its set's top-k, else 0), so contributions add up to the logit exactly. "
+            "For a trained head (RVP) the contribution of description j is P̃[c,j]·z[c,j] and "
+            "contributions add up to the base logit f[c]; an inter-class matrix E then mixes "
+            "the base logits, logits = f·(I + E) (see the head's sections)."
         )
         + h.note(SHARE_DEFINITION)
         + h.paragraph(

@@ -138,7 +138,7 @@ def _hover(view: IntraView, order: np.ndarray) -> list[list[str]]:
 def render_intra(view: IntraView, out: Output) -> h.Raw:
     rows, selection, m = view.rows, view.selection, view.per_class
     names = [view.class_names[r] for r in rows]
-    present = view.effective
+    effective = view.effective
     body: list[object] = [
         h.paragraph(
             "P̃[c, m] = softmax(P[c])[m] is the weight of description m in class c's base logit, "
@@ -148,8 +148,9 @@ def render_intra(view: IntraView, out: Output) -> h.Raw:
         ),
         h.note(
             f"Effective number of descriptions per class, exp(entropy of P̃[c]), out of M = {m}: "
-            f"mean {float(present.mean()):.2f}, lowest {float(present.min()):.2f} "
-            f"({view.class_names[int(present.argmin())]}), highest {float(present.max()):.2f}. "
+            f"mean {float(effective.mean()):.2f}, lowest {float(effective.min()):.2f} "
+            f"({view.class_names[int(effective.argmin())]}), highest "
+            f"{float(effective.max()):.2f}. "
             f"M means P̃ stayed uniform, 1 that the class uses one description."
         ),
     ]
