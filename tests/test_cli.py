@@ -169,7 +169,8 @@ def test_bad_input_is_one_line_without_traceback(dataset, tmp_path, capsys):
     assert "Traceback" not in err
     assert err.strip().splitlines() == [
         "error: unknown method 'dvp-xyz' (known: zero-shot, "
-        "zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls)"
+        "zero-shot-desc, vp, ar, attrvr, dvp-cse, dvp-cls, rvp, rvp-no-p, rvp-no-e, "
+        "rvp-no-prompt, linear-probe, attribute-lp, dvp-one, dvp-cse-rvp)"
     ]
     missing = ["--descriptions", str(tmp_path / "nope.json"), "--shots", "4"]
     code, err = run_cli(capsys, *tiny_train(dataset, tmp_path / "y", "dvp-cse", *missing))

@@ -19,9 +19,18 @@ def _value(name: str, value: Any) -> str:
     return _RESOLVED_LATER.get(name, "None") if value is None else repr(value)
 
 
+def parameter_line(recipe) -> str:
+    """The trained parameters at the papers' setting (C = 100, m = 20, 224 px, D = 512, 3
+    causes or clusters), counted on the parts' modules."""
+    counts = recipe.parameter_count()
+    total = counts["prompt"] + counts["head"]
+    split = f" (prompt {counts['prompt']:,} + head {counts['head']:,})" if counts["head"] else ""
+    return f"parameters: {total:,}{split} at C=100, m=20, 224 px, D=512, 3 groups"
+
+
 def method_lines() -> list[str]:
     """Per method: its name and parts, its summary, the defaults of the options it reads (its
-    own, overriding MethodOptions', marked ``*``)."""
+    own, overriding MethodOptions', marked ``*``), its trained parameters."""
     from reprogram.model.recipes import get_recipe, list_methods
 
     lines = []
@@ -37,6 +46,7 @@ def method_lines() -> list[str]:
             for k, v in recipe.defaults().items()
         )
         lines.append(f"{'':<16}defaults: {defaults}")
+        lines.append(f"{'':<16}{parameter_line(recipe)}")
     return lines
 
 

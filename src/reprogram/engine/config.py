@@ -53,6 +53,8 @@ VERSION = 2  # of the persisted form; 1 = the flat form of earlier run folders
 # What runs stored before these keys existed used (they are read back with it, not the default).
 LEGACY = {"method": {"description_length": "stripped", "logit_scale_cap": 100.0}}
 LR_SCHEDULE_SPANS = ("all-epochs", "training-steps")
+HEAD_OPTIMIZERS = ("adam", "sgd")
+HEAD_SCHEDULES = ("cosine", "constant")
 
 
 def _positive(name: str, value: int, least: int = 1) -> None:
@@ -132,6 +134,8 @@ class MethodConfig(MethodOptions):
             raise ReprogramError(
                 f"frame must be at least 1 px (omit it for the default), got {self.frame}"
             )
+        if self.probe_init not in ("zero", "text"):
+            raise ReprogramError(f"probe_init must be 'zero' or 'text', got '{self.probe_init}'")
         _check_template(self.template)
         if self.description_length not in LENGTH_MODES:
             raise ReprogramError(
@@ -184,6 +188,11 @@ class OptimConfig:
     lr_schedule_span: str = "all-epochs"
     eval_every: int = 0  # evaluate validation every N epochs; 0 = about 20 times per run
     select_on: str = "val"  # "val" (ours) or "test" (the official scripts' optimistic protocol)
+    # trained heads (RVP's P and E, ...): the paper gives lr 1e-3 only; Adam and the prompt's
+    # cosine are our choice (docs/methods.md, "RVP"); sgd uses ``momentum``
+    head_lr: float = 1e-3
+    head_optimizer: str = "adam"  # adam | sgd
+    head_schedule: str = "cosine"  # cosine (the prompt's per-step cosine) | constant
 
     def resolved_eval_every(self) -> int:
         return self.eval_every or max(1, self.epochs // 20)
@@ -195,6 +204,17 @@ class OptimConfig:
         _positive("batch_size", self.batch_size)
         if not math.isfinite(self.lr) or self.lr < 0:
             raise ReprogramError(f"lr must be a finite number >= 0, got {self.lr}")
+        if not math.isfinite(self.head_lr) or self.head_lr < 0:
+            raise ReprogramError(f"head_lr must be a finite number >= 0, got {self.head_lr}")
+        if self.head_optimizer not in HEAD_OPTIMIZERS:
+            raise ReprogramError(
+                f"head_optimizer must be {' or '.join(HEAD_OPTIMIZERS)}, "
+                f"got '{self.head_optimizer}'"
+            )
+        if self.head_schedule not in HEAD_SCHEDULES:
+            raise ReprogramError(
+                f"head_schedule must be {' or '.join(HEAD_SCHEDULES)}, got '{self.head_schedule}'"
+            )
         if self.momentum < 0:
             raise ReprogramError(f"momentum must be >= 0, got {self.momentum}")
         _positive("prm_warmup_epochs", self.prm_warmup_epochs, least=0)

@@ -1,9 +1,10 @@
 """What a run carries from epoch to epoch, when it is saved, and the process state ``fit`` restores.
 
 * :func:`cosine_schedule`: the published per-step cosine, :func:`schedule_steps` its length.
-* :class:`RunState`: the optimiser, its schedule and grad scaler, the epochs done, the history,
-  the best epoch so far and the RNG state (saved with the checkpoint); the prompts and the PRM
-  are the model's trainable state.
+* :class:`RunState`: the prompts' optimiser and schedule, a trained head's own optimiser and
+  schedule (if the method has one), the grad scaler, the epochs done, the history, the best
+  epoch so far and the RNG state (saved with the checkpoint); the prompts, the PRM and a head's
+  parameters are the model's trainable state.
 * :class:`Checkpointer`: the selection and saving policy of a run folder: the best epoch by a
   strict ``>`` (ties keep the earliest, NaN is never selected), a checkpoint every
   ``checkpoint_every`` epochs and after the last, the stop at a non-finite epoch.
@@ -77,6 +78,8 @@ class RunState:
 
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    head_optimizer: torch.optim.Optimizer | None = None  # the model's head_parameters()
+    head_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # None: constant lr
     scaler: torch.amp.GradScaler | None = None
     warmup: int = 0
     epoch: int = 0
@@ -87,35 +90,57 @@ class RunState:
     @property
     def estimating(self) -> bool:
         """Whether the next epoch only estimates the PRM (or there is nothing to optimise)."""
-        return self.optimizer is None or self.epoch < self.warmup
+        return not self.optimizers() or self.epoch < self.warmup
 
     @property
     def lr(self) -> float:
-        """The learning rate of the next step (0 in a PRM-estimation epoch)."""
-        return 0.0 if self.estimating else self.optimizer.param_groups[0]["lr"]
+        """The prompts' learning rate of the next step (0 in a PRM-estimation epoch or without
+        a trained prompt)."""
+        if self.estimating or self.optimizer is None:
+            return 0.0
+        return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def head_lr(self) -> float | None:
+        """The head's learning rate of the next step (None without a trained head)."""
+        if self.head_optimizer is None:
+            return None
+        return 0.0 if self.estimating else self.head_optimizer.param_groups[0]["lr"]
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [o for o in (self.optimizer, self.head_optimizer) if o is not None]
 
     def step(self, loss: torch.Tensor, model: Reprogrammer, world: World) -> None:
         """Backpropagate ``loss``, sum the gradients across processes, step and schedule."""
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers():
+            optimizer.zero_grad(set_to_none=True)
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        for parameter in model.prompt_parameters():
-            world.all_reduce_sum(parameter.grad)
+        for parameter in _trained(model):
+            if parameter.grad is None and world.active:  # unused here, used elsewhere
+                parameter.grad = torch.zeros_like(parameter)
+            if parameter.grad is not None:
+                world.all_reduce_sum(parameter.grad)
         self._apply()
 
     def step_without_samples(self, model: Reprogrammer, world: World) -> None:
         """Take part in the gradient all-reduce (with zeros) and the step, like the others."""
-        self.optimizer.zero_grad(set_to_none=True)
-        for parameter in model.prompt_parameters():
+        for optimizer in self.optimizers():
+            optimizer.zero_grad(set_to_none=True)
+        for parameter in _trained(model):
             parameter.grad = world.all_reduce_sum(torch.zeros_like(parameter))
         self._apply()
 
     def _apply(self) -> None:
+        for optimizer in self.optimizers():
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+            else:
+                optimizer.step()
         if self.scaler is not None:
-            self.scaler.step(self.optimizer)
             self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+        for scheduler in (self.scheduler, self.head_scheduler):
+            if scheduler is not None:
+                scheduler.step()
 
     def to_dict(self, model: Reprogrammer) -> dict[str, Any]:
         """The checkpoint's state entries (the RNG state as it is now)."""
@@ -124,6 +149,8 @@ class RunState:
             "best": self.best,
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "head_optimizer": self.head_optimizer.state_dict() if self.head_optimizer else None,
+            "head_scheduler": self.head_scheduler.state_dict() if self.head_scheduler else None,
             "rng": rng_state(),
             "epoch": self.epoch,
             "history": self.history,
@@ -131,13 +158,28 @@ class RunState:
         }
 
     def restore(self, checkpoint: dict[str, Any], model: Reprogrammer) -> None:
-        """Continue from ``checkpoint``: prompts, PRM, optimiser, schedule, RNG, history, best."""
+        """Continue from ``checkpoint``: prompts, PRM, head, optimisers, schedules, RNG,
+        history, best."""
         model.load_trainable_state(checkpoint["state"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        pairs = (
+            (self.optimizer, "optimizer"),
+            (self.scheduler, "scheduler"),
+            (self.head_optimizer, "head_optimizer"),
+            (self.head_scheduler, "head_scheduler"),
+        )
+        for owner, key in pairs:
+            if owner is not None:
+                if checkpoint.get(key) is None:
+                    raise ReprogramError(f"--resume: the checkpoint has no {key} state")
+                owner.load_state_dict(checkpoint[key])
         set_rng_state(checkpoint["rng"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
         self.epoch = checkpoint["epoch"]
+
+
+def _trained(model: Reprogrammer) -> list[torch.nn.Parameter]:
+    """Every parameter the optimisers step: the prompts', then the head's."""
+    return [*model.prompt_parameters(), *model.head_parameters()]
 
 
 class Checkpointer:

@@ -283,19 +283,40 @@ def _train_data(run: Run) -> TrainData:
 
 
 def _optimisation(run: Run, state: RunState, data: TrainData) -> RunState:
-    """SGD with momentum and a per-step cosine schedule, as the published scripts."""
+    """The prompts: SGD with momentum and a per-step cosine schedule, as the published scripts.
+    A trained head (the model's ``head_parameters``): its own optimiser (``head_optimizer``,
+    ``head_lr``) and schedule (``head_schedule``: the same cosine, or constant)."""
     config = run.config
     steps_per_epoch = math.ceil(len(data.labels) / config.optim.batch_size)
-    optimizer = torch.optim.SGD(
-        run.model.prompt_parameters(),
-        lr=config.optim.lr,
-        momentum=config.optim.momentum,
-        weight_decay=config.optim.weight_decay,
-    )
-    scheduler = cosine_schedule(optimizer, schedule_steps(config, state.warmup, steps_per_epoch))
+    steps = schedule_steps(config, state.warmup, steps_per_epoch)
+    optimizer = scheduler = head_optimizer = head_scheduler = None
+    if run.model.prompt_parameters():
+        optimizer = torch.optim.SGD(
+            run.model.prompt_parameters(),
+            lr=config.optim.lr,
+            momentum=config.optim.momentum,
+            weight_decay=config.optim.weight_decay,
+        )
+        scheduler = cosine_schedule(optimizer, steps)
+    if run.model.head_parameters():
+        head_optimizer = _head_optimizer(run.model.head_parameters(), config)
+        if config.optim.head_schedule == "cosine":
+            head_scheduler = cosine_schedule(head_optimizer, steps)
     return replace(
-        state, optimizer=optimizer, scheduler=scheduler, scaler=run.precision.grad_scaler()
+        state,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        head_optimizer=head_optimizer,
+        head_scheduler=head_scheduler,
+        scaler=run.precision.grad_scaler(),
     )
+
+
+def _head_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig):
+    """Adam (default) or SGD with the prompts' momentum, at ``head_lr``, no weight decay."""
+    if config.optim.head_optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.optim.head_lr, momentum=config.optim.momentum)
+    return torch.optim.Adam(parameters, lr=config.optim.head_lr)
 
 
 def _resume(
@@ -318,6 +339,8 @@ def _train_epoch(run: Run, data: TrainData, state: RunState) -> dict[str, Any]:
     with run.reporter.bar(title, len(data.labels)) as advance:
         row = train_one_epoch(run.model, data, state, config, run.precision, advance, run.world)
     row = {**row, "lr": state.lr, "estimate_only": estimate_only}  # the lr after its steps
+    if state.head_lr is not None:
+        row["head_lr"] = state.head_lr
     state.epoch += 1
     return {"epoch": state.epoch, **row}
 
@@ -402,8 +425,9 @@ def _results(
         "train_count": len(parts.splits.train),
         "train_shots_per_class": shots_per_class(parts.splits.train, classnames, skipped),
         "skipped_images": len(skipped),
-        "trainable_parameters": model.prompts.trainable_parameters,
-        "prompts": model.prompts.count if model.recipe.trainable else 0,
+        "trainable_parameters": model.trainable_parameters,
+        "head_parameters": model.head_parameter_count,
+        "prompts": model.prompts.count if model.recipe.prompt.trains else 0,
         "description_sampling": model.bank.sampling,  # published | distinct | None (templates)
         "classnames": classnames,
         "descriptions": [file_record(spec) for spec in config.data.descriptions],

@@ -25,6 +25,15 @@ class Aggregator(nn.Module):
         (B×C×M), or None where the aggregation is not linear in z (see ``not_foldable_reason``)."""
         return None
 
+    reads_features = False  # a head on the image features (the linear probe), not on z
+
+    def attach(self, text_features: torch.Tensor, logit_scale: float) -> None:
+        """Called once the C×M×D text features are known (no-op by default)."""
+
+    def logits(self, scores: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits B×C from the scores z and the v×B×D image features (by default from z)."""
+        return self(scores)
+
     def observe(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
         """Called with each training batch's scores (no-op by default)."""
 

@@ -25,7 +25,7 @@ description and the prompt that contributed most to its top class.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -195,8 +195,12 @@ def attribute(
     labels: torch.Tensor,
     batch_size: int = 128,
     dtype: torch.dtype = torch.float32,
+    observe: Callable[[object, torch.Tensor], None] | None = None,
 ) -> Attribution:
-    """Run the model over uint8 images (N×3×S×S) and accumulate contributions per class."""
+    """Run the model over uint8 images (N×3×S×S) and accumulate contributions per class.
+
+    ``observe(output, labels)``, if given, also sees each batch's ``ReprogramOutput`` (so that a
+    report section can collect more from the same pass)."""
     from reprogram.data.images import as_float
     from reprogram.model.precision import Precision
 
@@ -212,6 +216,8 @@ def attribute(
         batch = as_float(pixels[start : start + batch_size].to(device))
         truth = labels[start : start + batch_size].to(device).long()
         output = model(batch, Precision.of(dtype, device))
+        if observe is not None:
+            observe(output, truth)
         weights = description_weights(model, output.scores)
         contributions = output.scores.float() * weights
         rows = torch.arange(len(truth), device=device)

@@ -124,10 +124,11 @@ class Reprogrammer(nn.Module):
             features = self.image_features(images)
         with precision.fp32():
             scores = self.scores_from_features(features)
-            return ReprogramOutput(self.aggregator(scores), scores)
+            return ReprogramOutput(self.aggregator.logits(scores, features), scores)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The learned state: prompt parameters and aggregator buffers (PRM)."""
+        """The learned state: prompt parameters, aggregator buffers (PRM) and parameters
+        (trained heads)."""
         return {
             k: v.detach().clone()
             for k, v in self.state_dict().items()
@@ -142,7 +143,20 @@ class Reprogrammer(nn.Module):
             own[key].copy_(value)
 
     def prompt_parameters(self) -> list[nn.Parameter]:
-        return [self.prompts.theta] if self.recipe.trainable else []
+        return [self.prompts.theta] if self.recipe.prompt.trains else []
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The trained head's parameters (none for fixed or estimated aggregations)."""
+        return [p for p in self.aggregator.parameters() if p.requires_grad]
+
+    @property
+    def head_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.head_parameters())
+
+    @property
+    def trainable_parameters(self) -> int:
+        """Parameters training changes: the prompts' (under their frame) and the head's."""
+        return self.prompts.trainable_parameters + self.head_parameter_count
 
 
 def group_order(groups: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -193,7 +207,10 @@ def build_reprogrammer(
         recipe.grouping.regroup(bank, features, options)
     prompts = recipe.prompt.build(len(bank.group_names), backbone, options.frame)
     prompts = prompts.to(features.device)
-    aggregator = build_aggregator(recipe, bank, options).to(features.device)
-    return Reprogrammer(
+    aggregator = build_aggregator(recipe, bank, options)
+    model = Reprogrammer(
         recipe, backbone, prompts, bank, aggregator, features, options.logit_scale_cap
     )
+    aggregator.attach(features, float(model.logit_scale))  # the scale the scores use
+    aggregator.to(features.device)
+    return model

@@ -25,3 +25,4 @@ class MethodOptions:
     # fp16-stored value gives 100.03); a number caps s at it (earlier reprogram: 100.0)
     logit_scale_cap: float | None = None
     frame: int | None = None  # frame width in px; None: scaled from the paper's 16 (30 for VP)
+    probe_init: str = "zero"  # linear probe's D×C weight: "zero" or "text" (the texts' head)

@@ -7,9 +7,10 @@ A method (:class:`~reprogram.model.recipes.Recipe`) is one part of each kind:
   attribute file, an attribute pair, one file per cause): which description files it needs, their
   packaged defaults, how it samples them;
 * :class:`Grouping` — which prompt scores each text (single, by file, k-means);
-* :class:`Aggregation` — how a class's scores become its logit (mean, mean-top-k, PRM), whether it
-  needs estimation epochs; the :class:`~reprogram.model.aggregation.Aggregator` it builds knows its
-  linear weights for attribution.
+* :class:`Aggregation` — how a class's scores become its logit (mean, mean-top-k, PRM, or a
+  trained head: RVP's, a dense matrix, a linear probe), whether it needs estimation epochs or
+  trains; the :class:`~reprogram.model.aggregation.Aggregator` it builds knows its linear weights
+  for attribution.
 
 Every part has a ``name`` (stored in nothing: runs store the method name), a short ``label`` for
 listings and reports, and the config keys it reads (``options``): the
@@ -31,6 +32,7 @@ import torch
 
 from reprogram.errors import ReprogramError
 from reprogram.model.aggregation import Aggregator, Mean, MeanTopK, ReweightingMatrix
+from reprogram.model.heads import DenseHead, LinearProbe, StructuredHead
 from reprogram.model.options import MethodOptions
 from reprogram.model.prompts import PromptBank
 from reprogram.text.descriptions import (
@@ -215,8 +217,9 @@ class Aggregation(Part):
     """How a class's description scores become its logit.
 
     ``estimates``: the aggregator is estimated from training passes (the PRM), so a run spends its
-    first ``prm_warmup_epochs`` estimating it. ``logit_rule`` says in words what a logit is (the
-    report's text for methods without a PRM).
+    first ``prm_warmup_epochs`` estimating it. ``trains``: the aggregator holds parameters the
+    engine trains (a head: see :mod:`reprogram.model.heads`). ``logit_rule`` says in words what a
+    logit is (the report's text for methods without a PRM).
     """
 
     name: str
@@ -224,6 +227,7 @@ class Aggregation(Part):
     factory: Callable[[TextBank, MethodOptions], Aggregator]
     logit_rule: str
     estimates: bool = False
+    trains: bool = False
     on_new_classes: str | None = None  # what new classes get (base-to-novel)
     options: tuple[str, ...] = ()
 
@@ -239,6 +243,12 @@ class Aggregation(Part):
 NO_PROMPT = PromptKind("none", "no prompt (frozen CLIP)", trains=False, options=())
 WATERMARK = PromptKind("watermark", "additive frame on the full image")
 PADDING = PromptKind("padding", "padding frame around the shrunk image", shrinks_image=True)
+ZERO_PADDING = PromptKind(
+    "zero-padding",
+    "shrunk image zero-padded, no prompt trained",
+    trains=False,
+    shrinks_image=True,
+)
 
 TEMPLATE_TEXTS = TextSource("template", "class-name template", options=("template",))
 DESCRIPTIONS = TextSource("descriptions", "description files", kinds=("des",))
@@ -287,4 +297,42 @@ PRM_AGGREGATION = Aggregation(
     estimates=True,
     on_new_classes="uniform over each novel class's own descriptions",
     options=("prm_top_k",),
+)
+
+# Trained heads (model/heads.py): their parameters are trained by the engine's head optimiser.
+RVP_HEAD = Aggregation(
+    "rvp-head",
+    "RVP head: softmax intra-class weights P, inter-class residual E",
+    lambda bank, options: StructuredHead(bank.num_classes, bank.per_class),
+    logit_rule="f·(I + E) with f[c] the softmax(P[c])-weighted sum of its description scores",
+    trains=True,
+)
+RVP_HEAD_NO_P = Aggregation(
+    "rvp-head-no-p",
+    "RVP head without P: uniform intra-class average, inter-class residual E",
+    lambda bank, options: StructuredHead(bank.num_classes, bank.per_class, intra=False),
+    logit_rule="f·(I + E) with f[c] the mean of its description scores",
+    trains=True,
+)
+RVP_HEAD_NO_E = Aggregation(
+    "rvp-head-no-e",
+    "RVP head without E: softmax intra-class weights P only",
+    lambda bank, options: StructuredHead(bank.num_classes, bank.per_class, inter=False),
+    logit_rule="the softmax(P[c])-weighted sum of its description scores",
+    trains=True,
+)
+DENSE_HEAD = Aggregation(
+    "dense-head",
+    "dense (C·M)×C matrix on all description scores",
+    lambda bank, options: DenseHead(bank.num_classes, bank.per_class),
+    logit_rule="a trained dense linear map of all classes' description scores",
+    trains=True,
+)
+LINEAR_PROBE = Aggregation(
+    "linear-probe",
+    "trained D×C linear layer on the image feature",
+    lambda bank, options: LinearProbe(bank.num_classes, options.probe_init),
+    logit_rule="a trained linear layer on the image feature (the texts are not used)",
+    trains=True,
+    options=("probe_init",),
 )

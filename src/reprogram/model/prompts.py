@@ -4,6 +4,8 @@
   the model's input size, ``sigmoid(theta)`` is added on the frame only, then CLIP normalisation.
 * ``watermark`` (VP): the full-size image is CLIP-normalised first, then an unconstrained
   ``theta`` is added on a frame of fixed width.
+* ``zero-padding`` (RVP's "without the prompt" ablation): the padding layout with a zero
+  frame and nothing trained;
 * ``none`` (zero-shot): normalisation only.
 
 The bank holds one parameter tensor of shape v×3×S×S; ``forward`` returns v×B×3×S×S.
@@ -18,7 +20,8 @@ from torch import nn
 
 from reprogram.errors import ReprogramError
 
-PROMPT_KINDS = ("padding", "watermark", "none")
+PROMPT_KINDS = ("padding", "watermark", "none", "zero-padding")
+FIXED_KINDS = ("none", "zero-padding")  # nothing to train
 PAPER_INPUT = 224
 PAPER_PAD = 16  # padding prompt: 224 input, 192 inner image
 PAPER_WATERMARK = 30  # VP frame width at 224
@@ -56,12 +59,12 @@ class PromptBank(nn.Module):
         super().__init__()
         if kind not in PROMPT_KINDS:
             raise ValueError(f"unknown prompt kind '{kind}' (expected {', '.join(PROMPT_KINDS)})")
-        if kind == "none" and count != 1:
-            raise ValueError("a 'none' prompt bank holds exactly one (identity) prompt")
+        if kind in FIXED_KINDS and count != 1:
+            raise ValueError(f"a '{kind}' prompt bank holds exactly one (fixed) prompt")
         self.kind = kind
         self.count = count
         self.input_size = input_size
-        if kind == "padding":
+        if kind in ("padding", "zero-padding"):
             self.frame = frame if frame is not None else default_pad(input_size)
         elif kind == "watermark":
             self.frame = frame if frame is not None else default_watermark(input_size)
@@ -72,8 +75,8 @@ class PromptBank(nn.Module):
                 f"frame {self.frame} does not fit the backbone's {input_size}-px input: "
                 f"set frame between 1 and {(input_size - 1) // 2} (or omit it for the default)"
             )
-        shape = (count, 3, input_size, input_size) if kind != "none" else (0,)
-        self.theta = nn.Parameter(torch.zeros(shape), requires_grad=kind != "none")
+        shape = (count, 3, input_size, input_size) if kind not in FIXED_KINDS else (0,)
+        self.theta = nn.Parameter(torch.zeros(shape), requires_grad=kind not in FIXED_KINDS)
         self.register_buffer(
             "mask", frame_mask(input_size, self.frame) if kind != "none" else torch.zeros(0)
         )
@@ -83,12 +86,14 @@ class PromptBank(nn.Module):
     @property
     def image_size(self) -> int:
         """The size images must have when they enter the bank (inner size for padding)."""
-        return self.input_size - 2 * self.frame if self.kind == "padding" else self.input_size
+        padded = self.kind in ("padding", "zero-padding")
+        return self.input_size - 2 * self.frame if padded else self.input_size
 
     @property
     def trainable_parameters(self) -> int:
         """Parameters that affect the output (those under the frame mask)."""
-        return int(self.mask.sum().item()) * 3 * self.count if self.kind != "none" else 0
+        trains = self.kind not in FIXED_KINDS
+        return int(self.mask.sum().item()) * 3 * self.count if trains else 0
 
     def patterns(self) -> torch.Tensor:
         """What each prompt adds, v×3×S×S (sigmoid for padding, raw for watermark)."""
@@ -117,7 +122,7 @@ class PromptBank(nn.Module):
                 f"prompt bank expects {self.image_size}-px images, got {tuple(images.shape[-2:])}"
             )
         normalised = (images - self.mean).div_(self.std)
-        if self.kind == "padding":
+        if self.kind in ("padding", "zero-padding"):
             f, size, shape = self.frame, self.input_size, (self.count, images.shape[0], -1, -1, -1)
             if torch.is_grad_enabled() and self.theta.requires_grad:
                 # normalise the expanded pattern: its gradient is divided by std before the sum

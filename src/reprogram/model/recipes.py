@@ -24,16 +24,22 @@ from reprogram.model.parts import (
     ATTRIBUTES,
     BY_FILE,
     CAUSES,
+    DENSE_HEAD,
     DESCRIPTIONS,
     KMEANS,
+    LINEAR_PROBE,
     MEAN,
     MEAN_TOP_K,
     NO_PROMPT,
     PADDING,
     PRM_AGGREGATION,
+    RVP_HEAD,
+    RVP_HEAD_NO_E,
+    RVP_HEAD_NO_P,
     SINGLE,
     TEMPLATE_TEXTS,
     WATERMARK,
+    ZERO_PADDING,
     Aggregation,
     Grouping,
     PromptKind,
@@ -105,7 +111,39 @@ class Recipe:
 
     @property
     def trainable(self) -> bool:
-        return self.prompt.trains
+        """Whether a run trains anything: its prompts or its head."""
+        return self.prompt.trains or self.aggregation.trains
+
+    def parameter_count(
+        self,
+        classes: int = 100,
+        m: int = 20,
+        input_size: int = 224,
+        feature_dim: int = 512,
+        groups: int = 3,
+    ) -> dict[str, int]:
+        """Trained parameters ``{"prompt", "head"}`` of this method at ``classes`` classes, ``m``
+        texts per class and file, ``groups`` cause files or clusters, counted on the parts'
+        own modules (defaults: the papers' Aircraft setting, ViT-B/16's 224 px and D = 512)."""
+        from types import SimpleNamespace
+
+        import torch
+
+        files = groups if self.texts.per_cause else max(1, len(self.texts.kinds))
+        per_file = m if self.texts.needs_descriptions else 1
+        blocks = [
+            (f"f{i}", [[f"t{c}.{j}" for j in range(per_file)] for c in range(classes)])
+            for i in range(files)
+        ]
+        bank = self.grouping.arrange(blocks, self.texts.as_sets)
+        prompts = groups if self.grouping.from_features else len(bank.group_names)
+        backbone = SimpleNamespace(input_size=input_size, mean=(0.0,) * 3, std=(1.0,) * 3)
+        options = self.options()
+        bank_prompts = self.prompt.build(prompts, backbone, options.frame)
+        head = self.aggregation.build(bank, options)
+        head.attach(torch.zeros(bank.num_classes, bank.per_class, feature_dim), 1.0)
+        trained = sum(p.numel() for p in head.parameters() if p.requires_grad)
+        return {"prompt": bank_prompts.trainable_parameters, "head": trained}
 
     @property
     def needs_descriptions(self) -> bool:
@@ -271,5 +309,79 @@ BUILTIN: tuple[Recipe, ...] = (
     ),
 )
 
-for _recipe in BUILTIN:
+# RVP (Li et al., 2026), its ablations and neighbours (the paper's Tables 4 and 12), and a new
+# combination: methods whose aggregation is a trained head (model/heads.py).
+TRAINED_HEADS: tuple[Recipe, ...] = (
+    Recipe(
+        "rvp",
+        PADDING,
+        ATTRIBUTES,
+        SINGLE,
+        RVP_HEAD,
+        "RVP: one padding prompt; attribute scores weighted per class by softmax(P), mixed "
+        "across classes by (I + E); P, E trained with the prompt.",
+    ),
+    Recipe(
+        "rvp-no-p",
+        PADDING,
+        ATTRIBUTES,
+        SINGLE,
+        RVP_HEAD_NO_P,
+        "RVP without P (ablation): the uniform average of a class's attribute scores, then E.",
+    ),
+    Recipe(
+        "rvp-no-e",
+        PADDING,
+        ATTRIBUTES,
+        SINGLE,
+        RVP_HEAD_NO_E,
+        "RVP without E (ablation): softmax(P)-weighted attribute scores, no inter-class mix.",
+    ),
+    Recipe(
+        "rvp-no-prompt",
+        ZERO_PADDING,
+        ATTRIBUTES,
+        SINGLE,
+        RVP_HEAD,
+        "RVP without the prompt (ablation): zero-padded images, only P and E trained.",
+    ),
+    Recipe(
+        "linear-probe",
+        PADDING,
+        TEMPLATE_TEXTS,
+        SINGLE,
+        LINEAR_PROBE,
+        "Linear probe (RVP ablation): a D×C layer on the prompted image feature, trained with "
+        "one padding prompt.",
+    ),
+    Recipe(
+        "attribute-lp",
+        PADDING,
+        ATTRIBUTES,
+        SINGLE,
+        DENSE_HEAD,
+        "Attribute & LP (RVP ablation): a dense (C·M)×C matrix on all attribute scores, trained "
+        "with one padding prompt.",
+    ),
+    Recipe(
+        "dvp-one",
+        PADDING,
+        ATTRIBUTES,
+        SINGLE,
+        PRM_AGGREGATION,
+        "DVP with one group (RVP's Table 12): one padding prompt, all attribute descriptions, "
+        "the PRM.",
+    ),
+    Recipe(
+        "dvp-cse-rvp",
+        PADDING,
+        CAUSES,
+        BY_FILE,
+        RVP_HEAD,
+        "DVP-cse's prompts with RVP's head: one padding prompt per cause, the cause "
+        "descriptions' scores combined by softmax(P) per class and (I + E) across classes.",
+    ),
+)
+
+for _recipe in (*BUILTIN, *TRAINED_HEADS):
     register_method(_recipe)

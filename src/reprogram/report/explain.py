@@ -2,7 +2,9 @@
 
 For each run: the learned prompts as images, the PRM (heatmap, top descriptions per class), each
 prompt's share of the class logits, per-class accuracy, the worst classes' confusions and the
-training curves. For several runs: a comparison table and per-class differences between methods.
+training curves; for trained heads, P̃ in place of the PRM and E's section
+(:mod:`reprogram.report.sections.intra`, :mod:`reprogram.report.sections.inter`). For several
+runs: a comparison table and per-class differences between methods.
 Sections that do not apply to a method (no prompt, one prompt, no PRM, no training) say why.
 See docs/report.md for how to read each section.
 
@@ -45,6 +47,8 @@ from reprogram.report.sections.contributions import (
 )
 from reprogram.report.sections.curves import compute_curves, render_curves
 from reprogram.report.sections.files import compute_files, render_files
+from reprogram.report.sections.inter import compute_inter, render_inter
+from reprogram.report.sections.intra import compute_intra, render_intra
 from reprogram.report.sections.overview import compute_overview, render_overview
 from reprogram.report.sections.prm import compute_prm, render_prm
 from reprogram.report.sections.prompts import compute_prompts, render_prompts
@@ -104,11 +108,14 @@ def explain(
 
 
 def run_section(data: RunData, out: Output) -> h.Raw:
-    """One run's section: every part, in reading order."""
+    """One run's section: every part, in reading order. A head with a trained P shows P̃ where
+    the PRM would be; a head with an E adds its section after it (asked of the aggregator)."""
+    intra, inter = compute_intra(data), compute_inter(data)
     parts = [
         render_overview(compute_overview(data)),
         render_prompts(compute_prompts(data), out),
-        render_prm(compute_prm(data), out),
+        render_prm(compute_prm(data), out) if intra is None else render_intra(intra, out),
+        *([render_inter(inter, out)] if inter is not None else []),
         render_contributions(compute_contributions(data), out, data.options.max_classes),
         render_accuracy(compute_accuracy(data), out),
         render_confusion(compute_confusion(data), out),
@@ -131,7 +138,10 @@ def _definitions() -> h.Raw:
             "DVP, the mean for template and description-ensemble methods, "
             "α·mean-top-k(descriptive) + (1 − α)·mean-top-k(distinctive) for AttrVR. The "
             "contribution of description j is its term in that sum (for AttrVR: weight/k if it "
-            "is among its set's top-k, else 0), so contributions add up to the logit exactly."
+            "is among its set's top-k, else 0), so contributions add up to the logit exactly. "
+            "For a trained head (RVP) the contribution of description j is P̃[c,j]·z[c,j] and "
+            "contributions add up to the base logit f[c]; an inter-class matrix E then mixes "
+            "the base logits, logits = f·(I + E) (see the head's sections)."
         )
         + h.note(SHARE_DEFINITION)
         + h.paragraph(

@@ -22,6 +22,7 @@ from reprogram.engine.runs import LoadedRun
 from reprogram.errors import ReprogramError
 from reprogram.model.attribution import Attribution, attribute
 from reprogram.report.common import run_title
+from reprogram.report.head_maths import InterClassPass, inter_matrix
 
 Log = Callable[[str], None]
 
@@ -81,6 +82,7 @@ class RunData:
     run: LoadedRun | None = None
     images: DecodedImages | None = None  # the test split, centre-cropped
     attribution: Attribution | None = None
+    inter_class: InterClassPass | None = None  # what E does, for heads with an E (same pass)
     model_reason: str = ""
     image_reason: str = ""
 
@@ -152,8 +154,16 @@ def load_run_data(
         _load_test_images(data)
     if data.images is not None:
         log(f"  attributing {len(data.images)} test images")
+        aggregator = data.model.aggregator
+        if inter_matrix(aggregator) is not None:
+            data.inter_class = InterClassPass(aggregator)
         data.attribution = attribute(
-            data.model, data.images.pixels, data.images.labels, options.batch_size, data.dtype
+            data.model,
+            data.images.pixels,
+            data.images.labels,
+            options.batch_size,
+            data.dtype,
+            observe=data.inter_class.observe if data.inter_class is not None else None,
         )
     return data
 

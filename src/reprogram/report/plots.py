@@ -151,6 +151,7 @@ def prm_heatmap(
     group_names: Sequence[str],
     row_labels: Sequence[str],
     title: str,
+    colorbar_label: str = "PRM weight ω",
 ) -> Path:
     """omega (rows × M), each row's columns ordered by prompt group then weight.
 
@@ -220,7 +221,7 @@ def prm_heatmap(
             fontsize=8,
             frameon=False,
         )
-    figure.colorbar(image, ax=axes, label="PRM weight ω", shrink=0.8)
+    figure.colorbar(image, ax=axes, label=colorbar_label, shrink=0.8)
     return _save(figure, path)
 
 

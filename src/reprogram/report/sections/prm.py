@@ -137,7 +137,7 @@ def compute_prm(data: RunData) -> PRMView:
     return view
 
 
-def render_description_table(table: DescriptionTable) -> h.Raw:
+def render_description_table(table: DescriptionTable, weight_label: str = "ω") -> h.Raw:
     rows = []
     for name, ranks in table.ranks:
         for rank, item in enumerate(ranks, start=1):
@@ -152,7 +152,9 @@ def render_description_table(table: DescriptionTable) -> h.Raw:
                 ]
             )
     html = h.table(
-        ["class", "rank", "group", "ω", "mean contribution", "description"], rows, numeric=(1, 3, 4)
+        ["class", "rank", "group", weight_label, "mean contribution", "description"],
+        rows,
+        numeric=(1, 3, 4),
     )
     if table.folded:
         return h.details(f"Top descriptions of all {len(table.ranks)} classes", html)
