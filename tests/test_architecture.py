@@ -64,6 +64,7 @@ FLOW = [
     "speed",
     "toy",
     "sweep",
+    "tune",
     "cli",
 ]
 
