@@ -81,7 +81,7 @@ def search(spec: TuneSpec, options: TuneOptions | None = None, echo: Echo = _ech
     launcher.check()  # before anything is written
     check_inputs(spec.sweep)
     prepare_datasets(spec.sweep, out, echo)
-    base = dict(expand(spec.sweep, out)[0].values)
+    base = spec.base_values(out)
     location = storage_location(out, options.storage or spec.storage)
     study_name = options.study or spec.study or out.absolute().name
     study = open_study(location, study_name, space=space_record(spec.params, base, spec.seed))

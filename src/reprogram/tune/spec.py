@@ -92,9 +92,10 @@ class TuneSpec:
     def where(self) -> Where:
         return self.sweep.where
 
-    def base_values(self) -> dict[str, Any]:
-        """The config values of the task (its first seed's run): every trial starts from them."""
-        return dict(expand(self.sweep)[0].values)
+    def base_values(self, out: str | Path | None = None) -> dict[str, Any]:
+        """The config values of the task (its first seed's run, into ``out``): every trial
+        starts from them."""
+        return dict(expand(self.sweep, out)[0].values)
 
 
 def load_tune_spec(path: str | Path) -> TuneSpec:
