@@ -156,6 +156,17 @@ def test_spec_choices_and_missing_section(dataset, tmp_path):
         load_tune_spec(path)
 
 
+def test_slurm_not_reachable_is_one_line_before_anything_is_written(
+    dataset, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    path = write_spec(tmp_path, dataset)
+    assert cli("tune", str(path), "--executor", "slurm") == 2
+    error = capsys.readouterr().err.strip()
+    assert "cannot reach a Slurm cluster" in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
 # --- lost trials ---------------------------------------------------------------------------------
 
 

@@ -154,6 +154,8 @@ def markdown(summary: dict[str, Any], table_md: str) -> str:
         value = "" if row["value"] is None else f"{row['value']:.4f}"
         params = ", ".join(f"{k}={_value(v)}" for k, v in row["params"].items())
         note = f" ({row['error']})" if row["error"] else ""
+        note = " (its worker was lost: run again)" if row["lost"] else note
+        note += f" (retry of {row['retry_of']})" if row["retry_of"] is not None else ""
         lines.append(f"| {row['number']} | {row['state']}{note} | {value} | {params} |")
     return "\n".join(lines) + "\n"
 
