@@ -103,7 +103,7 @@ def plot_search(rows: list[dict[str, Any]], path: Path) -> Path:
         axes.step(*zip(*steps, strict=True), where="post", color="#2b8a3e", label="best so far")
     axes.set_xlabel("trial")
     axes.set_ylabel("validation accuracy (selected epoch)")
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="best", fontsize=8)
     figure.savefig(path)
     return path
 
