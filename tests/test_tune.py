@@ -164,6 +164,8 @@ def test_slurm_not_reachable_is_one_line_before_anything_is_written(
     assert cli("tune", str(path), "--executor", "slurm") == 2
     error = capsys.readouterr().err.strip()
     assert "cannot reach a Slurm cluster" in error and "\n" not in error
+    assert cli("tune", str(path), "--executor", "pbs") == 2
+    assert "unknown executor 'pbs' (known: local, slurm)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

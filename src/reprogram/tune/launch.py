@@ -1,7 +1,8 @@
 """Where a search's workers run: local processes, or the tasks of a Slurm job array.
 
 ``local``: ``workers`` workers on this machine, this process one of them and the others spawned
-(never forked), the CPU cores divided among them. ``slurm``: a job array of ``workers`` tasks
+(never forked), the CPU cores divided among them; with ``gpus`` (the spec's ``local.gpus``), one
+spawned worker per GPU, which sees only its own. ``slurm``: a job array of ``workers`` tasks
 through submitit, with the sweep's Slurm settings (partition, time, GPUs, …); a task that Slurm
 preempts or times out is requeued (its running trial is lost and queued again).
 """
@@ -26,31 +27,50 @@ Progress = Callable[[], None]
 class LocalWorkers:
     name = "local"
 
-    def __init__(self, workers: int, threads: int = 0) -> None:
-        self.workers = workers
-        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    def __init__(self, workers: int, threads: int = 0, gpus: list[int] | None = None) -> None:
+        self.gpus = list(gpus or [])
+        self.workers = len(self.gpus) or workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     def check(self) -> None:
         if self.workers < 1:
             raise ReprogramError(f"--workers must be at least 1, got {self.workers}")
+        if self.gpus:
+            import torch
+
+            count = torch.cuda.device_count()
+            missing = [g for g in self.gpus if not 0 <= g < count]
+            if missing:
+                raise ReprogramError(
+                    f"local.gpus: GPU {missing[0]} is not on this machine ({count} visible)"
+                )
+
+    def _env(self, index: int) -> dict[str, str]:
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpus[index])
+        return env
 
     def run(self, job: WorkerJob, progress: Progress) -> None:
         import torch
 
         context = multiprocessing.get_context("spawn")
-        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        here = not self.gpus  # with GPUs every worker is spawned, seeing its own
         processes = [
             context.Process(
-                target=work_in_process, args=(replace(job, index=i), env, self.threads), daemon=True
+                target=work_in_process,
+                args=(replace(job, index=i), self._env(i), self.threads),
+                daemon=True,
             )
-            for i in range(1, self.workers)
+            for i in range(1 if here else 0, self.workers)
         ]
         for process in processes:
             process.start()
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            work(replace(job, index=0), after_trial=progress)
+            if here:
+                work(replace(job, index=0), after_trial=progress)
             for process in processes:
                 while process.is_alive():
                     process.join(timeout=1.0)
@@ -116,7 +136,7 @@ class TuneTask(_task_type()):  # type: ignore[misc]
 
 def get_workers(name: str, workers: int, settings: Any, out: Path) -> LocalWorkers | SlurmWorkers:
     if name == "local":
-        return LocalWorkers(workers, getattr(settings, "threads", 0))
+        return LocalWorkers(workers, settings.threads, settings.gpus)
     if name == "slurm":
         return SlurmWorkers(workers, settings, out)
     raise ReprogramError(f"unknown executor '{name}' (known: local, slurm)")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reprogram.errors import ReprogramError
-from reprogram.sweep.executors import make_settings, settings_with
+from reprogram.sweep.executors import EXECUTOR_TYPES, make_settings, settings_with
 from reprogram.sweep.expand import expand
 from reprogram.sweep.run import SweepOptions, check_inputs, prepare_datasets, run_sweep
 from reprogram.sweep.spec import Axis, SweepSpec
@@ -67,6 +67,9 @@ def output_folder(spec: TuneSpec, options: TuneOptions) -> Path:
 
 
 def _settings(spec: TuneSpec, name: str, options: TuneOptions) -> Any:
+    if name not in EXECUTOR_TYPES:
+        known = ", ".join(EXECUTOR_TYPES)
+        raise ReprogramError(f"unknown executor '{name}' (known: {known})")
     settings = make_settings(name, spec.sweep.executors.get(name, {}), f"{spec.where.file}: ")
     return settings_with(name, settings, **options.settings)
 
@@ -76,8 +79,9 @@ def search(spec: TuneSpec, options: TuneOptions | None = None, echo: Echo = _ech
     options = options or TuneOptions()
     out = output_folder(spec, options)
     name = options.executor or spec.sweep.executor
-    workers = options.workers or spec.workers
-    launcher = get_workers(name, workers, _settings(spec, name, options), out)
+    settings = _settings(spec, name, options)
+    workers = options.workers or len(getattr(settings, "gpus", [])) or spec.workers
+    launcher = get_workers(name, workers, settings, out)
     launcher.check()  # before anything is written
     check_inputs(spec.sweep)
     prepare_datasets(spec.sweep, out, echo)
