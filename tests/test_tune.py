@@ -204,6 +204,19 @@ def test_a_trial_whose_worker_died_is_failed_as_lost_and_queued_again(tmp_path):
     assert retire_lost(study, interval=30) == [alive.number]
 
 
+def test_no_trial_starts_after_the_time_budget(tmp_path):
+    import time
+
+    from reprogram.tune import WorkerJob, open_study, work
+    from reprogram.tune.spec import Param
+
+    location = str(tmp_path / "journal.log")
+    params = {"lr": Param("lr", "float", 1.0, 10.0)}
+    job = WorkerJob(str(tmp_path), location, "late", {}, params, 5, 1, deadline=time.time() - 1)
+    assert work(job) == {}
+    assert open_study(location, "late").get_trials() == []
+
+
 def test_pruning_stops_the_trial_run_and_tells_the_study(dataset, tmp_path):
     import optuna
 

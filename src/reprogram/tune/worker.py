@@ -162,7 +162,8 @@ def work(job: WorkerJob, after_trial: Callable[[], None] | None = None) -> dict[
                 if after_trial is not None:
                     after_trial()
                 continue
-            print(f"{time.strftime('%H:%M:%S')} pid {os.getpid()}: trial {trial.number}", file=log)
+            stamp = time.strftime("%H:%M:%S")
+            print(f"{stamp} pid {os.getpid()}: trial {trial.number}", file=log, flush=True)
             with _output_to(log):
                 state = run_trial(study, trial, job, log)
             print(f"trial {trial.number}: {state}", file=log, flush=True)
