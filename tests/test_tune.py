@@ -145,11 +145,28 @@ def test_spec_errors_name_the_key_and_its_line(dataset, tmp_path, old, new, mess
     assert "\n" not in str(caught.value)
 
 
-def test_spec_choices_and_missing_section(dataset, tmp_path):
-    from reprogram.tune import load_tune_spec
+def test_spec_choices_hyperband_and_missing_section(dataset, tmp_path):
+    from reprogram.tune import WorkerJob, load_tune_spec
+    from reprogram.tune.study import make_pruner
 
-    spec = load_tune_spec(write_spec(tmp_path, dataset, **{"{low: 2, high: 8, step: 2}": "[2, 6]"}))
+    choices = {"{low: 2, high: 8, step: 2}": "[2, 6]"}
+    spec = load_tune_spec(write_spec(tmp_path, dataset, **choices))
     assert spec.params["frame"].choices == (2, 6)
+    hyperband = {
+        "{name: median, startup_trials: 1, warmup_epochs: 0}": "{name: hyperband, min_epochs: 2}",
+        "epochs: 3\n": "",
+        "    frame:": "    epochs: {low: 4, high: 12}\n    frame:",
+    }
+    spec = load_tune_spec(write_spec(tmp_path, dataset, **hyperband))
+    assert (spec.pruner.name, spec.pruner.min_epochs, spec.pruner.reduction_factor) == (
+        "hyperband",
+        2,
+        3,
+    )
+    job = WorkerJob("", "", "", spec.base_values(), spec.params, 8, 1, pruner=spec.pruner)
+    assert job.max_epochs == 12
+    pruner = make_pruner(spec.pruner, job.max_epochs)
+    assert (pruner._min_resource, pruner._max_resource) == (2, 12)
     path = tmp_path / "plain.yaml"
     path.write_text("methods: [vp]\ndatasets: [folder:x]\n")
     with pytest.raises(ReprogramError, match=r"plain.yaml: tune: missing"):

@@ -58,6 +58,10 @@ class WorkerJob:
 
     @property
     def max_epochs(self) -> int:
+        """The most epochs a trial trains (the pruner's largest budget)."""
+        searched = self.params.get("epochs")
+        if searched is not None:
+            return int(searched.high if searched.kind == "int" else max(searched.choices))
         return int(self.base.get("epochs") or TrainConfig().optim.epochs)
 
 
