@@ -24,7 +24,13 @@ from reprogram.sweep.state import SweepStatus
 from reprogram.tune.launch import get_workers
 from reprogram.tune.report import REPORT_MD, best_trial, write_report
 from reprogram.tune.spec import TuneSpec
-from reprogram.tune.study import counted, open_study, space_record, storage_location
+from reprogram.tune.study import (
+    counted,
+    open_study,
+    require_optuna,
+    space_record,
+    storage_location,
+)
 from reprogram.tune.worker import WorkerJob
 
 Echo = Callable[[str], None]
@@ -77,6 +83,7 @@ def _settings(spec: TuneSpec, name: str, options: TuneOptions) -> Any:
 def search(spec: TuneSpec, options: TuneOptions | None = None, echo: Echo = _echo) -> Any:
     """Run the search until its budget is spent; returns the study (Optuna's)."""
     options = options or TuneOptions()
+    require_optuna()
     out = output_folder(spec, options)
     name = options.executor or spec.sweep.executor
     settings = _settings(spec, name, options)

@@ -34,6 +34,16 @@ LOST = "lost"  # user attribute of a trial failed because its worker died
 RETRY_OF = "retry_of"
 
 
+def require_optuna() -> None:
+    """One line, not a traceback, where Optuna is not installed."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError as err:
+        raise ReprogramError(
+            f"reprogram tune needs optuna ({err}): pip install 'reprogram[sweep]'"
+        ) from None
+
+
 def storage_location(out: Path, given: str = "") -> str:
     """The study's storage: a database URL, or a journal file's absolute path."""
     if not given:
