@@ -65,6 +65,7 @@ FLOW = [
     "speed",
     "toy",
     "sweep",
+    "tune",
     "cli",
 ]
 

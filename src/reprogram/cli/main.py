@@ -14,6 +14,7 @@ import typer
 
 from reprogram.cli import describe, descriptions, evaluate, methods, report, speed, toy, train
 from reprogram.cli import sweep as sweep_cli
+from reprogram.cli import tune as tune_cli
 from reprogram.errors import ReprogramError, routed_warnings
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 # In the order of ``reprogram --help``.
 COMMAND_MODULES = (train, evaluate, methods, toy, describe, descriptions, report, speed)
 COMMAND_MODULES += (sweep_cli,)
+COMMAND_MODULES += (tune_cli,)
 
 # Options taking several values after one flag (``--seeds 1 2 3``); typer repeats the flag.
 MULTI_VALUE_OPTIONS = ("--descriptions", "--seeds", "--tasks", "--methods")

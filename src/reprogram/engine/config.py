@@ -236,6 +236,7 @@ class RuntimeConfig:
     checkpoint_every: int = 1
     quiet: bool = False
     tensorboard: bool = False  # also write TensorBoard event files beside metrics.jsonl
+    skip_test: bool = False  # never read the test split (tuning): results hold no test numbers
 
     def validate(self) -> None:
         _positive("eval_batch_size", self.eval_batch_size)
@@ -269,6 +270,8 @@ class TrainConfig:
         self.runtime.validate()
         self.data.validate()
         self._check_warmup()
+        if self.runtime.skip_test and self.optim.select_on == "test":
+            raise ReprogramError("select_on 'test' reads the test split: not with skip_test")
         return absolute_paths(self)  # also for configs built in code, before a run stores them
 
     def _check_warmup(self) -> None:

@@ -374,6 +374,8 @@ def comparison_table(run_dirs: list[Path]) -> dict[str, Any]:
     groups: dict[str, tuple[dict[str, Any], list[tuple[Path, dict[str, Any]]]]] = {}
     for run in run_dirs:
         results = read_results(run)
+        if results.get("test_accuracy") is None:  # never tested (skip_test: a tuning trial)
+            continue
         identity = run_identity(run, results)
         key = json.dumps(identity, sort_keys=True, default=str)
         groups.setdefault(key, (identity, []))[1].append((Path(run), results))

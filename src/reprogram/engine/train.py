@@ -6,6 +6,11 @@ collect top-k counts during that same pass and re-estimate omega after it; the f
 ``eval_every`` epochs and the best validation state is kept (ties keep the earliest); the test
 split is evaluated once, at the end, with that state. ``select_on='test'`` reproduces the
 official scripts instead: the test split after every training epoch, the best one kept.
+``skip_test`` (tuning) never reads the test split: any use of it is an error.
+
+An ``on_epoch`` observer passed to :func:`fit` sees each epoch's metrics row (with the selection
+so far) and may end the run by raising :class:`StopRun` (early stopping, a tuner's pruning): the
+run then finishes as after its last epoch, with ``stopped`` in its results.
 
 :func:`fit` reads top-down: build (data → model → optimiser and schedule) → resume → for each
 epoch :func:`train_one_epoch`, maybe evaluate, checkpoint → finish (test once, results).
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +62,7 @@ from reprogram.text.packaged import file_record
 
 __all__ = [
     "Reuse",
+    "StopRun",
     "TrainData",
     "check_seeds",
     "cosine_schedule",
@@ -65,6 +72,28 @@ __all__ = [
     "reusable_run",
     "train_one_epoch",
 ]
+
+OnEpoch = Callable[[dict[str, Any]], None]
+
+
+class StopRun(Exception):
+    """Raised by an ``on_epoch`` observer to end the run after this epoch (see the module)."""
+
+
+class NotRead:
+    """A split the run must not read (``skip_test``): any use of it is an error."""
+
+    def __init__(self, split: str) -> None:
+        self.split = split
+
+    def _refuse(self) -> ReprogramError:
+        return ReprogramError(f"the {self.split} split is not read in this run (skip_test)")
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._refuse()
+
+    def __len__(self) -> int:
+        raise self._refuse()
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -142,8 +171,9 @@ class Run:
     reporter: Reporter
     started: float  # perf_counter at the start
     val_images: DecodedImages
-    test_images: DecodedImages
+    test_images: DecodedImages | NotRead
     skipped: list[str]  # undecodable images (validation, training)
+    stopped: dict[str, Any] | None = None  # {"epoch", "reason"}: by on_epoch
 
     @property
     def config(self) -> TrainConfig:
@@ -155,23 +185,33 @@ class Run:
 
 
 def fit(
-    config: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_epoch: OnEpoch | None = None,
 ) -> dict[str, Any]:
     """Train (or only evaluate, for zero-shot methods) and write the run folder. Returns results.
 
     The run folder is locked for the whole run: a second run into it fails at once. With
     ``resume``, the run's identity comes from its checkpoint and only the execution settings
     (``config.runtime``: device, compile, quiet, …) from ``config``; with ``overwrite``, a run
-    already in the folder is replaced (its files deleted), else it is refused.
+    already in the folder is replaced (its files deleted), else it is refused. ``on_epoch(row)``
+    is called (in the main process) after each recorded epoch and may raise :class:`StopRun`.
     The deterministic-algorithms flags and the global RNGs are left as they were found. Python
     warnings (``UserWarning``, ``RuntimeWarning``) raised during the run are the run's own."""
     warnings = RunWarnings()
     with run_lock(run_dir), preserved_global_state(), warnings.catching():
-        return _fit(config, Path(run_dir), resume, overwrite, warnings)
+        return _fit(config, Path(run_dir), resume, overwrite, warnings, on_epoch)
 
 
 def _fit(
-    config: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warnings: RunWarnings
+    config: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    warnings: RunWarnings,
+    on_epoch: OnEpoch | None = None,
 ) -> dict[str, Any]:
     """Build → resume → per epoch: train, maybe evaluate and select, record, checkpoint → finish."""
     notes: list[str] = []  # what loading the checkpoint had to say (a fallback)
@@ -203,10 +243,28 @@ def _fit(
             if run.world.is_main:
                 _record(run, state, row, curves)
                 checkpointer.after_epoch(state)
+            if on_epoch is not None and _stopped(run, state, row, on_epoch):
+                break
         curves.close()
         if state.best["epoch"] > 0:  # nothing selected (only PRM-estimation epochs): keep the last
             model.load_trainable_state(state.best["state"])
     return run.world.broadcast_object(_finish(run, state, checkpointer))
+
+
+def _stopped(run: Run, state: RunState, row: dict[str, Any], on_epoch: OnEpoch) -> bool:
+    """Show the observer the epoch's row and the selection so far; whether it ended the run."""
+    reason = None
+    if run.world.is_main:
+        try:
+            best = state.best
+            on_epoch({**row, "selected_epoch": best["epoch"], "selected_score": best["score"]})
+        except StopRun as stop:
+            reason = str(stop) or "stopped by on_epoch"
+    reason = run.world.broadcast_object(reason)
+    if reason is not None:
+        run.stopped = {"epoch": row["epoch"], "reason": reason}
+        run.reporter.line(f"stopped after epoch {row['epoch']}: {reason}")
+    return reason is not None
 
 
 def _build(
@@ -243,7 +301,12 @@ def _build(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     val = decode_center(parts.splits.val, model.image_size, skip_bad=config.data.skip_bad_images)
-    test = decode_center(parts.splits.test, model.image_size, skip_bad=config.data.skip_bad_images)
+    skip_bad = config.data.skip_bad_images
+    test = (
+        NotRead("test")
+        if config.runtime.skip_test
+        else decode_center(parts.splits.test, model.image_size, skip_bad=skip_bad)
+    )
     return Run(parts, run_dir, precision, world, reporter, started, val, test, list(val.skipped))
 
 
@@ -381,12 +444,14 @@ def _epoch_line(row: dict[str, Any]) -> str:
 def _finish(run: Run, state: RunState, checkpointer: Checkpointer) -> dict[str, Any]:
     """Test once with the selected state, then write the final checkpoint and results.json."""
     config, model, batch = run.config, run.model, run.config.runtime.eval_batch_size
-    with run.reporter.bar("test", len(run.test_images)) as advance:
-        test = evaluate(model, run.test_images, batch, run.precision, advance, run.world)
+    test = None
+    if not config.runtime.skip_test:
+        with run.reporter.bar("test", len(run.test_images)) as advance:
+            test = evaluate(model, run.test_images, batch, run.precision, advance, run.world)
     val = evaluate(model, run.val_images, batch, run.precision, world=run.world)
     if not run.world.is_main:  # the others took part in the sharded evaluations; main writes
         return {}
-    skipped = sorted(set(run.skipped) | set(run.test_images.skipped))
+    skipped = sorted(set(run.skipped) | set(_test_skipped(run)))
     results = _results(run, state, val, test, skipped)
     if skipped:
         run.reporter.line(f"skipped {len(skipped)} undecodable images (e.g. {skipped[0]})")
@@ -395,15 +460,19 @@ def _finish(run: Run, state: RunState, checkpointer: Checkpointer) -> dict[str, 
     write_results(run.run_dir, results)
     selected = state.best["epoch"]
     run.reporter.line(
-        f"{config.method.name} on {config.data.dataset}: "
-        f"val acc {val.accuracy:.4f}  test acc {test.accuracy:.4f}"
+        f"{config.method.name} on {config.data.dataset}: val acc {val.accuracy:.4f}  "
+        + (f"test acc {test.accuracy:.4f}" if test else "test not read (skip_test)")
         + (f"  (selected epoch {selected} on {config.optim.select_on})" if selected > 0 else "")
     )
     return results
 
 
+def _test_skipped(run: Run) -> list[str]:
+    return [] if run.config.runtime.skip_test else run.test_images.skipped
+
+
 def _results(
-    run: Run, state: RunState, val: Evaluation, test: Evaluation, skipped: list[str]
+    run: Run, state: RunState, val: Evaluation, test: Evaluation | None, skipped: list[str]
 ) -> dict[str, Any]:
     config, model, parts = run.config, run.model, run.parts
     classnames = parts.splits.classnames
@@ -417,10 +486,10 @@ def _results(
         "select_on": config.optim.select_on,
         "selected_epoch": state.best["epoch"] if state.best["epoch"] > 0 else None,
         "val_accuracy": val.accuracy,
-        "test_accuracy": test.accuracy,
-        "per_class_accuracy": dict(zip(classnames, test.per_class, strict=True)),
-        "test_confusion": test.confusion.tolist(),
-        "test_count": test.count,
+        "test_accuracy": test.accuracy if test else None,  # None: skip_test
+        "per_class_accuracy": dict(zip(classnames, test.per_class, strict=True)) if test else {},
+        "test_confusion": test.confusion.tolist() if test else None,
+        "test_count": test.count if test else 0,
         "val_count": val.count,
         "train_count": len(parts.splits.train),
         "train_shots_per_class": shots_per_class(parts.splits.train, classnames, skipped),
@@ -434,6 +503,7 @@ def _results(
         "template_descriptions": model.bank.template,
         "wall_time_s": time.perf_counter() - run.started,
         "warnings": parts.warnings.messages,
+        **({"stopped": run.stopped} if run.stopped else {}),
     }
 
 
