@@ -24,7 +24,8 @@ from helpers import (
 
 from reprogram.engine.checkpoint import load_checkpoint
 from reprogram.engine.config import load_config
-from reprogram.engine.train import fit, fit_seeds
+from reprogram.engine.seeds import fit_seeds
+from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
 
 METHODS = ["zero-shot", "zero-shot-desc", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls"]

@@ -123,7 +123,8 @@ RUN_FOLDER_OPTIONS = ("out", "resume", "seeds", "overwrite")
 
 
 def _train(values: dict[str, Any]) -> None:
-    from reprogram.engine.train import fit, fit_seeds
+    from reprogram.engine.seeds import fit_seeds
+    from reprogram.engine.train import fit
 
     out, resume, seeds, overwrite = (values[k] for k in RUN_FOLDER_OPTIONS)
     if resume and not seeds:

@@ -2,7 +2,8 @@
 
 from reprogram.engine.config import TrainConfig, load_config
 from reprogram.engine.runs import comparison_table, evaluate_split, load_run, predict_images
-from reprogram.engine.train import fit, fit_seeds
+from reprogram.engine.seeds import fit_seeds
+from reprogram.engine.train import fit
 
 __all__ = [
     "TrainConfig",

@@ -487,8 +487,7 @@ def load_config(
     source: str = "command line",
 ) -> TrainConfig:
     """Defaults, then a YAML file (a user's flat keys, or a run's config.yaml), then explicit
-    overrides (``source`` names them in errors; empty: the caller names them); a method named
-    in either brings its defaults (see the module)."""
+    overrides (named ``source`` in errors); a method named in either brings its defaults."""
     config = TrainConfig()
     given: set[tuple[str | None, str]] = set()
     if path is not None:

@@ -20,8 +20,9 @@ from reprogram.engine.checkpoint import read_results
 from reprogram.engine.config import TrainConfig
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import load_run, mean_std
+from reprogram.engine.seeds import check_seeds, reusable_run
 from reprogram.engine.setup import check_texts
-from reprogram.engine.train import check_seeds, fit, reusable_run
+from reprogram.engine.train import fit
 from reprogram.errors import ReprogramError
 from reprogram.protocols.transfer import evaluate_samples, transfer_model
 from reprogram.storage.files import atomic_write_json, atomic_write_text

@@ -21,7 +21,8 @@ from reprogram.engine.config import TrainConfig, load_config
 from reprogram.engine.progress import Reporter
 from reprogram.engine.runs import check_reusable as reusable
 from reprogram.engine.runs import comparison_table, format_cell, row_name
-from reprogram.engine.train import check_seeds, fit
+from reprogram.engine.seeds import check_seeds
+from reprogram.engine.train import fit
 from reprogram.storage.files import atomic_write_json, atomic_write_text
 
 ALL_METHODS = ("zero-shot", "vp", "ar", "attrvr", "dvp-cse", "dvp-cls")
