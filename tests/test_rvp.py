@@ -247,6 +247,12 @@ def test_trained_heads_train_save_and_load(tmp_path, dataset, method):
         assert results["head_parameters"] == 3 * 5 + 3 * 3  # C·M + C², m = 5
     for key, value in head.items():
         torch.testing.assert_close(run.model.state_dict()[key], value)
+    image = next((dataset / "test" / "red disc").glob("*.png"))
+    assert cli("predict", "--checkpoint", str(tmp_path / "run"), str(image)) == 0
+    if method in ("rvp", "linear-probe"):  # the report loads and renders such runs
+        report = tmp_path / "report"
+        assert cli("explain", str(tmp_path / "run"), "--out", str(report), "--quiet") == 0
+        assert (report / "index.html").is_file()
 
 
 def test_head_optimiser_options(tmp_path, dataset):

@@ -78,14 +78,14 @@ class RunState:
 
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    head_optimizer: torch.optim.Optimizer | None = None  # the model's head_parameters()
-    head_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # None: constant lr
     scaler: torch.amp.GradScaler | None = None
     warmup: int = 0
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)  # {"epoch", "score", "state"}
     warnings: RunWarnings | None = None
+    head_optimizer: torch.optim.Optimizer | None = None  # the model's head_parameters()
+    head_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # None: constant lr
 
     @property
     def estimating(self) -> bool:

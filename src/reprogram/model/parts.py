@@ -306,6 +306,7 @@ RVP_HEAD = Aggregation(
     lambda bank, options: StructuredHead(bank.num_classes, bank.per_class),
     logit_rule="f·(I + E) with f[c] the softmax(P[c])-weighted sum of its description scores",
     trains=True,
+    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
 )
 RVP_HEAD_NO_P = Aggregation(
     "rvp-head-no-p",
@@ -313,6 +314,7 @@ RVP_HEAD_NO_P = Aggregation(
     lambda bank, options: StructuredHead(bank.num_classes, bank.per_class, intra=False),
     logit_rule="f·(I + E) with f[c] the mean of its description scores",
     trains=True,
+    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
 )
 RVP_HEAD_NO_E = Aggregation(
     "rvp-head-no-e",
@@ -320,6 +322,7 @@ RVP_HEAD_NO_E = Aggregation(
     lambda bank, options: StructuredHead(bank.num_classes, bank.per_class, inter=False),
     logit_rule="the softmax(P[c])-weighted sum of its description scores",
     trains=True,
+    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
 )
 DENSE_HEAD = Aggregation(
     "dense-head",
@@ -327,6 +330,7 @@ DENSE_HEAD = Aggregation(
     lambda bank, options: DenseHead(bank.num_classes, bank.per_class),
     logit_rule="a trained dense linear map of all classes' description scores",
     trains=True,
+    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
 )
 LINEAR_PROBE = Aggregation(
     "linear-probe",
@@ -334,5 +338,6 @@ LINEAR_PROBE = Aggregation(
     lambda bank, options: LinearProbe(bank.num_classes, options.probe_init),
     logit_rule="a trained linear layer on the image feature (the texts are not used)",
     trains=True,
+    on_new_classes="an untrained layer (probe_init: zero scores every new class 0)",
     options=("probe_init",),
 )

@@ -125,7 +125,7 @@ class BenchOptions(SyntheticRunOptions):
             )
         from reprogram.model.methods import get_recipe
 
-        if not get_recipe(self.method).trainable:
+        if not get_recipe(self.method).prompt.trains:
             raise ReprogramError(
                 f"bench: method '{self.method}' trains nothing; pick a prompt method"
             )
