@@ -3,8 +3,10 @@
 Each array task runs its runs in turn (:func:`~reprogram.sweep.worker.run_many`), each resumed
 from its own checkpoint. A task that Slurm preempts or times out is requeued by submitit (its
 ``checkpoint`` hands back the same task: finished runs are skipped, the interrupted one resumes);
-a task cancelled with ``scancel`` is not, and rerunning the sweep picks its runs up. The array's
-logs go to ``OUT/.sweep/slurm/``.
+a task cancelled with ``scancel`` is not, and rerunning the sweep picks its runs up. (``scancel``,
+``--signal=KILL`` too, sends SIGTERM, which submitit ignores, and SIGKILL Slurm's ``KillWait``
+later: until then the task goes on, and may finish runs; the run it is killed in is left
+``interrupted``.) The array's logs go to ``OUT/.sweep/slurm/``.
 """
 
 from __future__ import annotations
