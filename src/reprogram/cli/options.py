@@ -8,8 +8,10 @@ options to another (``base2novel`` and ``eval`` take ``train``'s)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
@@ -163,7 +165,14 @@ def _hints(target: Callable) -> dict[str, Any]:
 
 def _defaults(target: Callable) -> dict[str, Any]:
     params = inspect.signature(target).parameters.values()
-    return {p.name: p.default for p in params if p.default is not p.empty}
+    made = {}  # a dataclass field's default_factory: what it makes ([], {}), not "<factory>"
+    if dataclasses.is_dataclass(target):
+        made = {f.name: f.default_factory for f in dataclasses.fields(target)}
+    return {
+        p.name: made[p.name]() if made.get(p.name, MISSING) is not MISSING else p.default
+        for p in params
+        if p.default is not p.empty
+    }
 
 
 def arguments_for(target: Callable, values: Mapping[str, Any]) -> dict[str, Any]:

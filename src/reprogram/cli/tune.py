@@ -4,16 +4,22 @@ the seeds, tested once (see docs/tune.md)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from reprogram.cli.options import DeviceOpt
+from reprogram.cli.options import DeviceOpt, with_options
+from reprogram.cli.sweep import EXECUTOR_HELP, executor_options, executor_settings
 
 
 def register(app: typer.Typer) -> None:
     """Add ``tune`` to ``app``."""
-    app.command("tune")(tune)
+    options = executor_options({k: EXECUTOR_HELP[k] for k in SLURM_OPTIONS})
+    app.command("tune")(with_options(tune, options, first=False))
+
+
+# the Slurm executor's settings that tune takes (its --workers are the search's)
+SLURM_OPTIONS = ("partition", "time", "gpus_per_task", "cpus_per_task", "mem", "account", "qos")
 
 
 def tune(
@@ -48,15 +54,7 @@ def tune(
         bool, typer.Option("--search-only", help="only search: no final runs")
     ] = False,
     device: DeviceOpt = None,
-    partition: Annotated[str | None, typer.Option(help="slurm: partition")] = None,
-    time: Annotated[
-        str | None, typer.Option("--time", help="slurm: time per task (minutes or H:MM:SS)")
-    ] = None,
-    gpus_per_task: Annotated[int | None, typer.Option(help="slurm: GPUs per task")] = None,
-    cpus_per_task: Annotated[int | None, typer.Option(help="slurm: CPUs per task")] = None,
-    mem: Annotated[str | None, typer.Option(help="slurm: memory per task, e.g. 16G")] = None,
-    account: Annotated[str | None, typer.Option(help="slurm: account")] = None,
-    qos: Annotated[str | None, typer.Option(help="slurm: QoS")] = None,
+    **values: Any,
 ) -> None:
     """Tune one task's hyper-parameters with Optuna (objective: validation accuracy of the
     selected epoch; the test split is never read), then train the best configuration once per
@@ -65,20 +63,8 @@ def tune(
     from reprogram.tune import tune as run_tune
 
     loaded = load_tune_spec(spec)
-    slurm = {
-        "partition": partition,
-        "time": time,
-        "gpus_per_task": gpus_per_task,
-        "cpus_per_task": cpus_per_task,
-        "mem": mem,
-        "account": account,
-        "qos": qos,
-    }
     chosen = executor or loaded.sweep.executor
-    given = {k: v for k, v in slurm.items() if v is not None}
-    if given and chosen != "slurm":
-        names = ", ".join(f"--{k.replace('_', '-')}" for k in given)
-        typer.echo(f"warning: {names} ignored with the {chosen} executor", err=True)
+    settings = executor_settings(chosen, values, SLURM_OPTIONS)
     options = TuneOptions(
         out=out,
         storage=storage,
@@ -87,7 +73,7 @@ def tune(
         trials=trials,
         timeout=timeout,
         executor=executor,
-        settings=given if chosen == "slurm" else {},
+        settings=settings,
         device=device,
         final=not search_only,
     )
