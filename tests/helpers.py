@@ -206,3 +206,36 @@ def running(pid: int) -> bool:
     import os
 
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
+def kill_when(
+    child: int,
+    ready,
+    seconds: float = 120,
+    poll: float = 0.01,
+    failure: str = "the run ended before it could be killed",
+) -> None:
+    """SIGKILL the forked ``child`` as soon as ``ready()``; fail the test (``failure``) if it
+    ends or ``seconds`` pass first. Asserts that it died of the SIGKILL."""
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and running(child):
+        if ready():
+            os.kill(child, signal.SIGKILL)
+            break
+        time.sleep(poll)
+    else:
+        pytest.fail(failure)
+    assert exit_codes([child]) == [-signal.SIGKILL]
+
+
+def epochs_checkpointed(run: Path, epochs: int) -> bool:
+    """Whether ``run`` holds a checkpoint and ``epochs`` epochs' metrics lines."""
+    metrics = run / "metrics.jsonl"
+    checkpointed = (run / "checkpoint.pt").is_file() and metrics.is_file()
+    return checkpointed and len(metrics.read_text().splitlines()) >= epochs

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +13,11 @@ import yaml
 from helpers import (
     assert_same_run,
     cli,
-    exit_codes,
+    epochs_checkpointed,
     fork,
+    kill_when,
     make_folder_dataset,
     quick_config,
-    running,
 )
 
 from reprogram.engine.checkpoint import load_checkpoint
@@ -214,16 +212,7 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_result(tmp_path, dataset)
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     assert cli(*_train_args(dataset, straight)) == 0
     child = fork(lambda: cli(*_train_args(dataset, killed)))
-    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and running(child):
-        checkpointed = (killed / "checkpoint.pt").is_file() and metrics.is_file()
-        if checkpointed and len(metrics.read_text().splitlines()) >= 2:
-            os.kill(child, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail("the run ended before it could be killed")
-    assert exit_codes([child]) == [-signal.SIGKILL]
+    kill_when(child, lambda: epochs_checkpointed(killed, 2))
     assert not (killed / "results.json").exists()
     done_before = load_checkpoint(killed)["epoch"]
     assert 0 < done_before < 10

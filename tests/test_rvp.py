@@ -4,9 +4,6 @@ parameter counts from the parts, training, resume, and bad input."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -15,11 +12,12 @@ import torch.nn.functional as F
 from helpers import (
     assert_same_run,
     cli,
+    epochs_checkpointed,
     exit_codes,
     fork,
+    kill_when,
     make_folder_dataset,
     quick_config,
-    running,
 )
 
 from reprogram.backbones import load_backbone
@@ -334,16 +332,7 @@ def test_rvp_resumed_after_a_kill_equals_the_uninterrupted_run(tmp_path, dataset
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     assert cli(*_train_args(dataset, straight)) == 0
     child = fork(lambda: cli(*_train_args(dataset, killed)))
-    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and running(child):
-        checkpointed = (killed / "checkpoint.pt").is_file() and metrics.is_file()
-        if checkpointed and len(metrics.read_text().splitlines()) >= 2:
-            os.kill(child, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail("the run ended before it could be killed")
-    assert exit_codes([child]) == [-signal.SIGKILL]
+    kill_when(child, lambda: epochs_checkpointed(killed, 2))
     assert 0 < load_checkpoint(killed)["epoch"] < 8
     assert cli(*_train_args(dataset, killed), "--resume") == 0
     assert_same_run(killed, straight, epochs=8)

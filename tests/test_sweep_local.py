@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 
 import pytest
-from helpers import cli, exit_codes, fork, running
+from helpers import cli, epochs_checkpointed, fork, kill_when
 from sweep_helpers import assert_same_sweep, make_reference, tiny_spec, write_spec
 
 from reprogram.engine.lock import RunLock
@@ -62,15 +61,7 @@ def test_a_rerun_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path, re
         return 0
 
     child = fork(train)
-    metrics, deadline = out / killed / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and running(child):
-        if (out / killed / "checkpoint.pt").is_file() and metrics.is_file() and metrics.read_text():
-            os.kill(child, signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail("the run ended before it could be killed")
-    assert exit_codes([child]) == [-signal.SIGKILL]
+    kill_when(child, lambda: epochs_checkpointed(out / killed, 1))
     assert {r.name: r.state for r in sweep_status(spec).runs} == {
         names[0]: "done",
         names[1]: "queued",
@@ -158,15 +149,12 @@ def test_workers_end_with_a_killed_sweep_and_leave_their_run_to_resume(tmp_path,
         return 0
 
     driver = fork(sweep)
-    metrics, deadline = out / names[0] / "metrics.jsonl", time.time() + 180
-    while time.time() < deadline and running(driver):
-        if metrics.is_file() and metrics.read_text():
-            os.kill(driver, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the run ended before its sweep could be killed")
-    assert exit_codes([driver]) == [-signal.SIGKILL]
+    metrics = out / names[0] / "metrics.jsonl"
+
+    def started() -> bool:
+        return metrics.is_file() and bool(metrics.read_text())
+
+    kill_when(driver, started, 180, 0.05, "the run ended before its sweep could be killed")
     worker = read_status(out / names[0])["pid"]
     deadline = time.time() + 30
     while time.time() < deadline and _alive(worker):
