@@ -300,13 +300,14 @@ PRM_AGGREGATION = Aggregation(
 )
 
 # Trained heads (model/heads.py): their parameters are trained by the engine's head optimiser.
+ZERO_HEAD = "the zero-initialised head: the uniform average over each class's descriptions"
 RVP_HEAD = Aggregation(
     "rvp-head",
     "RVP head: softmax intra-class weights P, inter-class residual E",
     lambda bank, options: StructuredHead(bank.num_classes, bank.per_class),
     logit_rule="f·(I + E) with f[c] the softmax(P[c])-weighted sum of its description scores",
     trains=True,
-    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
+    on_new_classes=ZERO_HEAD,
 )
 RVP_HEAD_NO_P = Aggregation(
     "rvp-head-no-p",
@@ -314,7 +315,7 @@ RVP_HEAD_NO_P = Aggregation(
     lambda bank, options: StructuredHead(bank.num_classes, bank.per_class, intra=False),
     logit_rule="f·(I + E) with f[c] the mean of its description scores",
     trains=True,
-    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
+    on_new_classes=ZERO_HEAD,
 )
 RVP_HEAD_NO_E = Aggregation(
     "rvp-head-no-e",
@@ -322,7 +323,7 @@ RVP_HEAD_NO_E = Aggregation(
     lambda bank, options: StructuredHead(bank.num_classes, bank.per_class, inter=False),
     logit_rule="the softmax(P[c])-weighted sum of its description scores",
     trains=True,
-    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
+    on_new_classes=ZERO_HEAD,
 )
 DENSE_HEAD = Aggregation(
     "dense-head",
@@ -330,7 +331,7 @@ DENSE_HEAD = Aggregation(
     lambda bank, options: DenseHead(bank.num_classes, bank.per_class),
     logit_rule="a trained dense linear map of all classes' description scores",
     trains=True,
-    on_new_classes="the zero-initialised head: the uniform average over each class's descriptions",
+    on_new_classes=ZERO_HEAD,
 )
 LINEAR_PROBE = Aggregation(
     "linear-probe",

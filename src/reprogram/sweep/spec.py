@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,13 +299,20 @@ def _entry(
     return entry
 
 
+def _entries(
+    value: Any, key: str, where: Where, allowed: tuple[str, ...] | None
+) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+    """Each item of section ``key`` (a list, or one item) with its key path, as :func:`_entry`."""
+    for index, item in enumerate(_list(value)):
+        path = (key, index) if isinstance(value, list) else (key,)
+        yield path, _entry(item, path, where, allowed)
+
+
 def _methods(value: Any, where: Where) -> list[MethodEntry]:
     from reprogram.model.recipes import get_recipe
 
     entries = []
-    for index, item in enumerate(_list(value)):
-        path = ("methods", index) if isinstance(value, list) else ("methods",)
-        entry = _entry(item, path, where, None)
+    for path, entry in _entries(value, "methods", where, None):
         name = str(entry.pop("name"))
         try:
             get_recipe(name)
@@ -325,9 +333,7 @@ def _datasets(value: Any, root: str | None, where: Where) -> list[DatasetEntry]:
     from reprogram.data.catalog import dataset_info, is_published
 
     entries = []
-    for index, item in enumerate(_list(value)):
-        path = ("datasets", index) if isinstance(value, list) else ("datasets",)
-        entry = _entry(item, path, where, ("root", "label"))
+    for path, entry in _entries(value, "datasets", where, ("root", "label")):
         name = str(entry["name"])
         own_root = entry.get("root")
         label = entry.get("label")
@@ -364,9 +370,7 @@ def _backbones(value: Any, where: Where) -> list[BackboneEntry]:
     if value is None:
         value = [TrainConfig().backbone.name]
     entries = []
-    for index, item in enumerate(_list(value)):
-        path = ("backbones", index) if isinstance(value, list) else ("backbones",)
-        entry = _entry(item, path, where, ("weights", "label"))
+    for _, entry in _entries(value, "backbones", where, ("weights", "label")):
         name = str(entry["name"])
         weights = entry.get("weights")
         label = entry.get("label") or _backbone_label(name)
