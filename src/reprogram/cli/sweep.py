@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
     app.command("sweep")(with_options(sweep, executor_options(EXECUTOR_HELP), first=False))
 
 
+OutOpt = Annotated[Path | None, typer.Option(help="output folder (default: the spec's out)")]
+ExecutorOpt = Annotated[str | None, typer.Option(help="local or slurm (default: the spec's)")]
+
 # The executors' options, in --help order: each a field of LocalSettings or SlurmSettings (which
 # hold the types and defaults); given ones change the spec's local:/slurm: settings.
 EXECUTOR_HELP = {
@@ -66,12 +69,8 @@ def executor_settings(chosen: str, values: Mapping[str, Any], names: Iterable[st
 
 def sweep(
     spec: Annotated[Path, typer.Argument(help="the sweep's spec (YAML): see docs/sweeps.md")],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="output folder (default: the spec's out)")
-    ] = None,
-    executor: Annotated[
-        str | None, typer.Option("--executor", help="local or slurm (default: the spec's)")
-    ] = None,
+    out: OutOpt = None,
+    executor: ExecutorOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="only print the runs the spec expands into")
     ] = False,

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from reprogram.cli.options import DeviceOpt, with_options
-from reprogram.cli.sweep import EXECUTOR_HELP, executor_options, executor_settings
+from reprogram.cli.sweep import (
+    EXECUTOR_HELP,
+    ExecutorOpt,
+    OutOpt,
+    executor_options,
+    executor_settings,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,9 +30,7 @@ SLURM_OPTIONS = ("partition", "time", "gpus_per_task", "cpus_per_task", "mem", "
 
 def tune(
     spec: Annotated[Path, typer.Argument(help="the tuning spec (YAML): see docs/tune.md")],
-    out: Annotated[
-        Path | None, typer.Option("--out", help="output folder (default: the spec's out)")
-    ] = None,
+    out: OutOpt = None,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -47,9 +51,7 @@ def tune(
     timeout: Annotated[
         float | None, typer.Option(help="the time budget in seconds (default: the spec's)")
     ] = None,
-    executor: Annotated[
-        str | None, typer.Option("--executor", help="local or slurm (default: the spec's)")
-    ] = None,
+    executor: ExecutorOpt = None,
     search_only: Annotated[
         bool, typer.Option("--search-only", help="only search: no final runs")
     ] = False,
