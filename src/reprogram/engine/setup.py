@@ -283,7 +283,7 @@ def description_files(config: TrainConfig) -> list[str]:
 
 
 def read_descriptions(
-    config: TrainConfig, recipe: Recipe
+    config: TrainConfig,
 ) -> tuple[list[tuple[str, dict[str, list[str]]]], list[str]]:
     """The method's description files (given, or the dataset's defaults: stored in
     ``config.data.descriptions``) read: ``[(spec, {class: sentences})]`` and their local paths."""
@@ -302,7 +302,7 @@ def check_texts(config: TrainConfig, classnames: Sequence[str]) -> None:
     recipe = get_recipe(config.method.name)
     if not recipe.needs_descriptions:
         return
-    descriptions, _ = read_descriptions(copy.deepcopy(config), recipe)
+    descriptions, _ = read_descriptions(copy.deepcopy(config))
     texts = text_classnames(list(classnames))
     build_text_bank(recipe, texts, descriptions, config.method.options(), config.seed)
 
@@ -318,7 +318,7 @@ def build_model(
     descriptions = []
     texts = text_classnames(classnames)  # ImageNet's repeated names share their texts
     if bank is None and recipe.needs_descriptions:
-        descriptions, paths = read_descriptions(config, recipe)
+        descriptions, paths = read_descriptions(config)
         if warnings is not None:
             method = config.method
             warn_descriptions(warnings, recipe, paths, texts, method.m, method.description_length)
